@@ -1,0 +1,1 @@
+"""Qt widgets (thin): everything here calls the Qt-free core."""

@@ -1,0 +1,49 @@
+"""The ``napari-inrst`` command line: one module per subcommand, all over the same core.
+
+Bad input prints one line ``napari-inrst: error: <file>: <problem>`` and exits with status 2;
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import InputError
+
+#: subcommand → module (each has ``add_parser(subparsers)`` and ``run(args) -> int``)
+COMMANDS = ["demo", "fit", "predict", "align", "transforms", "render", "evaluate"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-inrst",
+        description="Continuous 3D expression fields from serial spatial-transcriptomics sections.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-inrst {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        mod = importlib.import_module(f".{name}", __name__)
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except InputError as exc:
+        print(f"napari-inrst: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("napari-inrst: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Readers for the formats users bring, as plain functions (the CLI and napari both use them).
+
+Every reader returns validated AnnData objects whose ``obsm['spatial']`` is in µm, and raises
+:class:`~napari_inrst.errors.InputError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .validate import validate_section
+
+#: Spot diameter of 10x Visium (µm), used to convert full-resolution pixels to µm.
+VISIUM_SPOT_DIAMETER_UM = 55.0
+
+
+@dataclass
+class SectionInput:
+    """One section as read from disk, before it joins a stack."""
+
+    name: str
+    adata: object  # anndata.AnnData
+    source: str
+    z: float | None = None  # µm, when the file records it
+
+
+def _anndata():
+    import anndata
+
+    return anndata
+
+
+def _check_exists(path: Path, kind: str = "file"):
+    if not path.exists():
+        raise InputError(path, f"no such {kind}")
+
+
+def section_z(adata) -> float | None:
+    """The z position (µm) a file records for itself: ``uns['z_um']``/``uns['z']`` or a constant ``obs['z']``."""
+    for key in ("z_um", "z"):
+        if key in adata.uns:
+            try:
+                return float(np.asarray(adata.uns[key]).ravel()[0])
+            except (TypeError, ValueError, IndexError):
+                return None
+    if "z" in adata.obs:
+        vals = np.unique(np.asarray(adata.obs["z"], dtype=float))
+        if len(vals) == 1:
+            return float(vals[0])
+    return None
+
+
+def read_h5ad(path, *, counts_expected: bool = False, unit_factor: float = 1.0):
+    """Read one ``.h5ad`` section (2D ``obsm['spatial']``); coordinates × ``unit_factor`` → µm."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        adata = _anndata().read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types for corrupt files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(path, f"not a readable AnnData .h5ad file ({reason[:160]})") from None
+    validate_section(adata, path, counts_expected=counts_expected)
+    if unit_factor != 1.0:
+        adata.obsm["spatial"] = adata.obsm["spatial"] * float(unit_factor)
+    return adata
+
+
+def read_h5ad_sections(path, section_key: str, *, z_key: str | None = None, counts_expected=False,
+                       unit_factor: float = 1.0) -> list[SectionInput]:
+    """Read one ``.h5ad`` that holds several sections, split by ``obs[section_key]``.
+
+    Sections are ordered by ``obs[z_key]`` when given (which must be constant within a
+    section), else by the sorted section labels.
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        adata = _anndata().read_h5ad(path)
+    except Exception as exc:
+        raise InputError(path, f"not a readable AnnData .h5ad file ({str(exc)[:160]})") from None
+    if section_key not in adata.obs:
+        raise InputError(path, f"no obs column '{section_key}' to split sections by "
+                               f"(columns: {', '.join(map(str, adata.obs.columns)) or 'none'})")
+    labels = adata.obs[section_key].astype(str).to_numpy()
+    out = []
+    for label in sorted(np.unique(labels)):
+        sub = adata[labels == label].copy()
+        src = f"{path}[{section_key}={label}]"
+        validate_section(sub, src, counts_expected=counts_expected)
+        if unit_factor != 1.0:
+            sub.obsm["spatial"] = sub.obsm["spatial"] * float(unit_factor)
+        z = None
+        if z_key is not None:
+            if z_key not in sub.obs:
+                raise InputError(path, f"no obs column '{z_key}' for the section z")
+            zs = np.unique(np.asarray(sub.obs[z_key], dtype=float))
+            if len(zs) != 1:
+                raise InputError(src, f"obs['{z_key}'] is not constant within the section")
+            z = float(zs[0]) * float(unit_factor)
+        out.append(SectionInput(name=str(label), adata=sub, source=src, z=z))
+    if z_key is not None:
+        out.sort(key=lambda s: s.z)
+    return out
+
+
+def _read_10x_h5(path: Path):
+    """A Space Ranger ``filtered_feature_bc_matrix.h5`` → AnnData (spots × genes, raw counts)."""
+    import h5py
+    import pandas as pd
+    from scipy import sparse
+
+    try:
+        with h5py.File(path, "r") as f:
+            g = f["matrix"]
+            shape = tuple(int(v) for v in g["shape"][()])
+            mat = sparse.csc_matrix((g["data"][()], g["indices"][()], g["indptr"][()]), shape=shape)
+            barcodes = [b.decode() for b in g["barcodes"][()]]
+            feat = g["features"]
+            names = [b.decode() for b in feat["name"][()]]
+            ids = [b.decode() for b in feat["id"][()]]
+            ftype = [b.decode() for b in feat["feature_type"][()]] if "feature_type" in feat else None
+    except (OSError, KeyError) as exc:
+        raise InputError(path, f"not a 10x feature-barcode matrix .h5 ({exc})") from None
+    X = mat.T.tocsr().astype(np.float32)
+    var = pd.DataFrame({"gene_ids": ids}, index=names)
+    if ftype is not None:
+        var["feature_types"] = ftype
+        keep = np.asarray(ftype) == "Gene Expression"
+        X, var = X[:, keep], var[keep]
+    adata = _anndata().AnnData(X=X, obs=pd.DataFrame(index=barcodes), var=var)
+    adata.var_names_make_unique()
+    return adata
+
+
+def read_visium(outs, *, counts_expected: bool = True) -> object:
+    """Read a 10x Visium Space Ranger ``outs/`` folder; coordinates in µm from the scale factors.
+
+    Uses ``filtered_feature_bc_matrix.h5``, ``spatial/tissue_positions.csv`` (or the older
+    headerless ``tissue_positions_list.csv``) and ``spatial/scalefactors_json.json``; keeps
+    in-tissue spots. µm per full-resolution pixel = 55 µm / ``spot_diameter_fullres``.
+    """
+    import pandas as pd
+
+    outs = Path(outs)
+    _check_exists(outs, "folder")
+    h5 = outs / "filtered_feature_bc_matrix.h5"
+    _check_exists(h5)
+    spatial = outs / "spatial"
+    pos_file = next((p for p in (spatial / "tissue_positions.csv", spatial / "tissue_positions_list.csv")
+                     if p.exists()), None)
+    if pos_file is None:
+        raise InputError(outs, "Visium folder without spot positions "
+                               "(no spatial/tissue_positions.csv or spatial/tissue_positions_list.csv)")
+    sf_file = spatial / "scalefactors_json.json"
+    _check_exists(sf_file)
+    try:
+        sf = json.loads(sf_file.read_text())
+        px_um = VISIUM_SPOT_DIAMETER_UM / float(sf["spot_diameter_fullres"])
+    except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
+        raise InputError(sf_file, f"no usable spot_diameter_fullres ({exc})") from None
+    cols = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+    try:
+        with open(pos_file) as fh:
+            has_header = fh.readline().startswith("barcode")
+        pos = pd.read_csv(pos_file, header=0 if has_header else None)
+        if not has_header:
+            pos.columns = cols
+        pos = pos.set_index("barcode")
+        pos = pos[cols[1:]]
+    except (ValueError, KeyError, pd.errors.ParserError) as exc:
+        raise InputError(pos_file, f"unreadable spot positions ({exc})") from None
+    adata = _read_10x_h5(h5)
+    missing = adata.obs_names.difference(pos.index)
+    if len(missing):
+        raise InputError(pos_file, f"{len(missing)} barcodes of the matrix have no position (first: {missing[0]})")
+    pos = pos.loc[adata.obs_names]
+    keep = pos["in_tissue"].to_numpy() == 1
+    adata = adata[keep].copy()
+    pos = pos[keep]
+    adata.obs = adata.obs.join(pos[["in_tissue", "array_row", "array_col"]])
+    xy = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64) * px_um
+    adata.obsm["spatial"] = xy
+    adata.uns["spot_diameter_um"] = VISIUM_SPOT_DIAMETER_UM
+    validate_section(adata, outs, counts_expected=counts_expected)
+    return adata
+
+
+def read_csv_pair(counts_csv, coords_csv, *, counts_expected: bool = False, unit_factor: float = 1.0):
+    """Read a counts CSV (first column spot id, one column per gene) and a coordinates CSV
+    (first column spot id, columns ``x`` and ``y``, or the first two numeric columns)."""
+    import pandas as pd
+    from anndata import AnnData
+
+    counts_csv, coords_csv = Path(counts_csv), Path(coords_csv)
+    for p in (counts_csv, coords_csv):
+        _check_exists(p)
+    try:
+        counts = pd.read_csv(counts_csv, index_col=0)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(counts_csv, f"unreadable counts CSV ({exc})") from None
+    try:
+        coords = pd.read_csv(coords_csv, index_col=0)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(coords_csv, f"unreadable coordinates CSV ({exc})") from None
+    counts.index = counts.index.astype(str)
+    coords.index = coords.index.astype(str)
+    non_num = [c for c in counts.columns if not np.issubdtype(counts[c].dtype, np.number)]
+    if non_num:
+        raise InputError(counts_csv, f"non-numeric gene column(s): {', '.join(map(str, non_num[:3]))}")
+    if {"x", "y"} <= set(coords.columns):
+        xy = coords[["x", "y"]]
+    else:
+        num = coords.select_dtypes("number")
+        if num.shape[1] < 2:
+            raise InputError(coords_csv, "needs columns x and y (or two numeric columns)")
+        xy = num.iloc[:, :2]
+    if not counts.index.is_unique:
+        raise InputError(counts_csv, f"duplicate cell/spot names (first: '{counts.index[counts.index.duplicated()][0]}')")
+    missing = counts.index.difference(xy.index)
+    if len(missing):
+        raise InputError(coords_csv, f"{len(missing)} spots of {counts_csv.name} have no coordinates (first: '{missing[0]}')")
+    xy = xy[~xy.index.duplicated()].loc[counts.index]
+    adata = AnnData(X=counts.to_numpy(dtype=np.float32), obs=pd.DataFrame(index=counts.index),
+                    var=pd.DataFrame(index=counts.columns.astype(str)))
+    adata.obsm["spatial"] = xy.to_numpy(dtype=np.float64)
+    validate_section(adata, counts_csv, counts_expected=counts_expected)
+    if unit_factor != 1.0:
+        adata.obsm["spatial"] = adata.obsm["spatial"] * float(unit_factor)
+    return adata
+
+
+def _is_visium_outs(path: Path) -> bool:
+    return path.is_dir() and (path / "filtered_feature_bc_matrix.h5").exists()
+
+
+def read_path(path, *, counts_expected: bool = False, unit_factor: float = 1.0) -> list[SectionInput]:
+    """Read whatever a path holds: a ``.h5ad`` file, a Visium ``outs/`` folder, or a folder of
+    ``.h5ad`` files (one per section, in name order)."""
+    path = Path(path)
+    _check_exists(path, "file or folder")
+    if _is_visium_outs(path):
+        name = path.parent.name if path.name == "outs" else path.name
+        return [SectionInput(name, read_visium(path, counts_expected=counts_expected), str(path))]
+    if path.is_dir():
+        files = sorted(path.glob("*.h5ad"))
+        if not files:
+            raise InputError(path, "folder holds no .h5ad files and is not a Visium outs/ folder")
+        return [s for f in files for s in read_path(f, counts_expected=counts_expected, unit_factor=unit_factor)]
+    if path.suffix.lower() != ".h5ad":
+        raise InputError(path, "unsupported file type (expected .h5ad, a Visium outs/ folder, or a CSV pair)")
+    adata = read_h5ad(path, counts_expected=counts_expected, unit_factor=unit_factor)
+    z = section_z(adata)
+    return [SectionInput(path.stem, adata, str(path), z=None if z is None else z * unit_factor)]
+
+
+def read_sections(paths, *, counts_expected: bool = False, unit_factor: float = 1.0) -> list[SectionInput]:
+    """Read several paths in order (see :func:`read_path`)."""
+    out: list[SectionInput] = []
+    for p in paths:
+        out.extend(read_path(os.fspath(p), counts_expected=counts_expected, unit_factor=unit_factor))
+    return out

@@ -1,0 +1,69 @@
+"""Validation of one section: every check names the file and the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+SPATIAL_KEY = "spatial"
+
+
+def _values(X) -> np.ndarray:
+    """The stored values of a dense or sparse matrix (no densification)."""
+    if hasattr(X, "data") and hasattr(X, "indptr"):
+        return np.asarray(X.data)
+    return np.asarray(X)
+
+
+def validate_section(adata, source, *, counts_expected: bool = False, spatial_key: str = SPATIAL_KEY):
+    """Check one section in place and return it.
+
+    Ensures a non-empty AnnData with unique cell/spot names, finite 2D coordinates in
+    ``obsm[spatial_key]`` (stored back as float64) and finite expression; with
+    ``counts_expected`` also non-negative expression. Raises :class:`InputError`.
+    """
+    if adata.n_obs == 0:
+        raise InputError(source, "empty section: it has no cells/spots")
+    if adata.n_vars == 0:
+        raise InputError(source, "empty section: it has no genes")
+    if spatial_key not in adata.obsm:
+        raise InputError(
+            source,
+            f"no obsm['{spatial_key}'] with the 2D cell/spot coordinates "
+            f"(obsm keys: {sorted(adata.obsm.keys()) or 'none'})",
+        )
+    xy = np.asarray(adata.obsm[spatial_key])
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise InputError(
+            source, f"obsm['{spatial_key}'] must be n×2 (x, y); it has shape {tuple(xy.shape)}"
+        )
+    try:
+        xy = xy.astype(np.float64)
+    except (TypeError, ValueError):
+        raise InputError(source, f"obsm['{spatial_key}'] is not numeric") from None
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        raise InputError(
+            source,
+            f"{int(bad.sum())} cells/spots have NaN or infinite coordinates "
+            f"(first: '{adata.obs_names[np.flatnonzero(bad)[0]]}')",
+        )
+    adata.obsm[spatial_key] = xy
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()]
+        raise InputError(
+            source, f"{len(dup)} duplicate cell/spot names (first: '{dup[0]}'); names must be unique"
+        )
+    vals = _values(adata.X)
+    if not np.issubdtype(vals.dtype, np.number):
+        raise InputError(source, f"expression matrix is not numeric (dtype {vals.dtype})")
+    if not np.isfinite(vals).all():
+        raise InputError(source, f"expression has {int((~np.isfinite(vals)).sum())} NaN or infinite values")
+    if counts_expected and vals.size and vals.min() < 0:
+        raise InputError(
+            source,
+            f"expression has negative values (min {vals.min():g}) but counts are expected "
+            "for normalize='log1p'; pass normalize='none' for already-normalized values",
+        )
+    return adata

@@ -1,0 +1,354 @@
+"""The section stack: ordered sections, a shared gene panel, normalization and transforms.
+
+A :class:`SectionStack` holds one :class:`Section` per measured section. Each section keeps its
+own AnnData (raw values in ``layers['counts']`` when they are counts, normalized values in ``X``),
+its 2D coordinates in µm as read (``obsm['spatial']``), its z in µm, and a 3×3 homogeneous
+transform from its input coordinates into the stack frame (identity until aligned).
+
+No Qt and no torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+NORMALIZE_CHOICES = ("log1p", "none")
+GENE_POLICIES = ("intersection", "union")
+TARGET_SUM = 1e4
+
+
+def _dense(X) -> np.ndarray:
+    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
+
+
+def normalize_log1p(X, target_sum: float = TARGET_SUM) -> np.ndarray:
+    """``log1p`` of counts per ``target_sum`` (10,000 by default), per cell/spot; dense float32."""
+    X = _dense(X)
+    tot = X.sum(axis=1, keepdims=True)
+    scale = np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)
+    return np.log1p(X * scale).astype(np.float32)
+
+
+def highly_variable_genes(X: np.ndarray, n_top: int, n_bins: int = 20) -> np.ndarray:
+    """Indices of the ``n_top`` most variable genes of log-normalized ``X``, in their original order.
+
+    Dispersion (variance / mean) normalized robustly (median / MAD, as scanpy's ``cell_ranger``
+    flavour) within bins of mean expression, so a few very variable genes do not hide each other.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n_top = int(min(n_top, X.shape[1]))
+    mean = X.mean(axis=0)
+    var = X.var(axis=0, ddof=1) if X.shape[0] > 1 else np.zeros_like(mean)
+    disp = np.log(np.divide(var, mean, out=np.zeros_like(var), where=mean > 1e-12) + 1e-12)
+    disp[mean <= 1e-12] = -np.inf
+    n_bins = int(max(1, min(n_bins, X.shape[1] // 10)))  # ≥ ~10 genes per bin
+    edges = np.quantile(mean, np.linspace(0, 1, n_bins + 1))
+    bins = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, n_bins - 1)
+    norm = np.full_like(disp, -np.inf)
+    for b in np.unique(bins):
+        idx = (bins == b) & np.isfinite(disp)
+        if idx.sum() == 0:
+            continue
+        d = disp[idx]
+        med = np.median(d)
+        mad = 1.4826 * np.median(np.abs(d - med))
+        norm[idx] = (d - med) / mad if mad > 0 else d - med
+    order = np.lexsort((-var, -norm))  # by normalized dispersion, ties by variance
+    return np.sort(order[:n_top])
+
+
+def apply_transform(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Apply a 3×3 homogeneous 2D transform to n×2 points."""
+    m = np.asarray(matrix, dtype=np.float64)
+    xy = np.asarray(xy, dtype=np.float64)
+    return xy @ m[:2, :2].T + m[:2, 2]
+
+
+@dataclass
+class Section:
+    """One measured section."""
+
+    name: str
+    adata: object  # anndata.AnnData: X normalized (float32), layers['counts'] raw when counts
+    z: float  # µm
+    transform: np.ndarray = field(default_factory=lambda: np.eye(3))
+    source: str = ""
+    excluded: bool = False  # marked missing/damaged: kept for display, left out of training
+
+    @property
+    def n_obs(self) -> int:
+        return self.adata.n_obs
+
+    @property
+    def xy_input(self) -> np.ndarray:
+        """Coordinates as read (µm), before the transform."""
+        return np.asarray(self.adata.obsm["spatial"], dtype=np.float64)
+
+    @property
+    def xy(self) -> np.ndarray:
+        """Coordinates in the stack frame (µm)."""
+        return apply_transform(self.transform, self.xy_input)
+
+    @property
+    def xyz(self) -> np.ndarray:
+        """n×3 coordinates (x, y, z) in the stack frame (µm)."""
+        xy = self.xy
+        return np.column_stack([xy, np.full(len(xy), self.z)])
+
+    @property
+    def X(self) -> np.ndarray:
+        """Normalized expression, dense float32 (n × genes of the stack)."""
+        return _dense(self.adata.X)
+
+    def spot_diameter_um(self) -> float:
+        """Spot/cell diameter in µm: recorded in ``uns`` or estimated from nearest-neighbour spacing."""
+        d = self.adata.uns.get("spot_diameter_um")
+        if d is not None:
+            return float(np.asarray(d).ravel()[0])
+        return estimate_spacing(self.xy_input)
+
+
+def estimate_spacing(xy: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
+    """Median nearest-neighbour distance of points (µm)."""
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(xy, dtype=np.float64)
+    if len(xy) < 2:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    q = xy if len(xy) <= sample else xy[rng.choice(len(xy), sample, replace=False)]
+    d, _ = cKDTree(xy).query(q, k=2)
+    med = float(np.median(d[:, 1]))
+    return med if med > 0 else 1.0
+
+
+@dataclass
+class SectionStack:
+    """An ordered set of sections sharing one gene panel in one normalization."""
+
+    sections: list[Section]
+    genes: list[str]
+    normalize: str = "log1p"
+    gene_policy: str = "intersection"
+    unit_factor: float = 1.0
+    report: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sections)
+
+    def __iter__(self):
+        return iter(self.sections)
+
+    def __getitem__(self, i) -> Section:
+        return self.sections[i]
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sections]
+
+    @property
+    def z(self) -> np.ndarray:
+        return np.array([s.z for s in self.sections], dtype=np.float64)
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+    def gene_index(self, gene: str) -> int:
+        try:
+            return self.genes.index(gene)
+        except ValueError:
+            raise KeyError(f"gene '{gene}' is not in the stack's {self.n_genes} genes") from None
+
+    def transforms(self) -> list[np.ndarray]:
+        return [np.array(s.transform, dtype=np.float64) for s in self.sections]
+
+    def set_transforms(self, matrices: Sequence[np.ndarray]):
+        if len(matrices) != len(self.sections):
+            raise ValueError(f"{len(matrices)} transforms for {len(self.sections)} sections")
+        for s, m in zip(self.sections, matrices):
+            m = np.asarray(m, dtype=np.float64)
+            if m.shape != (3, 3):
+                raise ValueError(f"transform of {s.name} must be 3×3, got {m.shape}")
+            s.transform = m
+
+    def select(self, indices: Iterable[int]) -> "SectionStack":
+        """A stack with only the given sections (shared AnnData, copied transforms)."""
+        idx = list(indices)
+        secs = [Section(s.name, s.adata, s.z, s.transform.copy(), s.source, s.excluded)
+                for s in (self.sections[i] for i in idx)]
+        return SectionStack(secs, list(self.genes), self.normalize, self.gene_policy,
+                            self.unit_factor, dict(self.report))
+
+    def training_sections(self) -> list[int]:
+        return [i for i, s in enumerate(self.sections) if not s.excluded]
+
+    def coords(self, indices: Iterable[int] | None = None) -> np.ndarray:
+        """All (x, y, z) in the stack frame (µm), sections concatenated in order."""
+        idx = range(len(self.sections)) if indices is None else indices
+        return np.concatenate([self.sections[i].xyz for i in idx], axis=0)
+
+    def expression(self, indices: Iterable[int] | None = None) -> np.ndarray:
+        """Normalized expression (float32), sections concatenated in order."""
+        idx = range(len(self.sections)) if indices is None else indices
+        return np.concatenate([self.sections[i].X for i in idx], axis=0)
+
+    def section_of(self, indices: Iterable[int] | None = None) -> np.ndarray:
+        """For each row of :meth:`coords`, the index of its section."""
+        idx = range(len(self.sections)) if indices is None else indices
+        return np.concatenate([np.full(self.sections[i].n_obs, i) for i in idx])
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max) of (x, y, z) over all sections in the stack frame."""
+        c = self.coords()
+        return c.min(axis=0), c.max(axis=0)
+
+    def summary(self) -> str:
+        lines = [f"{len(self)} sections, {self.n_genes} genes ({self.gene_policy}), normalize={self.normalize}"]
+        for s in self.sections:
+            flag = " [excluded]" if s.excluded else ""
+            lines.append(f"  {s.name}: z={s.z:g} µm, {s.n_obs} cells/spots{flag}")
+        return "\n".join(lines)
+
+
+def build_stack(
+    adatas: Sequence,
+    z: Sequence[float],
+    *,
+    names: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+    gene_policy: str = "intersection",
+    normalize: str = "log1p",
+    n_top_genes: int | None = None,
+    unit_factor: float = 1.0,
+    min_sections: int = 1,
+    transforms: Sequence[np.ndarray] | None = None,
+) -> SectionStack:
+    """Assemble validated sections into a :class:`SectionStack`.
+
+    ``gene_policy``: ``"intersection"`` (default) keeps genes measured in every section;
+    ``"union"`` keeps all, filling genes a section did not measure with zeros. Both are reported
+    in ``stack.report``. ``normalize``: ``"log1p"`` (log1p of counts per 10,000; counts must be
+    non-negative) or ``"none"`` (values as given). ``n_top_genes`` keeps the most variable
+    genes. ``unit_factor`` multiplies coordinates and z (for data not in µm). Raw values are kept
+    in ``layers['counts']``. The input AnnData objects are not modified.
+    """
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+
+    from .io.validate import validate_section
+
+    n = len(adatas)
+    names = list(names) if names is not None else [f"section_{i}" for i in range(n)]
+    sources = list(sources) if sources is not None else list(names)
+    if normalize not in NORMALIZE_CHOICES:
+        raise InputError(None, f"normalize must be one of {NORMALIZE_CHOICES}, got '{normalize}'")
+    if gene_policy not in GENE_POLICIES:
+        raise InputError(None, f"gene_policy must be one of {GENE_POLICIES}, got '{gene_policy}'")
+    if n < min_sections:
+        raise InputError(", ".join(sources) or None,
+                         f"a stack needs at least {min_sections} sections; got {n}")
+    if len(z) != n:
+        raise InputError(None, f"{n} sections but {len(z)} z positions; give one z per section")
+    zs = np.asarray(z, dtype=np.float64) * float(unit_factor)
+    if not np.isfinite(zs).all():
+        raise InputError(None, "z positions must be finite numbers")
+    for i in range(n):
+        for j in range(i):
+            if zs[i] == zs[j]:
+                raise InputError(sources[i], f"has the same z ({zs[i]:g} µm) as {sources[j]}; "
+                                             "two sections cannot share a z")
+    counts = normalize == "log1p"
+    for a, src in zip(adatas, sources):
+        validate_section(a, src, counts_expected=counts)
+
+    gene_sets = [list(map(str, a.var_names)) for a in adatas]
+    if gene_policy == "intersection":
+        common = set(gene_sets[0]).intersection(*map(set, gene_sets[1:]))
+        genes = [g for g in gene_sets[0] if g in common]
+        if not genes:
+            raise InputError(", ".join(sources), "no genes are shared between the sections "
+                                                 "(gene_policy='intersection'); try gene_policy='union'")
+    else:
+        seen, genes = set(), []
+        for gs in gene_sets:
+            for g in gs:
+                if g not in seen:
+                    seen.add(g)
+                    genes.append(g)
+    report = {
+        "gene_policy": gene_policy,
+        "genes_per_section": {nm: len(gs) for nm, gs in zip(names, gene_sets)},
+        "n_genes_kept": len(genes),
+        "n_genes_union": len(set().union(*map(set, gene_sets))),
+        "n_genes_intersection": len(set(gene_sets[0]).intersection(*map(set, gene_sets[1:]))),
+    }
+
+    gene_pos = {g: k for k, g in enumerate(genes)}
+    sections, normed = [], []
+    for a, nm, src, zz in zip(adatas, names, sources, zs):
+        X = a.X
+        X = X.tocsr() if sparse.issparse(X) else np.asarray(X)
+        cols = [gene_pos.get(g, -1) for g in map(str, a.var_names)]
+        src_idx = np.array([k for k, c in enumerate(cols) if c >= 0], dtype=int)
+        dst_idx = np.array([cols[k] for k in src_idx], dtype=int)
+        raw = sparse.lil_matrix((a.n_obs, len(genes)), dtype=np.float32) if sparse.issparse(X) else None
+        if raw is not None:
+            sub = X[:, src_idx].tocsc()
+            perm = sparse.csr_matrix((np.ones(len(src_idx)), (np.arange(len(src_idx)), dst_idx)),
+                                     shape=(len(src_idx), len(genes)))
+            raw = (sub @ perm).tocsr().astype(np.float32)
+        else:
+            raw = np.zeros((a.n_obs, len(genes)), dtype=np.float32)
+            raw[:, dst_idx] = np.asarray(X, dtype=np.float32)[:, src_idx]
+        missing = len(genes) - len(src_idx)
+        if normalize == "log1p":
+            # library size over every gene measured in the section, not only kept ones
+            tot = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+            scale = np.divide(TARGET_SUM, tot, out=np.zeros_like(tot), where=tot > 0)
+            Xn = np.log1p(_dense(raw) * scale[:, None].astype(np.float32)).astype(np.float32)
+        else:
+            Xn = _dense(raw)
+        normed.append(Xn)
+        obs = a.obs.copy()
+        obs.index = a.obs_names.astype(str)
+        new = ad.AnnData(X=Xn, obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
+        new.layers["counts" if counts else "values"] = raw
+        new.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=np.float64) * float(unit_factor)
+        for k, v in a.uns.items():
+            if k in ("spot_diameter_um",):
+                new.uns[k] = float(np.asarray(v).ravel()[0]) * float(unit_factor)
+        new.uns["n_genes_missing"] = missing
+        sections.append(Section(name=str(nm), adata=new, z=float(zz), source=str(src)))
+
+    if n_top_genes is not None and n_top_genes < len(genes):
+        keep = highly_variable_genes(np.concatenate(normed, axis=0), n_top_genes)
+        genes = [genes[k] for k in keep]
+        for s in sections:
+            s.adata = s.adata[:, keep].copy()
+        report["n_top_genes"] = int(n_top_genes)
+        report["n_genes_kept"] = len(genes)
+
+    if transforms is not None:
+        stack = SectionStack(sections, genes, normalize, gene_policy, float(unit_factor), report)
+        stack.set_transforms(transforms)
+        return stack
+    return SectionStack(sections, genes, normalize, gene_policy, float(unit_factor), report)
+
+
+def stack_from_inputs(inputs, z: Sequence[float] | None = None, *, spacing: float = 10.0, **kwargs) -> SectionStack:
+    """Build a stack from :class:`~napari_inrst.io.readers.SectionInput` objects.
+
+    ``z`` as given, else what each file records, else ``index × spacing`` µm.
+    """
+    if z is None:
+        recorded = [s.z for s in inputs]
+        z = recorded if all(v is not None for v in recorded) else [i * spacing for i in range(len(inputs))]
+    return build_stack([s.adata for s in inputs], z, names=[s.name for s in inputs],
+                       sources=[s.source for s in inputs], **kwargs)
