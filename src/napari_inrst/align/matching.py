@@ -1,0 +1,129 @@
+"""Expression features shared by a pair of sections, and expression-based spot matching.
+
+A pair's spots are described on one low-dimensional representation: PCA of the normalized
+expression of the genes both sections express, computed jointly for the pair (each section
+centred on its own mean, so a batch shift between sections is not what the first component
+finds). Single spots are noisy, so each spot is also described by the mean of its spatial
+neighbourhood ("niche" profile; rotation and mirror invariant). Matching uses the Pearson
+correlation of these profiles (INRScrecon §3.1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_PCA_ROWS = 4000
+MAX_PCA_GENES = 2000
+
+
+def expressed_genes(Xa: np.ndarray, Xb: np.ndarray) -> np.ndarray:
+    """Indices of genes with some expression (non-constant) in both sections."""
+    va = np.asarray(Xa).std(axis=0) > 0
+    vb = np.asarray(Xb).std(axis=0) > 0
+    return np.flatnonzero(va & vb)
+
+
+def joint_pca(Xa: np.ndarray, Xb: np.ndarray, genes: np.ndarray, n_comp: int = 30, rng=None):
+    """Scores of both sections on a PCA of their shared genes, fitted jointly (na×k, nb×k)."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    A = np.asarray(Xa, dtype=np.float64)[:, genes]
+    B = np.asarray(Xb, dtype=np.float64)[:, genes]
+    A = A - A.mean(axis=0)
+    B = B - B.mean(axis=0)
+    if A.shape[1] > MAX_PCA_GENES:  # most variable genes of the pair
+        var = np.concatenate([A, B]).var(axis=0)
+        keep = np.sort(np.argsort(-var)[:MAX_PCA_GENES])
+        A, B = A[:, keep], B[:, keep]
+    Z = np.concatenate([A, B])
+    sd = Z.std(axis=0)
+    floor = np.median(sd[sd > 0]) if np.any(sd > 0) else 1.0
+    sd = np.maximum(sd, floor)  # scale genes, but do not inflate the weakest ones
+    A, B, Z = A / sd, B / sd, Z / sd
+    fit = Z if len(Z) <= MAX_PCA_ROWS else Z[rng.choice(len(Z), MAX_PCA_ROWS, replace=False)]
+    k = int(max(2, min(n_comp, fit.shape[1], fit.shape[0] - 1)))
+    V = _top_components(fit, k, rng)
+    return A @ V, B @ V
+
+
+def _orthonormal(Y: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of Y's columns through the eigen-decomposition of the small YᵀY
+    (matrix products only; LAPACK's QR is slow when BLAS threads compete)."""
+    w, U = np.linalg.eigh(Y.T @ Y)
+    keep = w > w.max() * 1e-12
+    return Y @ (U[:, keep] / np.sqrt(w[keep]))
+
+
+def _top_components(Z: np.ndarray, k: int, rng, n_power: int = 6) -> np.ndarray:
+    """Top-``k`` right singular vectors of ``Z`` (genes × k) by subspace iteration on the smaller
+    Gram matrix (ZᵀZ or ZZᵀ).
+
+    Only matrix products and eigh of (k+10)×(k+10) matrices: LAPACK's dense
+    eigen/SVD drivers can be 30–100× slower when the BLAS threads compete with other work.
+    """
+    m, g = Z.shape
+    genes_side = g <= m
+    C = Z.T @ Z if genes_side else Z @ Z.T  # d × d, d = min(m, g)
+    d = C.shape[0]
+    p = min(d, k + 10)
+    Q = _orthonormal(rng.normal(size=(d, p)))
+    for _ in range(n_power):
+        Q = _orthonormal(C @ Q)
+    w, U = np.linalg.eigh(Q.T @ C @ Q)
+    top = np.argsort(-w)[:k]
+    E = Q @ U[:, top]  # top eigenvectors of C
+    if genes_side:
+        return E
+    return Z.T @ E / np.sqrt(np.maximum(w[top], 1e-12))
+
+
+def neighbourhood_mean(xy: np.ndarray, F: np.ndarray, k: int) -> np.ndarray:
+    """Mean of ``F`` over each point's ``k`` nearest spatial neighbours (itself included)."""
+    from scipy.spatial import cKDTree
+
+    k = int(min(max(k, 1), len(xy)))
+    if k == 1:
+        return F.copy()
+    _, idx = cKDTree(xy).query(xy, k=k)
+    return F[idx].mean(axis=1)
+
+
+def unit_rows(F: np.ndarray) -> np.ndarray:
+    """Rows centred and scaled to unit norm, so dot products are Pearson correlations."""
+    F = F - F.mean(axis=1, keepdims=True)
+    n = np.linalg.norm(F, axis=1, keepdims=True)
+    return F / np.where(n > 0, n, 1.0)
+
+
+def smoothing_k(n: int) -> int:
+    """Neighbourhood size for niche profiles: ~1 ring on small spot arrays, more for dense cells."""
+    return int(np.clip(round(n / 150), 7, 30))
+
+
+def pair_features(xa, Xa, xb, Xb, *, n_comp: int = 30, rng=None):
+    """Unit-norm niche profiles of both sections (for correlation matching) and the gene count.
+
+    Returns ``(Fa, Fb, n_genes)``; each row is the concatenation of the spot's own profile
+    (weight 1/3) and its neighbourhood mean (weight 2/3), centred and normalized.
+    """
+    genes = expressed_genes(Xa, Xb)
+    if len(genes) < 3:
+        return None, None, len(genes)
+    Pa, Pb = joint_pca(Xa, Xb, genes, n_comp=n_comp, rng=rng)
+    Sa = neighbourhood_mean(xa, Pa, smoothing_k(len(xa)))
+    Sb = neighbourhood_mean(xb, Pb, smoothing_k(len(xb)))
+    Fa = np.concatenate([np.sqrt(1 / 3) * unit_rows(Pa), np.sqrt(2 / 3) * unit_rows(Sa)], axis=1)
+    Fb = np.concatenate([np.sqrt(1 / 3) * unit_rows(Pb), np.sqrt(2 / 3) * unit_rows(Sb)], axis=1)
+    return unit_rows(Fa), unit_rows(Fb), len(genes)
+
+
+def candidate_matches(Fa: np.ndarray, Fb: np.ndarray, k: int = 3):
+    """Best-correlated partners both ways: arrays (ia, ib, corr) of the union of the top-``k`` lists."""
+    C = Fa @ Fb.T
+    k = int(min(k, C.shape[0], C.shape[1]))
+    top_b = np.argpartition(-C, k - 1, axis=1)[:, :k]
+    top_a = np.argpartition(-C, k - 1, axis=0)[:k, :]
+    ia = np.concatenate([np.repeat(np.arange(C.shape[0]), k), top_a.ravel()])
+    ib = np.concatenate([top_b.ravel(), np.tile(np.arange(C.shape[1]), k)])
+    key = np.unique(ia.astype(np.int64) * C.shape[1] + ib)
+    ia, ib = key // C.shape[1], key % C.shape[1]
+    return ia, ib, C[ia, ib]

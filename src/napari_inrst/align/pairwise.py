@@ -1,0 +1,290 @@
+"""Align one section onto another: expression-matched RANSAC, then expression-aware ICP.
+
+1. Candidate matches: each spot's best-correlated partners (both ways) on the pair's joint PCA
+   niche profiles (:mod:`.matching`).
+2. RANSAC: two candidate matches fix a rigid (or similarity) motion; thousands of hypotheses
+   are scored at once by the correlation-weighted number of candidate matches they bring within
+   a tolerance. The best distinct hypotheses are refined on their inliers with :func:`kabsch`.
+3. ICP (soft, symmetric, coarse to fine): each spot is pulled to the mean of its nearest spots in
+   the other section weighted by exp(−d²/2σ²)·max(correlation, 0), both ways; the motion is
+   re-solved in closed form (weighted Kabsch) as σ shrinks from the RANSAC tolerance to half the
+   spot spacing. Spots without a near, similar partner (partial overlap) carry ~no weight; soft
+   targets keep a regular spot lattice from locking onto a neighbouring row.
+4. Mirror: steps 2–3 run on the section as given and flipped; the flip is kept only when its
+   fit score (overlap × expression agreement) is clearly better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kabsch import kabsch
+from .matching import candidate_matches, pair_features
+
+FLIP = np.diag([-1.0, 1.0, 1.0])
+MIRROR_MARGIN = 0.03  # score units: a flip must beat the unflipped fit by this much
+
+
+@dataclass
+class PairResult:
+    matrix: np.ndarray  # 3×3: moving section's input coords → fixed section's input coords
+    mirrored: bool
+    residual_um: float  # median distance of matched spots after alignment
+    score: float  # fit score (0–1): overlap × expression agreement
+    score_flipped: float  # score of the other mirror choice
+    n_matches: int
+
+
+def apply(M, xy):
+    return xy @ M[:2, :2].T + M[:2, 2]
+
+
+def spacing(xy: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(xy).query(xy[: min(len(xy), 2000)], k=2)
+    med = float(np.median(d[:, 1]))
+    return med if med > 0 else 1.0
+
+
+def _two_point_transforms(a1, a2, b1, b2, similarity: bool):
+    """Batch of motions mapping a1→b1, a2→b2 (arrays h×2). Returns (h×2×2 A, h×2 t, scale)."""
+    va, vb = a2 - a1, b2 - b1
+    ang = np.arctan2(vb[:, 1], vb[:, 0]) - np.arctan2(va[:, 1], va[:, 0])
+    s = np.linalg.norm(vb, axis=1) / np.maximum(np.linalg.norm(va, axis=1), 1e-12)
+    c, sn = np.cos(ang), np.sin(ang)
+    R = np.stack([np.stack([c, -sn], -1), np.stack([sn, c], -1)], -2)
+    sc = s if similarity else np.ones_like(s)
+    A = R * sc[:, None, None]
+    mid_a, mid_b = (a1 + a2) / 2, (b1 + b2) / 2
+    t = mid_b - np.einsum("hij,hj->hi", A, mid_a)
+    return A, t, s
+
+
+def _inlier_score(A, t, pa, pb, w, tol):
+    scores = np.empty(len(A))
+    chunk = max(1, 4_000_000 // max(len(pa), 1))
+    px, py = pa[:, 0][None], pa[:, 1][None]
+    for s0 in range(0, len(A), chunk):
+        a, tt = A[s0:s0 + chunk], t[s0:s0 + chunk]
+        qx = a[:, 0, 0, None] * px + a[:, 0, 1, None] * py + tt[:, 0, None] - pb[:, 0][None]
+        qy = a[:, 1, 0, None] * px + a[:, 1, 1, None] * py + tt[:, 1, None] - pb[:, 1][None]
+        scores[s0:s0 + chunk] = ((qx * qx + qy * qy) < tol * tol) @ w
+    return scores
+
+
+def ransac(xa, xb, ia, ib, wc, *, tol: float, similarity: bool, rng, n_hyp: int = 3000, n_keep: int = 3):
+    """Best distinct motions (3×3) from two-match hypotheses, scored by weighted inlier count."""
+    m = len(ia)
+    if m < 2:
+        return []
+    pa, pb = xa[ia], xb[ib]
+    w = np.clip(wc, 0, None) + 1e-3
+    prob = w / w.sum()
+    h1 = rng.choice(m, n_hyp, p=prob)
+    h2 = rng.choice(m, n_hyp, p=prob)
+    a1, a2, b1, b2 = pa[h1], pa[h2], pb[h1], pb[h2]
+    da = np.linalg.norm(a2 - a1, axis=1)
+    db = np.linalg.norm(b2 - b1, axis=1)
+    ok = (da > 3 * tol) & (db > 3 * tol)
+    ratio = db / np.maximum(da, 1e-12)
+    ok &= (ratio > 0.5) & (ratio < 2.0) if similarity else (np.abs(np.log(np.maximum(ratio, 1e-12))) < 0.2)
+    if not ok.any():
+        return []
+    A, t, _ = _two_point_transforms(a1[ok], a2[ok], b1[ok], b2[ok], similarity)
+    # score every hypothesis on a sample of the matches, the best 100 on all of them
+    sub = rng.choice(m, min(m, 600), replace=False, p=prob) if m > 600 else np.arange(m)
+    scores = _inlier_score(A, t, pa[sub], pb[sub], w[sub] * 0 + 1, tol)
+    top = np.argsort(-scores)[:100]
+    A, t = A[top], t[top]
+    scores = _inlier_score(A, t, pa, pb, w, tol)
+    order = np.argsort(-scores)
+    out = []
+    for h in order:
+        M = np.eye(3)
+        M[:2, :2], M[:2, 2] = A[h], t[h]
+        # distinct from those kept: displaces the moving points by more than 2 tolerances
+        if any(np.median(np.linalg.norm(apply(M, pa) - apply(K, pa), axis=1)) < 2 * tol for K, _ in out):
+            continue
+        out.append((M, scores[h]))
+        if len(out) >= n_keep:
+            break
+    # refine each on its inliers (closed form), twice
+    refined = []
+    for M, sc in out:
+        for _ in range(2):
+            d = np.linalg.norm(apply(M, pa) - pb, axis=1)
+            inl = d < tol
+            if inl.sum() < 3:
+                break
+            M = kabsch(pa[inl], pb[inl], weights=w[inl], scale=similarity)
+        refined.append(M)
+    return refined
+
+
+def _match(ya, xb, Fa, Fb, tree_b, *, k: int, sigma: float, lam: float):
+    """For each moved point, the neighbour of lowest cost: (ib, dist, corr, cost)."""
+    k = min(k, len(xb))
+    d, j = tree_b.query(ya, k=k)
+    if k == 1:
+        d, j = d[:, None], j[:, None]
+    corr = np.einsum("nkf,nf->nk", Fb[j], Fa)
+    cost = (d / sigma) ** 2 + lam * (1.0 - corr)
+    best = np.argmin(cost, axis=1)
+    r = np.arange(len(ya))
+    return j[r, best], d[r, best], corr[r, best], cost[r, best]
+
+
+def _soft_targets(p, q, Fp, Fq, tree_q, *, k: int, sigma: float):
+    """For each point of ``p``: expression- and distance-weighted mean of its ``k`` nearest in ``q``
+    (weights exp(−d²/2σ²)·max(corr, 0)), and the largest weight (how well it is matched)."""
+    k = min(k, len(q))
+    d, j = tree_q.query(p, k=k)
+    if k == 1:
+        d, j = d[:, None], j[:, None]
+    corr = np.einsum("nkf,nf->nk", Fq[j], Fp)
+    g = np.exp(-0.5 * (d / sigma) ** 2) * np.clip(corr, 0, None)
+    tot = g.sum(axis=1)
+    tgt = np.einsum("nk,nki->ni", g, q[j]) / np.maximum(tot, 1e-300)[:, None]
+    return tgt, g.max(axis=1)
+
+
+def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
+        n_iter: int = 40, k: int = 8):
+    """Expression-aware, symmetric, soft ICP from ``M0`` (coarse to fine).
+
+    Each spot is pulled to the weighted mean of its nearest spots in the other section, weights
+    exp(−d²/2σ²)·max(correlation, 0), both ways; σ shrinks geometrically from ``sigma0`` to
+    ``sigma1``. Soft targets at large σ do not lock onto a neighbouring row of a regular spot
+    lattice; spots without a near, similar partner (partial overlap) get ~zero weight.
+    """
+    from scipy.spatial import cKDTree
+
+    tree_b = cKDTree(xb)
+    M = M0.copy()
+    for it in range(n_iter):
+        sigma = sigma1 * (sigma0 / sigma1) ** max(0.0, 1.0 - it / (0.7 * n_iter))
+        ya = apply(M, xa)
+        tb, wab = _soft_targets(ya, xb, Fa, Fb, tree_b, k=k, sigma=sigma)
+        ta, wba = _soft_targets(xb, ya, Fb, Fa, cKDTree(ya), k=k, sigma=sigma)
+        src = np.concatenate([xa, apply(np.linalg.inv(M), ta)])
+        dst = np.concatenate([tb, xb])
+        w = np.concatenate([wab, wba])
+        if (w > 1e-12).sum() < 3:
+            break
+        try:
+            M_new = kabsch(src, dst, weights=w, scale=similarity)
+        except ValueError:
+            break
+        step = np.median(np.linalg.norm(apply(M_new, xa) - ya, axis=1))
+        M = M_new
+        if it > 0.7 * n_iter and step < 1e-3 * sigma1:
+            break
+    return M
+
+
+def fit_score(ya, xb, Fa, Fb, scale: float) -> float:
+    """Symmetric mean over spots of max over near partners of exp(−d²/2s²)·max(corr, 0): 0–1."""
+    from scipy.spatial import cKDTree
+
+    def one(p, q, Fp, Fq):
+        k = min(8, len(q))
+        d, j = cKDTree(q).query(p, k=k)
+        if k == 1:
+            d, j = d[:, None], j[:, None]
+        corr = np.einsum("nkf,nf->nk", Fq[j], Fp)
+        g = np.exp(-0.5 * (d / scale) ** 2) * np.clip(corr, 0, None)
+        return float(g.max(axis=1).mean())
+
+    return 0.5 * (one(ya, xb, Fa, Fb) + one(xb, ya, Fb, Fa))
+
+
+def matched_distances(ya, xb, Fa, Fb, h: float) -> np.ndarray:
+    """Distance of each (moved) spot of a to its matched spot of b (µm).
+
+    The match is the spot, among the 24 nearest, minimizing d²/(2h)² + 8·(1 − correlation): a near
+    spot of similar expression. ``h`` is the spot spacing. Aligned sections give about the spot
+    jitter; misaligned ones several spacings (the similar spots lie elsewhere).
+    """
+    from scipy.spatial import cKDTree
+
+    _, d, _, _ = _match(ya, xb, Fa, Fb, cKDTree(xb), k=24, sigma=2.0 * h, lam=8.0)
+    return d
+
+
+def align_pair(xa, Xa, xb, Xb, *, method: str = "rigid", rng=None, max_spots: int = 2500,
+               allow_mirror: bool = True, name_a: str = "moving", name_b: str = "fixed",
+               features=None) -> PairResult:
+    """Motion (3×3) mapping section a's coordinates onto section b's.
+
+    ``xa``, ``xb``: n×2 coordinates (µm); ``Xa``, ``Xb``: normalized expression on the same genes
+    (or ``features=(Fa, Fb)`` from :func:`~napari_inrst.align.matching.pair_features`).
+    ``method``: ``"rigid"`` or ``"similarity"``.
+    """
+    from ..errors import InputError
+
+    rng = np.random.default_rng(0) if rng is None else rng
+    xa = np.asarray(xa, dtype=np.float64)
+    xb = np.asarray(xb, dtype=np.float64)
+    if features is None:
+        Fa, Fb, n_genes = pair_features(xa, Xa, xb, Xb, rng=rng)
+    else:
+        (Fa, Fb), n_genes = features, -1
+    if Fa is None:
+        raise InputError(f"{name_a}, {name_b}", f"only {n_genes} genes are expressed in both sections; "
+                                                "alignment needs at least 3 shared genes")
+    similarity = method == "similarity"
+
+    def sub(n, m):
+        return np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
+
+    h = max(spacing(xa), spacing(xb))  # spot spacing (µm)
+    extent = float(np.sqrt(((xb - xb.mean(0)) ** 2).sum(1).mean()))  # RMS radius of b
+    tol = max(2.5 * h, 0.06 * extent)
+    # three nested subsets: correlation matching (≤1500), hypothesis ICP (≤700), final ICP (≤max_spots)
+    sa, sb = sub(len(xa), max_spots), sub(len(xb), max_spots)
+    xa_s, xb_s, Fa_s, Fb_s = xa[sa], xb[sb], Fa[sa], Fb[sb]
+    ma, mb = sub(len(sa), 1500), sub(len(sb), 1500)
+    ia, ib, corr = candidate_matches(Fa_s[ma], Fb_s[mb], k=3)
+    ca, cb = xa_s[ma][ia], xb_s[mb][ib]
+    qa, qb = sub(len(sa), 700), sub(len(sb), 700)
+    hq = max(spacing(xa_s[qa]), spacing(xb_s[qb]))
+
+    results = []
+    for flip in ([False, True] if allow_mirror else [False]):
+        Fm = FLIP if flip else np.eye(3)
+        pa = apply(Fm, xa_s)
+        hyps = ransac(apply(Fm, ca), cb, np.arange(len(ca)), np.arange(len(cb)), corr,
+                      tol=tol, similarity=similarity, rng=rng)
+        M_c = np.eye(3)  # a centroid-matching start as well (small motions, few matches)
+        M_c[:2, 2] = xb_s.mean(0) - pa.mean(0)
+        best = None
+        for M0 in hyps + [M_c]:
+            M = icp(pa[qa], xb_s[qb], Fa_s[qa], Fb_s[qb], M0, sigma0=tol, sigma1=0.5 * hq,
+                    similarity=similarity, n_iter=30)
+            if similarity and not 0.5 < np.sqrt(abs(np.linalg.det(M[:2, :2]))) < 2.0:
+                continue
+            sc = fit_score(apply(M, pa[qa]), xb_s[qb], Fa_s[qa], Fb_s[qb], scale=hq)
+            if best is None or sc > best[1]:
+                best = (M, sc)
+        if best is None:
+            continue
+        M = icp(pa, xb_s, Fa_s, Fb_s, best[0], sigma0=max(2 * h, hq), sigma1=0.5 * h,
+                similarity=similarity, n_iter=30)
+        sc = fit_score(apply(M, pa), xb_s, Fa_s, Fb_s, scale=h)
+        results.append((flip, M @ Fm, sc))
+    if not results:
+        raise InputError(f"{name_a}, {name_b}", "no consistent alignment found between these sections")
+    unflipped = next((r for r in results if not r[0]), None)
+    flipped = next((r for r in results if r[0]), None)
+    chosen = unflipped
+    if flipped is not None and (unflipped is None or flipped[2] > unflipped[2] + MIRROR_MARGIN):
+        chosen = flipped
+    other = flipped if chosen is unflipped else unflipped
+    M = chosen[1]
+    d = matched_distances(apply(M, xa_s), xb_s, Fa_s, Fb_s, h)
+    return PairResult(matrix=M, mirrored=bool(chosen[0]), residual_um=float(np.median(d)),
+                      score=float(chosen[2]), score_flipped=float(other[2]) if other else float("nan"),
+                      n_matches=int(len(d)))
