@@ -1,0 +1,103 @@
+"""A dataclass that fully describes a field model and its training (JSON round-trip).
+
+Lengths are in µm. ``None`` in a ``*_um`` field means "choose from the data" (see
+:func:`napari_inrst.field.train.fit_field`); the resolved values are written back into the
+config stored with the trained model, so a saved config reproduces the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+
+ENCODINGS = ("fourier", "hash")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class FieldConfig:
+    # --- encoding -------------------------------------------------------------------------
+    encoding: str = "fourier"  # "fourier" (paper eq. 2–3, per-axis scales) or "hash" (multiresolution)
+    n_freq_xy: int = 16  # Fourier: frequencies per x/y axis (log-spaced)
+    n_freq_z: int = 4  # Fourier: frequencies along z
+    min_wavelength_xy_um: float | None = None  # finest x/y wavelength; None → chosen by validation
+    min_wavelength_z_um: float | None = None  # finest z wavelength; None → 2.5 × section spacing
+    wavelength_candidates: tuple = (1.0, 2.0, 4.0)  # × the spot spacing, tried by validation
+    anneal_frac: float = 0.3  # coarse-to-fine: fraction of steps over which frequencies open
+    hash_levels: int = 12
+    hash_features: int = 2
+    hash_log2_table: int = 15
+    hash_finest_um: float | None = None  # finest grid cell (x/y); None → the spot spacing
+    # --- network --------------------------------------------------------------------------
+    width: int = 128
+    depth: int = 3
+    rank: int = 0  # low-rank latent → linear gene decoder; 0 = auto (64, or 8 below 2,000 training spots)
+    standardize: bool = True  # train on per-gene z-scores (each gene counts equally)
+    # --- losses (paper eq. 7) -------------------------------------------------------------
+    lambda_rc: float = 0.1  # representation consistency (0 = off)
+    lambda_kl: float = 0.01  # KL(pred ‖ true) over genes (0 = off)
+    rc_dim: int = 32
+    rc_pretrain_steps: int = 200  # feature extractor pretrained as an autoencoder, then frozen
+    lambda_occ: float = 0.3  # tissue-occupancy BCE
+    # --- optimisation ---------------------------------------------------------------------
+    steps: int = 1500
+    batch_size: int = 4096
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    ensemble: int = 0  # fields averaged; 0 = auto (4 below 2,000 training spots, else 1)
+    ema: float = 0.99  # exponential moving average of the weights (validated and kept); 0 = off
+    val_frac: float = 0.1
+    val_every: int = 50
+    patience: int = 6  # validations without improvement before stopping (after annealing)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0 = auto (free cores by load average, oversubscription is ~10× slower)
+    checkpoint_every: int = 200
+    genes: list = field(default_factory=list)  # informative; the model stores its genes itself
+
+    def validate(self):
+        if self.encoding not in ENCODINGS:
+            raise InputError(None, f"encoding must be one of {ENCODINGS}, got '{self.encoding}'")
+        if self.device not in DEVICES:
+            raise InputError(None, f"device must be one of {DEVICES}, got '{self.device}'")
+        if int(self.rank) < 0:
+            raise InputError(None, f"rank must be ≥ 0 (0 = auto), got {self.rank}")
+        for name in ("width", "depth", "steps", "batch_size", "val_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(None, f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("lambda_rc", "lambda_kl", "lambda_occ", "lr", "weight_decay"):
+            if float(getattr(self, name)) < 0:
+                raise InputError(None, f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not 0.0 <= self.val_frac < 0.9:
+            raise InputError(None, f"val_frac must be in [0, 0.9), got {self.val_frac}")
+        return self
+
+    def replace(self, **kw) -> "FieldConfig":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["wavelength_candidates"] = list(self.wavelength_candidates)
+        d.pop("genes", None)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FieldConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InputError(None, f"unknown field config keys: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "wavelength_candidates" in d:
+            d["wavelength_candidates"] = tuple(d["wavelength_candidates"])
+        return cls(**d).validate()
+
+    @classmethod
+    def from_json(cls, s: str) -> "FieldConfig":
+        return cls.from_dict(json.loads(s))

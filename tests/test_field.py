@@ -1,0 +1,214 @@
+"""The expression field: training on the synthetic sample against its analytic truth, the model
+file, cancel/checkpoint/resume, repeatability, occupancy."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_inrst.errors import InputError  # noqa: E402
+from napari_inrst.field import ExpressionField, FieldConfig  # noqa: E402
+from napari_inrst.field.model import load_model  # noqa: E402
+from napari_inrst.field.train import fit_field, iter_fit  # noqa: E402
+
+#: small and quick: fixed wavelengths (no probe runs), narrow trunk
+QUICK = dict(steps=160, batch_size=1024, width=64, depth=2, rank=16, val_every=20, patience=4,
+             min_wavelength_xy_um=100.0, rc_pretrain_steps=30, threads=1, ensemble=1)
+
+
+@pytest.fixture(scope="module")
+def aligned():
+    """The synthetic sample with its true transforms (aligned), 60 genes, and its tissue."""
+    from napari_inrst.sample import sample_stack
+
+    stack, tissue = sample_stack(n_genes=60)
+    stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])
+    return stack, tissue
+
+
+@pytest.fixture(scope="module")
+def model(aligned):
+    stack, _ = aligned
+    return fit_field(stack, FieldConfig(**QUICK))
+
+
+def _pearson(a, b):
+    r = [np.corrcoef(a[:, g], b[:, g])[0, 1] for g in range(a.shape[1]) if a[:, g].std() > 1e-6 and b[:, g].std() > 1e-9]
+    return float(np.mean(r))
+
+
+def _plane(tissue, z, seed=0):
+    xy = tissue.spots(z, 60.0, np.random.default_rng(seed))
+    return np.column_stack([xy, np.full(len(xy), z)])
+
+
+def test_field_predicts_unmeasured_sections_close_to_truth(aligned, model):
+    stack, tissue = aligned
+    for z in (90.0, 210.0, 135.0):  # the two missing sections and a point between sections
+        xyz = _plane(tissue, z)
+        truth = tissue.truth(xyz, model.genes)
+        pred = model.predict(xyz)
+        assert pred.shape == truth.shape and pred.dtype == np.float32
+        # much better than predicting each gene's mean everywhere, and well correlated with the truth
+        rmse = np.sqrt(((pred - truth) ** 2).mean())
+        rmse_mean = np.sqrt(((truth - truth.mean(0)) ** 2).mean())
+        assert rmse < 0.7 * rmse_mean, (z, rmse, rmse_mean)
+        assert _pearson(truth, pred) > 0.75
+
+
+def test_field_is_an_expression_field_with_consistent_latent_and_decode(aligned, model):
+    stack, tissue = aligned
+    assert isinstance(model, ExpressionField)
+    xyz = _plane(tissue, 60.0)[:200]
+    lat = model.latent(xyz)
+    assert lat.shape == (200, model.rank) and lat.dtype == np.float32
+    g = [model.genes.index("LayerA"), model.genes.index("BlobA")]
+    np.testing.assert_allclose(model.decode(lat, g), model.predict(xyz, ["LayerA", "BlobA"]), rtol=1e-5, atol=1e-5)
+    lo, hi = model.bounds()
+    c = stack.coords()
+    np.testing.assert_allclose(lo, c.min(0), atol=1e-3)
+    np.testing.assert_allclose(hi, c.max(0), atol=1e-3)
+    with pytest.raises(KeyError):
+        model.predict(xyz, ["NoSuchGene"])
+
+
+def test_occupancy_separates_tissue_from_empty_slide(aligned, model):
+    stack, tissue = aligned
+    z = float(stack.sections[2].z)
+    inside = stack.sections[2].xyz
+    rng = np.random.default_rng(1)
+    lo, hi = model.bounds()
+    cand = np.column_stack([rng.uniform(lo[0] - 300, hi[0] + 300, 4000), rng.uniform(lo[1] - 300, hi[1] + 300, 4000),
+                            np.full(4000, z)])
+    from scipy.spatial import cKDTree
+
+    far = cand[cKDTree(inside[:, :2]).query(cand[:, :2])[0] > 200]
+    assert len(far) > 100
+    assert (model.occupancy(inside) > 0.5).mean() > 0.95
+    assert (model.occupancy(far) < 0.5).mean() > 0.9
+    masked = model.predict(far[:50], ["LayerA"], masked=True)
+    assert np.isnan(masked).mean() > 0.8
+
+
+def test_model_file_round_trip(tmp_path, aligned, model):
+    stack, tissue = aligned
+    path = tmp_path / "m.inrst"
+    model.save(path)
+    m2 = load_model(path)
+    xyz = _plane(tissue, 100.0)[:300]
+    np.testing.assert_array_equal(m2.predict(xyz), model.predict(xyz))
+    np.testing.assert_array_equal(m2.occupancy(xyz), model.occupancy(xyz))
+    assert m2.genes == model.genes and m2.normalize == "log1p"
+    assert m2.stack_meta["names"] == stack.names
+    np.testing.assert_allclose(np.array(m2.stack_meta["transforms"]), np.array(stack.transforms()))
+    assert m2.config == model.config and m2.config.min_wavelength_xy_um == 100.0
+    assert m2.provenance["date"] and m2.provenance["napari_inrst"]
+    assert [t["section"] for t in m2.transforms()] == stack.names
+
+
+def test_bad_model_files_give_clear_errors(tmp_path, model):
+    good = tmp_path / "good.inrst"
+    model.save(good)
+    data = good.read_bytes()
+    cases = {
+        "truncated.inrst": data[: len(data) // 2],
+        "noise.inrst": bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)),
+        "empty.inrst": b"",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    # a valid safetensors file that is not ours
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "foreign.inrst"))
+    # a pickle (would run code if loaded naively)
+    import pickle
+
+    (tmp_path / "pickle.inrst").write_bytes(pickle.dumps({"a": 1}))
+    for name in [*cases, "foreign.inrst", "pickle.inrst", "missing.inrst"]:
+        with pytest.raises(InputError) as e:
+            load_model(tmp_path / name)
+        assert name in str(e.value)
+
+
+def test_same_seed_same_model_and_cancel_keeps_best_so_far(aligned):
+    stack, tissue = aligned
+    cfg = FieldConfig(**{**QUICK, "steps": 40, "val_every": 10})
+    a = fit_field(stack, cfg, sections=[0, 1, 2])
+    b = fit_field(stack, cfg, sections=[0, 1, 2])
+    xyz = _plane(tissue, 30.0)[:100]
+    np.testing.assert_array_equal(a.predict(xyz), b.predict(xyz))
+    seen = []
+    c = fit_field(stack, cfg, sections=[0, 1, 2], progress=seen.append, should_stop=lambda: len(seen) >= 2)
+    assert c.provenance["cancelled"] and c.provenance["steps_run"] < 40
+    assert np.isfinite(c.predict(xyz)).all()
+
+
+def test_iter_fit_yields_progress_and_returns_the_model(aligned):
+    stack, _ = aligned
+    gen = iter_fit(stack, FieldConfig(**{**QUICK, "steps": 30, "val_every": 10}), sections=[0, 1])
+    items = []
+    while True:
+        try:
+            items.append(next(gen))
+        except StopIteration as stop:
+            model = stop.value
+            break
+    assert items[-1]["step"] == items[-1]["total"] == 30
+    assert {"step", "total", "loss", "losses", "val", "eta_s"} <= set(items[0])
+    assert {"rec", "rc", "kl", "occ"} <= set(items[0]["losses"])
+    assert any(it["val"] is not None for it in items)
+    assert model.provenance["steps_run"] == 30
+
+
+def test_checkpoint_and_resume_continue_where_training_stopped(tmp_path, aligned):
+    stack, tissue = aligned
+    ck = tmp_path / "ck.pt"
+    cfg = FieldConfig(**{**QUICK, "steps": 60, "val_every": 10, "checkpoint_every": 20, "patience": 100})
+    seen = []
+    first = fit_field(stack, cfg, sections=[0, 1, 2], checkpoint=ck, progress=seen.append,
+                      should_stop=lambda: bool(seen) and seen[-1]["step"] >= 40)
+    assert first.provenance["cancelled"] and ck.exists()
+    steps = []
+    done = fit_field(stack, cfg, sections=[0, 1, 2], resume=ck, progress=lambda d: steps.append(d["step"]))
+    assert steps[0] > 40 - 1 and steps[-1] == 60  # continued from the checkpoint (step 40), not from 0
+    assert not done.provenance["cancelled"] and done.provenance["steps_run"] == 60
+    (tmp_path / "bad.pt").write_bytes(b"nonsense")
+    with pytest.raises(InputError):
+        fit_field(stack, cfg, sections=[0, 1, 2], resume=tmp_path / "bad.pt")
+
+
+def test_single_section_is_2d_completion_with_an_ensemble(aligned, tmp_path):
+    stack, tissue = aligned
+    s = stack.sections[3]
+    model = fit_field(stack, FieldConfig(**{**QUICK, "steps": 80, "ensemble": 2, "rank": 0}), sections=[3])
+    assert model.provenance["members"] == 2 and model.config.rank == 8  # small data: auto rank 8
+    assert model.rank == 16  # two members' latents side by side, one linear decoder
+    xyz = _plane(tissue, s.z, seed=5)
+    truth = tissue.truth(xyz, model.genes)
+    pred = model.predict(xyz)
+    assert _pearson(truth, pred) > 0.7
+    model.save(tmp_path / "e.inrst")
+    np.testing.assert_array_equal(load_model(tmp_path / "e.inrst").predict(xyz), pred)
+
+
+def test_config_json_round_trip_and_validation():
+    cfg = FieldConfig(encoding="hash", rank=48, lambda_rc=0.0, min_wavelength_xy_um=33.0)
+    again = FieldConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert json.loads(cfg.to_json())["rank"] == 48
+    for bad in ({"encoding": "wavelet"}, {"rank": -1}, {"width": 0}, {"lambda_kl": -1.0}, {"device": "tpu"}):
+        with pytest.raises(InputError):
+            FieldConfig(**bad).validate()
+    with pytest.raises(InputError):
+        FieldConfig.from_dict({"rank": 8, "nonsense": 1})
+
+
+def test_hash_grid_encoding_trains(aligned):
+    stack, tissue = aligned
+    model = fit_field(stack, FieldConfig(**{**QUICK, "encoding": "hash", "steps": 120, "hash_levels": 8,
+                                            "hash_log2_table": 13}))
+    xyz = _plane(tissue, 90.0)
+    assert _pearson(tissue.truth(xyz, model.genes), model.predict(xyz)) > 0.6
