@@ -1,0 +1,32 @@
+"""Evaluation: metrics, interpolation baselines and the held-out protocols (no Qt).
+
+See ``docs/EVALUATION.md`` for the definitions these modules implement.
+"""
+
+from .baselines import BASELINES, Adjacent, KNN2D, KNN3D, adjacent, knn2d, knn3d
+from .metrics import (
+    LabelClassifier,
+    adjusted_rand_score,
+    binned_pearson,
+    pearson_per_gene,
+    rmse,
+    ssim_per_gene,
+    top_expressed_genes,
+)
+from .protocol import (
+    FieldPredictor,
+    format_table,
+    inr_fit_fn,
+    intra_section,
+    leave_one_section_out,
+    leave_out,
+    log1p_values,
+)
+
+__all__ = [
+    "BASELINES", "Adjacent", "KNN2D", "KNN3D", "adjacent", "knn2d", "knn3d",
+    "LabelClassifier", "adjusted_rand_score", "binned_pearson", "pearson_per_gene", "rmse",
+    "ssim_per_gene", "top_expressed_genes",
+    "FieldPredictor", "format_table", "inr_fit_fn", "intra_section", "leave_one_section_out",
+    "leave_out", "log1p_values",
+]
