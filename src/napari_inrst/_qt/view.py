@@ -1,0 +1,834 @@
+"""Widget "View field": any gene of the continuous field, resampled at screen resolution.
+
+2D: one Image layer per chosen gene at the current z (µm, continuous, between and beyond the
+measured sections). On debounced camera zoom/pan and z changes the visible field of view is
+re-evaluated at the canvas' pixel size in a background worker — a coarse image first, then the
+fine one; stale requests are dropped (only the latest id is shown). Outside tissue is NaN
+(transparent). 3D: one volume layer per gene at a chosen resolution, masked by occupancy.
+The latent of the current view is cached, so switching gene is one small matrix product.
+"""
+
+import contextlib
+import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari.viewer import Viewer
+
+from ..render.cache import LatentCache
+from ..render.grids import VOLUME_MAX, VOLUME_MIN, PlaneGrid, plane_for_view, volume_grid
+from ..render.plane import auto_contrast, evaluate_plane, gene_indices, iter_plane, plane_cache_key
+from ..render.volume import iter_volume
+from .common import GeneBox, find_stack, section_layers
+
+#: metadata keys on the layers this widget owns
+RENDER_KEY = "inrst_render"
+FIELD_KEY = "inrst_field"
+FIRST_COLORMAP = "magma"
+COLORMAP_CYCLE = ["magenta", "green", "cyan", "yellow", "red", "blue", "bop orange", "bop blue"]
+COLORMAPS = ["magma", "viridis", "inferno", "plasma", "turbo", "gray", *COLORMAP_CYCLE]
+RENDERINGS = ["mip", "attenuated_mip", "iso"]
+DEBOUNCE_MS = 80
+COARSE_FACTOR = 4
+#: samples per finest field scale when band-limited sampling is on (see render/resample.py)
+OVERSAMPLE = 4.0
+
+
+def _camera(viewer):
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _canvas_hw(viewer):
+    size = getattr(getattr(viewer, "canvas", None), "size", None)
+    if size is None or min(size) <= 1:
+        return (600, 800)
+    return tuple(size)
+
+
+def _find_field_in(viewer):
+    """The trained field the Train widget left in the viewer (its helper first, then metadata)."""
+    try:
+        from .train import find_field
+    except Exception:  # noqa: BLE001 - Train widget absent or broken: fall back to metadata
+        find_field = None
+    if find_field is not None:
+        with contextlib.suppress(Exception):
+            f = find_field(viewer)
+            if f is not None:
+                return f
+    for layer in reversed(list(viewer.layers)):
+        f = getattr(layer, "metadata", {}).get(FIELD_KEY)
+        if f is not None:
+            return f
+    return None
+
+
+class ViewWidget(QWidget):
+    """Gene picker, z in µm, 2D plane at screen resolution, 3D volume, sections overlay, export."""
+
+    def __init__(self, viewer: Viewer):
+        super().__init__()
+        self.viewer = viewer
+        self.field = None
+        self._manual_field = False
+        self.cache = LatentCache(512 * 2**20)
+        self.genes: list[str] = []
+        self.colormaps: dict[str, str] = {}
+        self.contrast: dict[str, tuple[float, float]] = {}
+        self.z = 0.0
+        self._setting_dims = False
+        self._plane_rid = 0
+        self._plane_worker = None
+        self._plane_pending = None
+        self._shown_plane = None  # (grid key, tuple(genes)) of the fine image on screen
+        self._vol_rid = 0
+        self._vol_worker = None
+        self._vol_pending = None
+        self._vol_masks: dict = {}
+        self.plane_layers: dict = {}
+        self.volume_layers: dict = {}
+        self._build_ui()
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.refresh_plane)
+        cam = _camera(viewer)
+        self._connections = [
+            (cam.events.zoom, self._schedule),
+            (cam.events.center, self._schedule),
+            (viewer.dims.events.point, self._on_dims_point),
+            (viewer.dims.events.ndisplay, self._on_ndisplay),
+            (viewer.layers.events.inserted, self._on_layers_changed),
+            (viewer.layers.events.removed, self._on_layers_changed),
+        ]
+        for ev, cb in self._connections:
+            ev.connect(cb)
+        self._on_layers_changed()
+
+    # --- UI ---------------------------------------------------------------------------------
+    def _build_ui(self):
+        self.field_label = QLabel("No field yet: train one (Train widget) or load a model file.")
+        self.field_label.setWordWrap(True)
+        self.load_btn = QPushButton("Load model…")
+        self.load_btn.clicked.connect(self._load_dialog)
+        self.gene = GeneBox()
+        self.add_btn = QPushButton("Add")
+        self.add_btn.setToolTip("Show this gene too (one colormap each, additive blending)")
+        self.add_btn.clicked.connect(lambda: self.add_gene(self.gene.currentText()))
+        self.gene.geneChanged.connect(self._gene_picked)
+        self.gene_list = QListWidget()
+        self.gene_list.setMaximumHeight(90)
+        self.gene_list.currentTextChanged.connect(self._list_selected)
+        self.remove_btn = QPushButton("Remove")
+        self.remove_btn.clicked.connect(self._remove_selected)
+        self.colormap = QComboBox()
+        self.colormap.addItems(COLORMAPS)
+        self.colormap.currentTextChanged.connect(self._colormap_changed)
+        self.auto_btn = QPushButton("Auto contrast")
+        self.auto_btn.clicked.connect(self._auto_contrast_all)
+        self.z_spin = QDoubleSpinBox(decimals=1, singleStep=1.0, suffix=" µm")
+        self.z_spin.setKeyboardTracking(False)
+        self.z_spin.valueChanged.connect(lambda v: self.set_z(v))
+        from superqt import QLabeledDoubleSlider
+
+        self.z_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.z_slider.setDecimals(1)
+        self.z_slider.valueChanged.connect(lambda v: self.set_z(v))
+        self.z_slider.setToolTip("z in µm: moves continuously between and beyond the measured sections")
+        self.snap_btn = QPushButton("Nearest section")
+        self.snap_btn.clicked.connect(self.snap_to_section)
+        self.band_box = QCheckBox("Band-limited sampling (fast)")
+        self.band_box.setChecked(True)
+        self.band_box.setToolTip(
+            "Sample the field at its own finest scale (4 samples per shortest wavelength / finest grid "
+            "cell) and resample it cubically to screen resolution: identical to evaluating every pixel "
+            "within ~0.1% of the gene's range, far fewer network evaluations when zoomed in. Off: every "
+            "pixel/voxel is evaluated. Fields that do not declare their scale are always exact.")
+        self.band_box.toggled.connect(self._band_toggled)
+        self.sections_box = QCheckBox("Show measured sections")
+        self.sections_box.setChecked(True)
+        self.sections_box.toggled.connect(self._toggle_sections)
+        self.resolution = QSpinBox(minimum=VOLUME_MIN, maximum=VOLUME_MAX, singleStep=32, value=128)
+        self.resolution.setSuffix(" voxels (longest axis)")
+        self.rendering = QComboBox()
+        self.rendering.addItems(RENDERINGS)
+        self.rendering.currentTextChanged.connect(self._rendering_changed)
+        self.volume_btn = QPushButton("Show 3D volume")
+        self.volume_btn.clicked.connect(self.show_volume)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setMaximumHeight(12)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.shot_scale = QSpinBox(minimum=1, maximum=8, value=4, prefix="×")
+        self.background = QComboBox()
+        self.background.addItems(["black", "white"])
+        self.shot_btn = QPushButton("Screenshot…")
+        self.shot_btn.clicked.connect(self._screenshot_dialog)
+        self.save_vol_btn = QPushButton("Save volume…")
+        self.save_vol_btn.clicked.connect(self._save_volume_dialog)
+        self.movie_btn = QPushButton("z-sweep movie…")
+        self.movie_btn.clicked.connect(self._movie_dialog)
+
+        top = QHBoxLayout()
+        top.addWidget(self.field_label, 1)
+        top.addWidget(self.load_btn)
+        genes = QGroupBox("Genes")
+        gf = QFormLayout(genes)
+        row = QHBoxLayout()
+        row.addWidget(self.gene, 1)
+        row.addWidget(self.add_btn)
+        gf.addRow("Search", row)
+        gf.addRow(self.gene_list)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.colormap, 1)
+        row2.addWidget(self.remove_btn)
+        gf.addRow("Colormap", row2)
+        gf.addRow(self.auto_btn)
+        plane = QGroupBox("2D plane")
+        pf = QFormLayout(plane)
+        pf.addRow("z", self.z_slider)
+        row3 = QHBoxLayout()
+        row3.addWidget(self.z_spin, 1)
+        row3.addWidget(self.snap_btn)
+        pf.addRow("", row3)
+        pf.addRow(self.sections_box)
+        pf.addRow(self.band_box)
+        vol = QGroupBox("3D volume")
+        vf = QFormLayout(vol)
+        vf.addRow("Resolution", self.resolution)
+        vf.addRow("Rendering", self.rendering)
+        vf.addRow(self.volume_btn)
+        exp = QGroupBox("Export")
+        ef = QFormLayout(exp)
+        row4 = QHBoxLayout()
+        row4.addWidget(self.shot_scale)
+        row4.addWidget(self.background)
+        row4.addWidget(self.shot_btn, 1)
+        ef.addRow(row4)
+        row5 = QHBoxLayout()
+        row5.addWidget(self.save_vol_btn)
+        row5.addWidget(self.movie_btn)
+        ef.addRow(row5)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        for box in (genes, plane, vol, exp):
+            lay.addWidget(box)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+    # --- field ------------------------------------------------------------------------------
+    def set_field(self, field, *, genes=None):
+        """Show ``field`` (any ExpressionField); ``genes`` to show first (default: one gene)."""
+        self._manual_field = True
+        self._use_field(field, genes)
+
+    def _use_field(self, field, genes=None):
+        self._cancel_workers()
+        self.field = field
+        self.cache.clear()
+        self.contrast.clear()
+        self._vol_masks.clear()
+        self._shown_plane = None
+        for lyr in list(self.plane_layers.values()) + list(self.volume_layers.values()):
+            with contextlib.suppress(ValueError, KeyError):
+                self.viewer.layers.remove(lyr)
+        self.plane_layers.clear()
+        self.volume_layers.clear()
+        self.genes = []
+        self.gene_list.clear()
+        if field is None:
+            self.field_label.setText("No field.")
+            self.gene.set_genes([])
+            return
+        names = list(field.genes)
+        lo, hi = (np.asarray(b, dtype=float) for b in field.bounds())
+        self.field_label.setText(f"{type(field).__name__}: {len(names)} genes, x {lo[0]:.0f}…{hi[0]:.0f}, "
+                                 f"y {lo[1]:.0f}…{hi[1]:.0f}, z {lo[2]:.0f}…{hi[2]:.0f} µm")
+        span = max(hi[2] - lo[2], 1.0)
+        pad = max(0.25 * span, 20.0)
+        for w in (self.z_spin, self.z_slider):
+            w.blockSignals(True)
+            w.setRange(lo[2] - pad, hi[2] + pad)
+            w.blockSignals(False)
+        z0 = self._dims_z()
+        self.z = float(np.clip(z0 if z0 is not None else (lo[2] + hi[2]) / 2, lo[2] - pad, hi[2] + pad))
+        self._sync_z_widgets()
+        if not any(lyr not in self.plane_layers.values() for lyr in self.viewer.layers):
+            self.fit_view()  # nothing else in the viewer: frame the field
+        first = genes or [self._default_gene(names)]
+        self.gene.set_genes(names, first[0])
+        for g in first:
+            self.add_gene(g, refresh=False)
+        self._after_genes_changed()
+
+    def fit_view(self, margin: float = 0.05):
+        """Centre the 2D camera on the field's x/y bounds and zoom so they fill the canvas."""
+        if self.field is None:
+            return
+        lo, hi = (np.asarray(b, dtype=float) for b in self.field.bounds())
+        h, w = _canvas_hw(self.viewer)
+        cam = _camera(self.viewer)
+        size = np.maximum(hi[:2] - lo[:2], 1e-6)
+        center = list(cam.center)
+        center[-2:] = [(lo[1] + hi[1]) / 2, (lo[0] + hi[0]) / 2]
+        cam.center = tuple(center)
+        cam.zoom = (1 - 2 * margin) * min(h / size[1], w / size[0])
+
+    def _default_gene(self, names):
+        stack = find_stack(self.viewer)
+        if stack is not None:
+            from ..layers import default_gene
+
+            with contextlib.suppress(Exception):
+                g = default_gene(stack)
+                if g in names:
+                    return g
+        return names[0]
+
+    def _load_dialog(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Load napari-inrst model", "",
+                                              "napari-inrst model (*.safetensors *.inrst *.*)")
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path):
+        """Load a model file written by the Train widget / ``napari-inrst fit`` and show it."""
+        from ..errors import InputError
+
+        try:
+            from ..field import load_model
+
+            field = load_model(path)
+        except InputError as exc:
+            show_error(str(exc))
+            return None
+        self.set_field(field)
+        return field
+
+    def _on_layers_changed(self, *_):
+        for d in (self.plane_layers, self.volume_layers):
+            for g, lyr in list(d.items()):
+                if lyr not in self.viewer.layers:
+                    d.pop(g)
+        if self._manual_field:
+            return
+        f = _find_field_in(self.viewer)
+        if f is not None and f is not self.field:
+            self._use_field(f)
+
+    # --- genes ------------------------------------------------------------------------------
+    def _gene_picked(self, gene):
+        """Picking a gene in the box replaces the current one (Add keeps both)."""
+        if self.field is None or gene not in self.field.genes:
+            return
+        item = self.gene_list.currentItem()
+        old = item.text() if item is not None else (self.genes[0] if self.genes else None)
+        if gene in self.genes:
+            return
+        if old is not None and old in self.genes:
+            self.replace_gene(old, gene)
+        else:
+            self.add_gene(gene)
+
+    def add_gene(self, gene, *, refresh: bool = True):
+        if self.field is None or gene in self.genes:
+            return
+        gene_indices(self.field, [gene])  # InputError on unknown genes
+        self.genes.append(gene)
+        if gene not in self.colormaps:
+            self.colormaps[gene] = FIRST_COLORMAP if len(self.genes) == 1 else \
+                COLORMAP_CYCLE[(len(self.genes) - 2) % len(COLORMAP_CYCLE)]
+        self.gene_list.addItem(gene)
+        self.gene_list.setCurrentRow(len(self.genes) - 1)
+        if refresh:
+            self._after_genes_changed()
+
+    def replace_gene(self, old, new):
+        i = self.genes.index(old)
+        self.genes[i] = new
+        self.colormaps.setdefault(new, self.colormaps.get(old, FIRST_COLORMAP))
+        self._ensure_contrast([new])
+        # reuse the old gene's layers (no layer removal/insertion: napari keeps the view)
+        for d, suffix in ((self.plane_layers, "field"), (self.volume_layers, "field 3D")):
+            lyr = d.pop(old, None)
+            if lyr is not None:
+                lyr.metadata.update(gene=new, grid_key=None)
+                lyr.name = f"{new} · {suffix}"
+                lyr.colormap = self.colormaps[new]
+                lyr.contrast_limits = self.contrast[new]
+                d[new] = lyr
+        self.gene_list.item(i).setText(new)
+        self._after_genes_changed()
+
+    def remove_gene(self, gene):
+        if gene not in self.genes:
+            return
+        i = self.genes.index(gene)
+        self.genes.pop(i)
+        self.gene_list.takeItem(i)
+        self._drop_gene_layers(gene)
+        self._after_genes_changed()
+
+    def set_genes(self, genes):
+        """Show exactly ``genes`` (names), in this order."""
+        for g in list(self.genes):
+            if g not in genes:
+                self.remove_gene(g)
+        for g in genes:
+            self.add_gene(g, refresh=False)
+        self._after_genes_changed()
+
+    def _remove_selected(self):
+        item = self.gene_list.currentItem()
+        if item is not None:
+            self.remove_gene(item.text())
+
+    def _list_selected(self, gene):
+        if gene in self.colormaps:
+            self.colormap.blockSignals(True)
+            self.colormap.setCurrentText(self.colormaps[gene])
+            self.colormap.blockSignals(False)
+
+    def _drop_gene_layers(self, gene):
+        for d in (self.plane_layers, self.volume_layers):
+            lyr = d.pop(gene, None)
+            if lyr is not None:
+                with contextlib.suppress(ValueError, KeyError):
+                    self.viewer.layers.remove(lyr)
+
+    def _colormap_changed(self, cmap):
+        item = self.gene_list.currentItem()
+        if item is None:
+            return
+        gene = item.text()
+        self.colormaps[gene] = cmap
+        for d in (self.plane_layers, self.volume_layers):
+            if gene in d:
+                d[gene].colormap = cmap
+
+    def _after_genes_changed(self):
+        self._shown_plane = None
+        self._ensure_contrast(self.genes)
+        if self.viewer.dims.ndisplay == 3:
+            self.show_volume()
+        else:
+            self.refresh_plane()
+
+    def _ensure_contrast(self, genes):
+        missing = [g for g in genes if g not in self.contrast]
+        if missing and self.field is not None:
+            lims = auto_contrast(self.field, gene_indices(self.field, missing), cache=self.cache)
+            self.contrast.update(dict(zip(missing, lims)))
+
+    def _auto_contrast_all(self):
+        for g in self.genes:
+            self.contrast.pop(g, None)
+        self._ensure_contrast(self.genes)
+        for d in (self.plane_layers, self.volume_layers):
+            for g, lyr in d.items():
+                if g in self.contrast:
+                    lyr.contrast_limits = self.contrast[g]
+
+    # --- z ----------------------------------------------------------------------------------
+    def _dims_z(self):
+        if self.viewer.dims.ndim >= 3:
+            return float(self.viewer.dims.point[0])
+        return None
+
+    def _sync_z_widgets(self):
+        for w in (self.z_spin, self.z_slider):
+            w.blockSignals(True)
+            w.setValue(self.z)
+            w.blockSignals(False)
+
+    def set_z(self, z: float, *, sync: bool = False):
+        """Move the plane to ``z`` µm (any value, also between and beyond the sections)."""
+        z = float(z)
+        if abs(z - self.z) < 1e-9 and not sync:
+            return
+        self.z = z
+        self._sync_z_widgets()
+        if self.viewer.dims.ndim >= 3:
+            lo, hi = self.viewer.dims.range[0][:2]
+            if lo <= z <= hi:
+                self._setting_dims = True
+                try:
+                    self.viewer.dims.set_point(0, z)
+                finally:
+                    self._setting_dims = False
+        if sync:
+            self.refresh_plane(sync=True)
+        else:
+            self._schedule()
+
+    def section_z(self) -> list[float]:
+        stack = find_stack(self.viewer)
+        if stack is not None:
+            return [float(s.z) for s in stack]
+        meta = getattr(self.field, "stack_meta", None) or {}
+        return [float(v) for v in meta.get("z", [])]
+
+    def snap_to_section(self):
+        zs = self.section_z()
+        if zs:
+            self.set_z(min(zs, key=lambda v: abs(v - self.z)))
+
+    def _on_dims_point(self, *_):
+        if self._setting_dims:
+            return
+        z = self._dims_z()
+        if z is None:
+            return
+        step = self.viewer.dims.range[0][2] if self.viewer.dims.ndim >= 3 else 1.0
+        if abs(z - self.z) > 0.5 * step:  # the user moved napari's own z slider
+            self.z = z
+            self._sync_z_widgets()
+            self._schedule()
+
+    def _toggle_sections(self, on):
+        for lyr in section_layers(self.viewer):
+            lyr.visible = bool(on)
+
+    # --- 2D plane ---------------------------------------------------------------------------
+    @property
+    def oversample(self):
+        return OVERSAMPLE if self.band_box.isChecked() else None
+
+    def _band_toggled(self, *_):
+        self._shown_plane = None
+        if self.viewer.dims.ndisplay == 3:
+            self.show_volume()
+        else:
+            self.refresh_plane()
+
+    def _schedule(self, *_):
+        if self.field is not None and self.genes and self.viewer.dims.ndisplay == 2:
+            self._timer.start()
+
+    def current_grid(self) -> PlaneGrid | None:
+        """The grid that fills the canvas at screen resolution at the current z."""
+        if self.field is None:
+            return None
+        cam = _camera(self.viewer)
+        center = tuple(cam.center)[-2:]
+        return plane_for_view(self.z, center, cam.zoom, _canvas_hw(self.viewer), self.field.bounds())
+
+    @property
+    def busy(self) -> bool:
+        return (self._plane_worker is not None or self._vol_worker is not None or self._timer.isActive()
+                or self._plane_pending is not None or self._vol_pending is not None)
+
+    def refresh_plane(self, *_, sync: bool = False):
+        """Evaluate the plane for the current view (cache hit or ``sync``: now; else in a worker)."""
+        if self.field is None or not self.genes or self.viewer.dims.ndisplay != 2:
+            return
+        grid = self.current_grid()
+        if grid is None:
+            return
+        genes = tuple(self.genes)
+        if self._shown_plane == (grid.key(), genes):
+            return
+        idx = gene_indices(self.field, genes)
+        self._plane_rid += 1
+        ov = self.oversample
+        key, _ = plane_cache_key(self.field, grid, oversample=ov)
+        if sync or self.cache.get(self.field, key) is not None:
+            self._plane_pending = None
+            vals = evaluate_plane(self.field, grid, idx, cache=self.cache, oversample=ov)
+            self._show_plane(grid, genes, vals, fine=True)
+            return
+        self._plane_pending = (self._plane_rid, self.field, grid, genes, idx, ov)
+        if self._plane_worker is not None:
+            self._plane_worker.quit()  # its finished signal starts the pending request
+        else:
+            self._start_plane()
+
+    def _start_plane(self):
+        req, self._plane_pending = self._plane_pending, None
+        if req is None:
+            return
+        rid, field, grid, genes, idx, ov = req
+        cache = self.cache
+
+        @thread_worker
+        def work():
+            levels = [grid.coarsened(COARSE_FACTOR), grid] if grid.n >= 128 * 128 else [grid]
+            for lvl in levels:
+                vals = yield from iter_plane(field, lvl, idx, cache=cache, oversample=ov)
+                yield ("plane", rid, lvl, genes, vals, lvl is grid)
+
+        w = work()
+        w.yielded.connect(self._on_plane_yield)
+        w.finished.connect(self._on_plane_done)
+        w.errored.connect(lambda exc: show_error(f"napari-inrst: plane rendering failed: {exc}"))
+        self._plane_worker = w
+        w.start()
+
+    def _on_plane_yield(self, item):
+        if not isinstance(item, tuple):
+            self.progress.setValue(int(100 * float(item)))
+            return
+        _, rid, grid, genes, vals, fine = item
+        if rid != self._plane_rid:  # stale: a newer request exists
+            return
+        self._show_plane(grid, genes, vals, fine=fine)
+
+    def _on_plane_done(self):
+        self._plane_worker = None
+        if self._plane_pending is not None:
+            self._start_plane()
+
+    def _show_plane(self, grid: PlaneGrid, genes, vals, *, fine: bool):
+        if self.viewer.dims.ndisplay != 2:
+            return
+        for j, gene in enumerate(genes):
+            data = vals[j]
+            lyr = self.plane_layers.get(gene)
+            if lyr is None or lyr not in self.viewer.layers:
+                self._ensure_contrast([gene])
+                lyr = self.viewer.add_image(
+                    data, name=f"{gene} · field", scale=grid.scale, translate=grid.translate,
+                    colormap=self.colormaps.get(gene, FIRST_COLORMAP), contrast_limits=self.contrast[gene],
+                    blending="additive", interpolation2d="linear", units="µm",
+                    metadata={RENDER_KEY: "plane", "gene": gene},
+                )
+                self.plane_layers[gene] = lyr
+                self._to_bottom(lyr)
+            else:
+                lyr.scale = grid.scale
+                lyr.translate = grid.translate
+                lyr.data = data
+            lyr.visible = True
+            lyr.metadata.update(z_um=grid.z, grid=grid, fine=fine)
+        self._fix_blending(self.plane_layers)
+        self.status.setText(f"z = {grid.z:.1f} µm · {grid.nx}×{grid.ny} px at {grid.dx:.2f} µm/px"
+                            + ("" if fine else " (coarse)"))
+        if fine:
+            self._shown_plane = (grid.key(), tuple(genes))  # refresh_plane compares before evaluating
+            self.progress.setValue(100)
+
+    def _to_bottom(self, lyr):
+        i = list(self.viewer.layers).index(lyr)
+        if i != 0:
+            self.viewer.layers.move(i, 0)
+
+    def _fix_blending(self, layers: dict):
+        """Bottom field layer translucent (NaN stays transparent), the others add on top."""
+        order = sorted(layers.values(), key=lambda lyr: list(self.viewer.layers).index(lyr))
+        for k, lyr in enumerate(order):
+            lyr.blending = "translucent_no_depth" if k == 0 else "additive"
+
+    # --- 3D volume --------------------------------------------------------------------------
+    def volume_grid(self):
+        idx = gene_indices(self.field, self.genes)
+        return volume_grid(self.field.bounds(), int(self.resolution.value()), budget_bytes=1 << 30,
+                           bytes_per_voxel=4.0 * (len(idx) + 1))
+
+    def show_volume(self, *_):
+        """Switch to 3D and render the chosen genes as volumes (missing or outdated ones only)."""
+        if self.field is None or not self.genes:
+            return
+        if self.viewer.dims.ndisplay != 3:
+            self.viewer.dims.ndisplay = 3  # _on_ndisplay comes back here
+            return
+        grid = self.volume_grid()
+        ov = self.oversample
+        gkey = (grid.key(), ov)
+        todo = [g for g in self.genes
+                if g not in self.volume_layers or self.volume_layers[g].metadata.get("grid_key") != gkey]
+        for g in self.genes:
+            if g in self.volume_layers and g not in todo:
+                self.volume_layers[g].visible = True
+        if not todo:
+            return
+        self._vol_rid += 1
+        self._vol_pending = (self._vol_rid, self.field, grid, tuple(todo), gene_indices(self.field, todo), ov)
+        if self._vol_worker is not None:
+            self._vol_worker.quit()
+        else:
+            self._start_volume()
+
+    def _start_volume(self):
+        req, self._vol_pending = self._vol_pending, None
+        if req is None:
+            return
+        rid, field, grid, genes, idx, ov = req
+        cache = self.cache
+        self.status.setText(f"rendering {', '.join(genes)} at {grid.nx}×{grid.ny}×{grid.nz} voxels…")
+
+        @thread_worker
+        def work():
+            vals = yield from iter_volume(field, grid, idx, cache=cache, oversample=ov)
+            yield ("volume", rid, grid, genes, vals, ov)
+
+        w = work()
+        w.yielded.connect(self._on_volume_yield)
+        w.finished.connect(self._on_volume_done)
+        w.errored.connect(lambda exc: show_error(f"napari-inrst: volume rendering failed: {exc}"))
+        self._vol_worker = w
+        w.start()
+
+    def _on_volume_yield(self, item):
+        if not isinstance(item, tuple):
+            self.progress.setValue(int(100 * float(item)))
+            return
+        _, rid, grid, genes, vals, ov = item
+        if rid != self._vol_rid:
+            return
+        self._show_volume(grid, genes, vals, ov)
+
+    def _on_volume_done(self):
+        self._vol_worker = None
+        if self._vol_pending is not None:
+            self._start_volume()
+
+    def _show_volume(self, grid, genes, vals, ov=None):
+        mask = np.isfinite(vals[0])
+        self._vol_masks = {grid.key(): mask}
+        for j, gene in enumerate(genes):
+            self._ensure_contrast([gene])
+            lo = self.contrast[gene][0]
+            v = vals[j]
+            fill = min(lo, float(np.nanmin(v))) if mask.any() else lo
+            data = np.where(mask, v, np.float32(fill)).astype(np.float32)  # no NaN in ray casting
+            lyr = self.volume_layers.get(gene)
+            if lyr is None or lyr not in self.viewer.layers:
+                lyr = self.viewer.add_image(
+                    data, name=f"{gene} · field 3D", scale=grid.scale, translate=grid.translate,
+                    colormap=self.colormaps.get(gene, FIRST_COLORMAP), contrast_limits=self.contrast[gene],
+                    blending="additive", rendering=self.rendering.currentText(), units="µm",
+                    metadata={RENDER_KEY: "volume", "gene": gene},
+                )
+                self.volume_layers[gene] = lyr
+                self._to_bottom(lyr)
+            else:
+                lyr.scale = grid.scale
+                lyr.translate = grid.translate
+                lyr.data = data
+            lyr.metadata.update(grid_key=(grid.key(), ov), grid=grid)
+            lyr.visible = self.viewer.dims.ndisplay == 3
+        self.progress.setValue(100)
+        self.status.setText(f"volume {grid.nx}×{grid.ny}×{grid.nz} voxels of {grid.dx:.1f}×{grid.dy:.1f}×"
+                            f"{grid.dz:.1f} µm")
+
+    def _rendering_changed(self, mode):
+        for lyr in self.volume_layers.values():
+            lyr.rendering = mode
+
+    def _on_ndisplay(self, *_):
+        three = self.viewer.dims.ndisplay == 3
+        for lyr in self.plane_layers.values():
+            lyr.visible = not three
+        for lyr in self.volume_layers.values():
+            lyr.visible = three
+        if three:
+            self.show_volume()
+        else:
+            self._shown_plane = None
+            self._schedule()
+
+    # --- export -----------------------------------------------------------------------------
+    def field_layers(self):
+        d = self.volume_layers if self.viewer.dims.ndisplay == 3 else self.plane_layers
+        return [d[g] for g in self.genes if g in d]
+
+    def screenshot(self, path=None, *, scale=None, background=None):
+        from ..render.export import screenshot
+
+        return screenshot(self.viewer, path, scale=float(scale or self.shot_scale.value()),
+                          layers=self.field_layers(), background=background or self.background.currentText())
+
+    def _screenshot_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "field.png", "PNG (*.png);;TIFF (*.tif)")
+        if path:
+            try:
+                self.screenshot(path)
+                show_info(f"saved {path}")
+            except Exception as exc:  # noqa: BLE001 - report, never crash the UI
+                show_error(f"napari-inrst: screenshot failed: {exc}")
+
+    def save_volume(self, path):
+        """Write the volumes on screen (NaN outside tissue) with their voxel size in µm."""
+        from ..render.export import save_volume
+
+        layers = [self.volume_layers[g] for g in self.genes if g in self.volume_layers]
+        if not layers:
+            raise RuntimeError("no volume yet: press 'Show 3D volume' first")
+        grid = layers[0].metadata["grid"]
+        layers = [lyr for lyr in layers if lyr.metadata.get("grid") == grid]
+        mask = self._vol_masks.get(grid.key())
+        vols = np.stack([np.asarray(lyr.data, dtype=np.float32) for lyr in layers])
+        if mask is not None:
+            vols[:, ~mask] = np.nan
+        return save_volume(path, vols, scale_zyx=grid.scale, translate_zyx=grid.translate,
+                           genes=[lyr.metadata["gene"] for lyr in layers])
+
+    def _save_volume_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save volume", "field.ome.zarr",
+                                              "OME-Zarr (*.zarr);;TIFF (*.tif)")
+        if path:
+            try:
+                self.save_volume(path)
+                show_info(f"saved {path}")
+            except Exception as exc:  # noqa: BLE001
+                show_error(f"napari-inrst: saving the volume failed: {exc}")
+
+    def _movie_dialog(self):
+        from ..render.export import MOVIE_MISSING, animation_available, movie
+
+        if not animation_available():
+            show_info(MOVIE_MISSING)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save z-sweep movie", "z_sweep.mp4", "Movie (*.mp4 *.gif)")
+        if not path:
+            return
+        lo, hi = self.z_slider.minimum(), self.z_slider.maximum()
+        z0 = self.z
+        try:
+            movie(self.viewer, path, kind="z", z_range=(lo, hi), set_z=lambda z: self.set_z(z, sync=True))
+            show_info(f"saved {path}")
+        except Exception as exc:  # noqa: BLE001
+            show_error(f"napari-inrst: movie failed: {exc}")
+        finally:
+            self.set_z(z0)
+
+    # --- teardown ---------------------------------------------------------------------------
+    def _cancel_workers(self):
+        self._plane_pending = self._vol_pending = None
+        for w in (self._plane_worker, self._vol_worker):
+            if w is not None:
+                with contextlib.suppress(RuntimeError):
+                    w.quit()
+
+    def cleanup(self):
+        """Stop workers and disconnect from the viewer (called when the widget closes)."""
+        self._timer.stop()
+        self._cancel_workers()
+        for ev, cb in self._connections:
+            with contextlib.suppress(Exception):
+                ev.disconnect(cb)
+        self._connections = []
+
+    def closeEvent(self, event):  # noqa: N802 - Qt name
+        self.cleanup()
+        super().closeEvent(event)

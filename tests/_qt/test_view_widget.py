@@ -1,0 +1,258 @@
+"""The View field widget in real napari under Xvfb, against the synthetic sample's analytic truth."""
+
+import numpy as np
+import pytest
+
+from napari_inrst.field import TruthField
+from napari_inrst.sample import SyntheticTissue
+
+GENES = ["LayerA", "LayerB", "LayerC", "BlobA", "Boundary", "G010", "G011", "G012"]
+
+
+class CountingField(TruthField):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.latent_points = 0
+
+    def latent(self, xyz):
+        self.latent_points += len(xyz)
+        return super().latent(xyz)
+
+
+@pytest.fixture(scope="module")
+def tissue():
+    # the sample's geometry (same seed and size) with fewer genes, so the truth is fast
+    return SyntheticTissue(n_genes=40, depth=270.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def section_layer_data():
+    """The plugin's section Points layers of the synthetic sample (built once per module)."""
+    from napari_inrst.layers import stack_layer_data
+    from napari_inrst.sample import sample_stack
+
+    return stack_layer_data(sample_stack()[0])
+
+
+def _make_view(make_napari_viewer, qtbot, tissue, sections=None):
+    from napari_inrst._qt.view import ViewWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(760, 480)  # a small canvas keeps the analytic truth quick
+    for data, kwargs, _ in sections or []:
+        viewer.add_points(data, **kwargs)
+    qtbot.wait(200)
+    w = ViewWidget(viewer)
+    qtbot.addWidget(w)
+    field = CountingField(tissue, GENES)
+    w.set_field(field, genes=["LayerB"])
+    _wait(qtbot, w)
+    return viewer, w, field
+
+
+@pytest.fixture()
+def view(make_napari_viewer, qtbot, tissue):
+    v = _make_view(make_napari_viewer, qtbot, tissue)
+    yield v
+    v[1].cleanup()
+
+
+@pytest.fixture()
+def view_sections(make_napari_viewer, qtbot, tissue, section_layer_data):
+    v = _make_view(make_napari_viewer, qtbot, tissue, section_layer_data)
+    yield v
+    v[1].cleanup()
+
+
+def _wait(qtbot, w, timeout=30000):
+    qtbot.waitUntil(lambda: not w.busy, timeout=timeout)
+
+
+def _layer_xyz(layer):
+    """Field points (x, y, z) of every pixel of a plane layer, from its scale/translate."""
+    ny, nx = layer.data.shape
+    (sy, sx), (ty, tx) = layer.scale, layer.translate
+    yy, xx = np.meshgrid(ty + np.arange(ny) * sy, tx + np.arange(nx) * sx, indexing="ij")
+    return np.column_stack([xx.ravel(), yy.ravel(), np.full(xx.size, layer.metadata["z_um"])])
+
+
+def test_plane_matches_field_masks_outside_and_gets_finer_when_zooming(view, qtbot, tissue):
+    viewer, w, _ = view
+    layer = w.plane_layers["LayerB"]
+    assert layer in viewer.layers and layer.metadata["fine"]
+    xyz = _layer_xyz(layer)
+    inside = tissue.inside(xyz).reshape(layer.data.shape)
+    assert 0.1 < inside.mean() < 0.95
+    assert np.isnan(layer.data[~inside]).all()  # outside tissue: NaN = transparent
+    truth = tissue.truth(xyz, ["LayerB"])[:, 0].reshape(layer.data.shape)
+    np.testing.assert_allclose(layer.data[inside], truth[inside], rtol=1e-5, atol=1e-5)
+    before = np.array(layer.scale)
+    n_layers = len(viewer.layers)
+    cam = viewer.scene.camera
+    cam.zoom = cam.zoom * 4
+    _wait(qtbot, w)
+    after = np.array(layer.scale)
+    assert np.all(after < before / 3)  # ~4× finer sampling, not a blown-up fixed grid
+    assert len(viewer.layers) == n_layers and w.plane_layers["LayerB"] is layer  # layer reused
+    # screen resolution: about one field sample per canvas pixel
+    assert 2 ** -0.25 / cam.zoom - 1e-9 <= after[0] <= 1 / cam.zoom
+
+
+def test_z_between_sections_is_the_field_there_not_a_section(view_sections, qtbot, tissue):
+    viewer, w, _ = view_sections
+    layer = w.plane_layers["LayerB"]
+    planes = {}
+    for z in (30.0, 60.0, 45.0, 280.0):  # 280 lies beyond the last section (270)
+        w.z_slider.setValue(z)
+        _wait(qtbot, w)
+        assert layer.metadata["z_um"] == pytest.approx(z)
+        planes[z] = layer.data.copy()
+    a, b, mid = planes[30.0], planes[60.0], planes[45.0]
+    both = np.isfinite(a) & np.isfinite(b) & np.isfinite(mid)
+    assert both.mean() > 0.1
+    assert np.abs(mid - a)[both].mean() > 1e-3 and np.abs(mid - b)[both].mean() > 1e-3
+    w.set_z(45.0, sync=True)
+    xyz = _layer_xyz(layer)
+    inside = tissue.inside(xyz).reshape(layer.data.shape)
+    truth = tissue.truth(xyz, ["LayerB"])[:, 0].reshape(layer.data.shape)
+    np.testing.assert_allclose(layer.data[inside], truth[inside], rtol=1e-5, atol=1e-5)
+    assert np.isfinite(planes[280.0]).any()
+    # napari's own z slider moves the plane too
+    viewer.dims.set_point(0, 120.0)
+    _wait(qtbot, w)
+    assert w.z == pytest.approx(120.0) and layer.metadata["z_um"] == pytest.approx(120.0)
+
+
+def test_gene_switch_second_gene_and_search(view, qtbot, tissue):
+    viewer, w, field = view
+    n = field.latent_points
+    w.gene.setCurrentText("BlobA")  # replaces LayerB
+    _wait(qtbot, w)
+    assert list(w.plane_layers) == ["BlobA"] and field.latent_points == n  # decode only
+    w.add_gene("Boundary")
+    _wait(qtbot, w)
+    assert set(w.plane_layers) == {"BlobA", "Boundary"} and field.latent_points == n
+    assert w.plane_layers["Boundary"].colormap.name != w.plane_layers["BlobA"].colormap.name
+    blend = sorted((list(viewer.layers).index(lyr), lyr.blending) for lyr in w.plane_layers.values())
+    assert [b for _, b in blend] == ["translucent_no_depth", "additive"]
+    lyr = w.plane_layers["Boundary"]
+    truth = tissue.truth(_layer_xyz(lyr), ["Boundary"])[:, 0].reshape(lyr.data.shape)
+    ok = np.isfinite(lyr.data)
+    np.testing.assert_allclose(lyr.data[ok], truth[ok], rtol=1e-5, atol=1e-5)
+    # the gene search finds genes by prefix (then by substring)
+    assert w.gene.search("lay")[:3] == ["LayerA", "LayerB", "LayerC"]
+    assert w.gene.search("Bou") == ["Boundary"]
+    assert w.gene.search("G01")[:3] == ["G010", "G011", "G012"]
+
+
+def test_volume_appears_masked_and_its_screenshot_is_not_blank(view, qtbot, tissue, tmp_path):
+    viewer, w, field = view
+    w.resolution.setValue(64)
+    viewer.dims.ndisplay = 3
+    _wait(qtbot, w, timeout=60000)
+    vol = w.volume_layers["LayerB"]
+    assert vol.data.ndim == 3 and vol.visible and vol.rendering == "mip"
+    assert not w.plane_layers["LayerB"].visible
+    grid = vol.metadata["grid"]
+    assert max(grid.shape) == 64 and tuple(vol.scale) == pytest.approx(grid.scale)
+    viewer.reset_view()
+    img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
+    assert img.std() > 10 and (img.sum(-1) > 60).mean() > 0.02
+    for mode in ("attenuated_mip", "iso"):
+        w.rendering.setCurrentText(mode)
+        assert vol.rendering == mode
+    n = field.latent_points
+    w.gene.setCurrentText("BlobA")
+    _wait(qtbot, w, timeout=60000)
+    assert "BlobA" in w.volume_layers and field.latent_points == n  # cached latent, no trunk run
+    path = w.save_volume(tmp_path / "field.ome.zarr")
+    from napari_inrst.render.export import read_volume
+
+    arr, meta = read_volume(path)
+    inside = tissue.inside(grid.points().astype(np.float64)).reshape(grid.shape)
+    assert np.isnan(arr[0][~inside]).all() and np.isfinite(arr[0][inside]).all()
+    assert meta["scale_zyx"] == pytest.approx(grid.scale)
+
+
+def test_sections_overlay_toggles_and_high_res_screenshot(view_sections, qtbot, tmp_path):
+    from napari_inrst._qt.common import section_layers
+
+    viewer, w, _ = view_sections
+    pts = section_layers(viewer)
+    assert len(pts) == 8
+    w.sections_box.setChecked(False)
+    assert not any(lyr.visible for lyr in pts)
+    w.sections_box.setChecked(True)
+    assert all(lyr.visible for lyr in pts)
+    w.z = 0.0
+    w.snap_to_section()
+    _wait(qtbot, w)
+    assert w.z in [float(p.metadata["z_um"]) for p in pts]
+    base = viewer.screenshot(canvas_only=True, flash=False)
+    img = w.screenshot(tmp_path / "fig.png", scale=2, background="white")
+    assert img.shape[0] == pytest.approx(2 * base.shape[0], abs=2)
+    assert (tmp_path / "fig.png").exists()
+    assert img[..., :3].mean() > base[..., :3].mean()  # white background
+    assert not w.plane_layers["LayerB"].colorbar.visible  # restored afterwards
+
+
+def test_trained_model_plane_is_band_limited_but_follows_the_screen(make_napari_viewer, qtbot, tmp_path):
+    """A FieldModel (declares its finest scale) is sampled coarsely and resampled to the canvas:
+    the layer still gets finer as the user zooms; turning band-limiting off evaluates every pixel."""
+    pytest.importorskip("torch")
+    from napari_inrst._qt.view import ViewWidget
+    from napari_inrst.field import FieldConfig
+    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.render.plane import evaluate_plane
+
+    lo, hi = np.array([0.0, 0, 0]), np.array([2000.0, 1500, 270])
+    arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
+            "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
+            "rank": 3, "n_genes": 3, "seed": 0}
+    model = FieldModel(build_net(arch), genes=["A", "B", "C"], mean=np.ones(3), std=np.ones(3), arch=arch,
+                       config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
+                       stack_meta={"z": [0.0, 270.0]}, bounds=(lo, hi))
+    path = tmp_path / "m.inrst"
+    model.save(path)
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(760, 480)
+    w = ViewWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.load_model(path) is not None
+    _wait(qtbot, w)
+    layer = w.plane_layers["A"]
+    before = np.array(layer.scale)
+    viewer.scene.camera.zoom *= 8
+    _wait(qtbot, w)
+    after = np.array(layer.scale)
+    assert np.all(after < before / 4) and after[0] < 25.0 / 4  # finer than the 25 µm samples
+    grid = layer.metadata["grid"]
+    exact = evaluate_plane(w.field, grid, [0], masked=False)[0]
+    ok = np.isfinite(layer.data)
+    assert ok.sum() > 100  # an untrained occupancy head: some of the view counts as tissue
+    lo_c, hi_c = w.contrast["A"]  # the gene's displayed range over the whole field
+    assert np.abs(layer.data[ok] - exact[ok]).max() < 0.05 * (hi_c - lo_c)  # accuracy: test_render.py
+    w.band_box.setChecked(False)  # exact: every pixel
+    _wait(qtbot, w)
+    masked = evaluate_plane(w.field, grid, [0])[0]
+    np.testing.assert_array_equal(np.isnan(layer.data), np.isnan(masked))
+    ok = np.isfinite(masked)
+    np.testing.assert_allclose(layer.data[ok], exact[ok], rtol=1e-5, atol=1e-6)
+    w.cleanup()
+
+
+def test_picks_up_the_field_the_train_widget_left_in_the_viewer(make_napari_viewer, qtbot, tissue):
+    from napari_inrst._qt.view import ViewWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(760, 480)
+    w = ViewWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.field is None
+    field = TruthField(tissue, GENES[:3])
+    viewer.add_image(np.zeros((8, 8), np.float32), name="preview", metadata={"inrst_field": field},
+                     scale=(250, 250))
+    assert w.field is field and w.gene.count() == 3
+    _wait(qtbot, w)
+    assert w.plane_layers and np.isfinite(next(iter(w.plane_layers.values())).data).any()
+    w.cleanup()
