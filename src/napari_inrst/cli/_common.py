@@ -10,20 +10,32 @@ from ..errors import InputError
 def add_stack_options(p: argparse.ArgumentParser, *, z_required: bool = True):
     p.add_argument("sections", nargs="+", metavar="SECTION.h5ad",
                    help="one .h5ad per section, in stack order (2D obsm['spatial'] in µm)")
-    p.add_argument("--z", nargs="+", type=float, required=z_required, metavar="Z",
-                   help="z position of each section in µm, in the same order")
+    # --z is checked in load_stack (so --section-key/--z-key can stand in for it)
+    p.add_argument("--z", nargs="+", type=float, metavar="Z",
+                   help="z position of each section in µm, in the same order"
+                        + (" (required)" if z_required else ""))
+    p.set_defaults(_z_required=z_required)
     p.add_argument("--normalize", choices=["log1p", "none"], default="log1p",
                    help="log1p = log1p(counts per 10,000) (default); none = values as given")
     p.add_argument("--gene-policy", choices=["intersection", "union"], default="intersection",
                    help="genes kept across sections (default: intersection; union fills zeros)")
     p.add_argument("--unit-factor", type=float, default=1.0,
                    help="multiply coordinates and z by this to get µm (default 1)")
+    p.add_argument("--section-key", metavar="KEY",
+                   help="one .h5ad holding all sections: split it by obs[KEY] (sections in sorted "
+                        "label order, or by --z-key)")
+    p.add_argument("--z-key", metavar="KEY",
+                   help="with --section-key: the obs column holding each section's z (µm before --unit-factor)")
 
 
 def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
     from ..io.readers import read_h5ad
     from ..stack import build_stack
 
+    if getattr(args, "section_key", None):
+        return _load_split_stack(args, min_sections=min_sections, n_top_genes=n_top_genes)
+    if args.z is None and getattr(args, "_z_required", False):
+        raise InputError(None, "give the z position of each section in µm with --z Z1 [Z2 ...]")
     if args.z is not None and len(args.z) != len(args.sections):
         raise InputError(None, f"{len(args.sections)} sections but {len(args.z)} values after --z; "
                                "give one z per section")
@@ -40,3 +52,27 @@ def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
                        normalize=args.normalize, gene_policy=args.gene_policy,
                        unit_factor=args.unit_factor, n_top_genes=n_top_genes,
                        min_sections=min_sections)
+
+
+def _load_split_stack(args, *, min_sections: int, n_top_genes):
+    """One .h5ad with a section column → a stack (z from --z, in the sections' sorted order, or --z-key)."""
+    from ..io.readers import read_h5ad_sections
+    from ..stack import build_stack
+
+    if len(args.sections) != 1:
+        raise InputError(None, "--section-key takes exactly one .h5ad holding all sections")
+    counts = args.normalize == "log1p"
+    secs = read_h5ad_sections(args.sections[0], args.section_key, z_key=args.z_key,
+                              counts_expected=counts)
+    if args.z_key is None:
+        if args.z is None or len(args.z) != len(secs):
+            labels = ", ".join(s.name for s in secs)
+            raise InputError(args.sections[0], f"splits into {len(secs)} sections ({labels}); give "
+                                               f"{len(secs)} values after --z in that order, or --z-key")
+        z = list(args.z)
+    else:
+        z = [s.z for s in secs]  # raw units; build_stack applies --unit-factor
+    return build_stack([s.adata for s in secs], z, names=[s.name for s in secs],
+                       sources=[s.source for s in secs], normalize=args.normalize,
+                       gene_policy=args.gene_policy, unit_factor=args.unit_factor,
+                       n_top_genes=n_top_genes, min_sections=min_sections)

@@ -1,17 +1,117 @@
-"""``napari-inrst fit``."""
+"""``napari-inrst fit``: train an expression field on sections and write one model file."""
 
 from __future__ import annotations
 
 import sys
+import time
 
-HELP = "fit (not yet available in this version)"
+import numpy as np
+
+from ..errors import InputError
+from ._common import add_stack_options, load_stack
+
+HELP = "train an expression field (INR) on serial sections and write a model file"
+DEFAULT_GENE_CAP = 2000
+MIN_DEFAULT_GENES = 500
+TOP_EXPRESSED = 200
 
 
 def add_parser(sub):
-    p = sub.add_parser("fit", help=HELP, description=HELP)
+    p = sub.add_parser("fit", help=HELP, description=HELP + ". Sections are aligned first (rigid, "
+                       "reference = the middle section) unless --no-align.")
+    add_stack_options(p)
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.inrst)")
+    p.add_argument("--genes", type=int, default=None, metavar="N",
+                   help=f"model the N most variable genes (+ the most expressed); default: all up to "
+                        f"{DEFAULT_GENE_CAP}")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-align", action="store_true", help="use the coordinates as given")
+    g.add_argument("--reference", type=int, default=None, metavar="K",
+                   help="0-based index of the reference section for alignment (default: the middle one)")
+    p.add_argument("--steps", type=int, default=None, help="training steps of the final fit (default from the config)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = CUDA, then MPS, then CPU")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same model)")
+    p.add_argument("--checkpoint", default=None, metavar="CKPT", help="write a training checkpoint here periodically")
+    p.add_argument("--resume", default=None, metavar="CKPT", help="continue training from a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
 
+def select_model_genes(stack, n: int | None):
+    """Restrict ``stack`` (in place) to ``n`` genes: the most expressed ones plus the most variable.
+
+    ``n=None``: all genes up to :data:`DEFAULT_GENE_CAP` (never fewer than 500 when the data have
+    them). Returns the stack.
+    """
+    from ..stack import highly_variable_genes
+
+    total = stack.n_genes
+    cap = DEFAULT_GENE_CAP if n is None else int(n)
+    if n is None:
+        cap = max(cap, min(MIN_DEFAULT_GENES, total))
+    if cap < 1:
+        raise InputError(None, f"--genes must be ≥ 1, got {n}")
+    if cap >= total:
+        return stack
+    X = stack.expression()
+    n_top = min(TOP_EXPRESSED, cap // 4)
+    top = np.argsort(-X.mean(0), kind="stable")[:n_top]
+    hvg = highly_variable_genes(X, min(total, cap + n_top))
+    keep = list(dict.fromkeys(list(top) + [int(g) for g in hvg]))[:cap]
+    keep = np.sort(np.array(keep, dtype=int))
+    for s in stack.sections:
+        s.adata = s.adata[:, keep].copy()
+    stack.genes = [stack.genes[k] for k in keep]
+    stack.report["n_genes_kept"] = len(stack.genes)
+    stack.report["gene_selection"] = f"{n_top} most expressed + most variable, {len(keep)} of {total}"
+    return stack
+
+
+def align_if_available(stack, reference=None, log=print):
+    """Align ``stack`` in place through :mod:`napari_inrst.align` (skipped with a warning if absent)."""
+    if len(stack) < 2:
+        return None
+    try:
+        from ..align import align_stack  # noqa: F401 (lazy: the align layer may not be installed yet)
+    except ImportError:
+        log("napari-inrst: warning: alignment is not available in this version; using the coordinates as given")
+        return None
+    if reference is not None and not 0 <= reference < len(stack):
+        raise InputError(None, f"--reference {reference} is out of range (0..{len(stack) - 1})")
+    res = align_stack(stack, reference=reference, method="rigid", progress=None)
+    stack.set_transforms([np.asarray(m, dtype=float) for m in res.matrices])
+    return res
+
+
 def run(args) -> int:
-    print("napari-inrst: error: 'fit' is not yet available in this version", file=sys.stderr)
-    return 2
+    from ..field import FieldConfig
+    from ..field.train import fit_field
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    if args.steps is not None and args.steps < 1:
+        raise InputError(None, f"--steps must be ≥ 1, got {args.steps}")
+    stack = load_stack(args)
+    select_model_genes(stack, args.genes)
+    log(stack.summary())
+    if not args.no_align:
+        res = align_if_available(stack, args.reference, log)
+        if res is not None:
+            log("aligned: " + ", ".join(f"{nm}" for nm in stack.names))
+    cfg = FieldConfig(seed=args.seed, device=args.device)
+    if args.steps is not None:
+        cfg = cfg.replace(steps=int(args.steps), val_every=max(1, min(cfg.val_every, int(args.steps) // 4 or 1)))
+    t0 = time.perf_counter()
+
+    def progress(d):
+        if d.get("val") is not None:
+            eta = f", eta {d['eta_s']:.0f} s" if d.get("eta_s") is not None else ""
+            log(f"[{d['phase']}] step {d['step']}/{d['total']}: loss {d['loss']:.4f}, "
+                f"validation RMSE {d['val']:.4f}{eta}")
+
+    model = fit_field(stack, cfg, progress=progress, checkpoint=args.checkpoint, resume=args.resume)
+    model.provenance["command"] = "napari-inrst fit " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "fit"
+    model.save(args.out)
+    log(f"wrote {args.out}: {len(model.genes)} genes, rank {model.rank}, validation RMSE "
+        f"{model.provenance['val_rmse']:.4f}, {time.perf_counter() - t0:.1f} s on {model.provenance['device']}")
+    return 0

@@ -1,0 +1,120 @@
+"""``napari-inrst evaluate``: table + JSON, bad input → exit 2, nothing half-written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_inrst.cli import main
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from napari_inrst.sample import write_sample
+
+    d = tmp_path_factory.mktemp("synth")
+    paths = write_sample(d, misplace=False, n_genes=40, spot_spacing=80.0)
+    z = [float(p.stem.split("_")[1]) * 30.0 for p in paths]
+    return [str(p) for p in paths], [str(v) for v in z]
+
+
+def _truth_fit_fn(config=None, **kw):
+    """Stand-in for the INR: the sample's analytic truth (what a perfect field would predict)."""
+    from napari_inrst.evaluate.protocol import FieldPredictor
+    from napari_inrst.field.api import TruthField
+    from napari_inrst.sample import SyntheticTissue
+
+    def fit(stack, sections):
+        tissue = SyntheticTissue(n_genes=40, depth=270.0, seed=0)
+        return FieldPredictor(TruthField(tissue), stack.genes)
+
+    return fit
+
+
+def test_evaluate_prints_table_and_writes_json(synth, tmp_path, capsys, monkeypatch):
+    import napari_inrst.evaluate.protocol as proto
+
+    monkeypatch.setattr(proto, "inr_fit_fn", _truth_fit_fn)
+    paths, z = synth
+    out = tmp_path / "res.json"
+    rc = main(["evaluate", *paths, "--z", *z, "--holdout", "3", "5", "--no-align", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for word in ("inr", "knn3d", "adjacent", "pearson", "rmse", "ssim", "fit_seconds"):
+        assert word in text
+    res = json.loads(out.read_text())
+    assert res["holdout"] == ["section_04", "section_06"]
+    assert set(res["methods"]) == {"inr", "knn3d", "adjacent"}
+    assert set(res["methods"]["inr"]["per_section"]) == {"section_04", "section_06"}
+    # the analytic truth beats interpolation on held-out sections
+    assert res["methods"]["inr"]["pearson"] > res["methods"]["knn3d"]["pearson"]
+    assert res["methods"]["inr"]["rmse"] < res["methods"]["adjacent"]["rmse"]
+    # the printed table carries the JSON's numbers
+    assert f"{res['methods']['knn3d']['pearson']:.3f}" in text
+
+
+def test_fit_options_reach_the_field_trainer(synth, tmp_path, monkeypatch):
+    """--steps/--device/--seed configure the real trainer, which sees only the kept sections."""
+    import napari_inrst.field.train as train
+
+    seen = {}
+
+    def fake_fit_field(stack, config=None, *, sections=None, **kw):
+        seen.update(steps=config.steps, device=config.device, seed=config.seed, sections=list(sections))
+        return _truth_fit_fn()(stack, sections)
+
+    monkeypatch.setattr(train, "fit_field", fake_fit_field)
+    paths, z = synth
+    rc = main(["evaluate", *paths, "--z", *z, "--holdout", "4", "--no-align", "--steps", "77",
+               "--device", "cpu", "--seed", "5", "--json", str(tmp_path / "o.json")])
+    assert rc == 0
+    assert seen == {"steps": 77, "device": "cpu", "seed": 5, "sections": [0, 1, 2, 3, 5, 6, 7]}
+
+
+def test_evaluate_with_labels_reports_ari(synth, tmp_path, capsys):
+    import anndata as ad
+
+    paths, z = synth
+    lab = []
+    for p in paths:  # label each spot by a half of the tissue
+        a = ad.read_h5ad(p)
+        a.obs["half"] = np.where(a.obsm["spatial"][:, 0] > 1000, "east", "west")
+        q = tmp_path / p.split("/")[-1]
+        a.write_h5ad(q)
+        lab.append(str(q))
+    out = tmp_path / "r.json"
+    rc = main(["evaluate", *lab, "--z", *z, "--holdout", "2", "--labels", "half", "--no-align",
+               "--baselines-only", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["methods"]["knn3d"]["ari"] > 0.5 and "ari" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--holdout", "8"], "out of range"),
+    (["--holdout", "-1"], "out of range"),
+    (["--holdout", *map(str, range(8))], "all 8 sections"),
+    (["--holdout", "2", "--labels", "nope"], "nope"),
+    (["--holdout", "2", "--score-genes", "many"], "--score-genes"),
+    (["--holdout", "2", "--steps", "0"], "--steps"),
+])
+def test_bad_input_exits_2_and_writes_nothing(synth, tmp_path, capsys, extra, needle):
+    paths, z = synth
+    out = tmp_path / "never.json"
+    rc = main(["evaluate", *paths, "--z", *z, "--no-align", "--baselines-only", "--json", str(out), *extra])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_on_merfish_reproduces_reference_baselines(merfish_dir, tmp_path):
+    """EVALUATION.md's reference figures (middle section held out, log1p values)."""
+    files = sorted(str(p) for p in merfish_dir.glob("section_*.h5ad"))
+    out = tmp_path / "m.json"
+    rc = main(["evaluate", *files, "--z", "40", "90", "140", "190", "240", "--normalize", "none",
+               "--log1p-values", "--holdout", "2", "--no-align", "--baselines-only", "--json", str(out)])
+    assert rc == 0
+    m = json.loads(out.read_text())["methods"]
+    got = [round(m[k][f], 3) for k in ("knn3d", "adjacent") for f in ("pearson", "pearson_50um", "pearson_100um")]
+    assert got == [0.152, 0.288, 0.450, 0.161, 0.295, 0.456]

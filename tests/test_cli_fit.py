@@ -1,0 +1,107 @@
+"""``napari-inrst fit | predict | transforms`` as external scripts call them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_inrst.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sample_files(tmp_path_factory):
+    """Four aligned synthetic sections (40 genes) as .h5ad files + the tissue."""
+    from napari_inrst.sample import make_sample
+
+    d = tmp_path_factory.mktemp("sections")
+    sections, tissue = make_sample(n_genes=40, misplace=False)
+    paths, zs = [], []
+    for a in sections[:4]:
+        p = d / f"s{int(a.uns['z_um']):03d}.h5ad"
+        a.write_h5ad(p)
+        paths.append(str(p))
+        zs.append(str(a.uns["z_um"]))
+    return paths, zs, tissue
+
+
+@pytest.fixture(scope="module")
+def fitted(sample_files, tmp_path_factory):
+    paths, zs, tissue = sample_files
+    out = tmp_path_factory.mktemp("model") / "m.inrst"
+    rc = main(["fit", *paths, "--z", *zs, "--out", str(out), "--steps", "80", "--no-align", "--seed", "3",
+               "--quiet"])
+    assert rc == 0 and out.exists()
+    return out
+
+
+def test_fit_predict_round_trip_in_order(fitted, sample_files, tmp_path):
+    _, _, tissue = sample_files
+    rng = np.random.default_rng(0)
+    xy = tissue.spots(45.0, 80.0, rng)[:50]
+    q = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "z": np.full(len(xy), 45.0)})
+    qp, pp = tmp_path / "q.csv", tmp_path / "p.csv"
+    q.to_csv(qp, index=False)
+    assert main(["predict", str(fitted), "--coords", str(qp), "--out", str(pp)]) == 0
+    pred = pd.read_csv(pp)
+    assert len(pred) == len(q)
+    assert list(pred.columns) == list(tissue.genes)  # every gene (40 < 500: all kept), in order
+    truth = tissue.truth(q[["x", "y", "z"]].to_numpy(), list(pred.columns))
+    # rows follow the queries: row-wise correlation with the truth at the same point beats a shuffled pairing
+    p = pred.to_numpy()
+    same = np.mean([np.corrcoef(p[i], truth[i])[0, 1] for i in range(len(p))])
+    shifted = np.mean([np.corrcoef(p[i], truth[(i + 17) % len(p)])[0, 1] for i in range(len(p))])
+    assert same > shifted + 0.02
+    # reversed queries give reversed rows
+    q.iloc[::-1].to_csv(qp, index=False)
+    assert main(["predict", str(fitted), "--coords", str(qp), "--out", str(pp)]) == 0
+    np.testing.assert_allclose(pd.read_csv(pp).to_numpy()[::-1], p, rtol=1e-4, atol=1e-5)
+
+
+def test_transforms_prints_json_in_input_order(fitted, sample_files, capsys):
+    paths, _, _ = sample_files
+    assert main(["transforms", str(fitted)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [t["section"] for t in out] == [p.rsplit("/", 1)[1][:-5] for p in paths]
+    for t in out:  # --no-align: identity
+        np.testing.assert_allclose(np.array(t["matrix"]), np.eye(3))
+
+
+def test_single_section_fit_is_valid(sample_files, tmp_path):
+    paths, _, _ = sample_files
+    out = tmp_path / "one.inrst"
+    assert main(["fit", paths[0], "--z", "0", "--out", str(out), "--steps", "20", "--quiet"]) == 0
+    from napari_inrst.field.model import load_model
+
+    m = load_model(out)
+    assert m.stack_meta["z"] == [0.0] and np.isfinite(m.predict([[1000.0, 700.0, 0.0]])).all()
+
+
+def test_fit_caps_genes(sample_files, tmp_path):
+    from napari_inrst.field.model import load_model
+
+    paths, zs, _ = sample_files
+    out = tmp_path / "g.inrst"
+    assert main(["fit", *paths[:2], "--z", *zs[:2], "--out", str(out), "--steps", "20", "--genes", "12",
+                 "--no-align", "--quiet"]) == 0
+    assert len(load_model(out).genes) == 12
+
+
+def test_bad_input_exits_2_and_writes_nothing(fitted, sample_files, tmp_path, capsys):
+    paths, zs, _ = sample_files
+    out = tmp_path / "never.inrst"
+    assert main(["fit", *paths, "--z", "0", "--out", str(out), "--quiet"]) == 2  # z count mismatch
+    assert not out.exists()
+    bad_q = tmp_path / "q.csv"
+    bad_q.write_text("x,y\n1,2\n")
+    p = tmp_path / "p.csv"
+    assert main(["predict", str(fitted), "--coords", str(bad_q), "--out", str(p)]) == 2
+    assert "missing z" in capsys.readouterr().err and not p.exists()
+    bad_q.write_text("x,y,z\n1,2,nan\n")
+    assert main(["predict", str(fitted), "--coords", str(bad_q), "--out", str(p)]) == 2
+    junk = tmp_path / "junk.inrst"
+    junk.write_bytes(b"\x00" * 100)
+    assert main(["transforms", str(junk)]) == 2
+    assert "junk.inrst" in capsys.readouterr().err
