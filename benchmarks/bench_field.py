@@ -1,0 +1,125 @@
+"""Benchmark of the expression field (issue 4): quality against the baselines in the same run,
+the paper's ablation, and fit time.
+
+* MERFISH hypothalamus, missing section: each interior section (quick: the middle one) predicted
+  from the other four; values log1p(values as given) as in EVALUATION.md; decision metric =
+  per-gene Pearson on 50 µm bins. INR vs knn3d and adjacent; the ablation (no representation
+  consistency; neither RC nor KL) in the same table.
+* breast ST, missing spots: 50 % of section 1's spots removed (seed 0), INR vs knn2d, per-spot
+  per-gene Pearson on the 200 most expressed genes.
+* Fit time of the default field on all 5 MERFISH sections (CPU threads as the fit chose them),
+  against the 180 s target; on GPU when one is available.
+
+    python benchmarks/bench_field.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+MERFISH = SHARED / "merfish_hypothalamus"
+BREAST = SHARED / "breast_st"
+FIT_TARGET_S = 180.0
+
+
+def merfish_stack():
+    from napari_inrst.evaluate.protocol import log1p_values
+    from napari_inrst.io.readers import read_h5ad
+    from napari_inrst.stack import build_stack
+
+    paths = sorted(MERFISH.glob("section_*.h5ad"))
+    ads = [read_h5ad(p) for p in paths]
+    z = [1000.0 * float(a.obs["slice_id"].iloc[0]) for a in ads]
+    raw = build_stack(ads, z, names=[p.stem for p in paths], normalize="none")
+    return raw, log1p_values(raw)
+
+
+def breast_stack(n_genes: int = 500):
+    """The 4 ST sections (coordinates × 200 µm), log1p per 10k, the ``n_genes`` most expressed genes."""
+    from napari_inrst.io.readers import read_h5ad
+    from napari_inrst.stack import build_stack
+
+    paths = sorted(BREAST.glob("section*.h5ad"))
+    ads = [read_h5ad(p, counts_expected=True) for p in paths]
+    st = build_stack(ads, [100.0 * i for i in range(len(ads))], names=[p.stem for p in paths],
+                     normalize="log1p", unit_factor=1.0)
+    for s in st.sections:
+        s.adata.obsm["spatial"] = np.asarray(s.adata.obsm["spatial"]) * 200.0
+    raw = np.concatenate([np.asarray(s.adata.layers["counts"].toarray() if hasattr(s.adata.layers["counts"], "toarray")
+                                     else s.adata.layers["counts"]) for s in st.sections])
+    keep = np.sort(np.argsort(-raw.mean(0), kind="stable")[:n_genes])
+    for s in st.sections:
+        s.adata = s.adata[:, keep].copy()
+    st.genes = [st.genes[k] for k in keep]
+    return st
+
+
+def _variants(cfg):
+    return {"inr": cfg, "inr_no_rc": cfg.replace(lambda_rc=0.0), "inr_no_rc_no_kl": cfg.replace(lambda_rc=0.0, lambda_kl=0.0)}
+
+
+def run(quick: bool = True) -> dict:
+    from napari_inrst.evaluate.protocol import inr_fit_fn, intra_section, leave_out
+    from napari_inrst.field import FieldConfig
+    from napari_inrst.field.train import fit_field
+
+    out: dict = {}
+    cfg = FieldConfig()
+    if not MERFISH.exists():
+        out["merfish"] = f"skipped: {MERFISH} not found"
+    else:
+        raw, st = merfish_stack()
+        holdouts = [2] if quick else [1, 2, 3]
+        variants = _variants(cfg)
+        rows = {}
+        for h in holdouts:
+            res = leave_out(st, None, [h], baselines=("knn3d", "adjacent"), ssim=not quick,
+                            fit_fns={k: inr_fit_fn(v) for k, v in variants.items()})
+            for name, entry in res["methods"].items():
+                rows.setdefault(name, []).append(entry)
+        mean = {name: {k: float(np.mean([e[k] for e in es if k in e])) for k in es[0] if k != "per_section"}
+                for name, es in rows.items()}
+        out["merfish_holdouts"] = ",".join(st[h].name for h in holdouts)
+        for name, m in mean.items():
+            for k in ("pearson_50um", "pearson", "pearson_100um", "rmse", "ssim", "fit_seconds"):
+                if k in m:
+                    out[f"merfish_{name}_{k}"] = round(m[k], 4)
+        best = max(mean["knn3d"]["pearson_50um"], mean["adjacent"]["pearson_50um"])
+        out["merfish_best_baseline_pearson_50um"] = round(best, 4)
+        out["merfish_inr_gain_pearson_50um"] = round(mean["inr"]["pearson_50um"] - best, 4)
+        out["merfish_inr_vs_best_baseline_ratio"] = round(mean["inr"]["pearson_50um"] / best, 3)
+        # fit time of the default field on all 5 sections
+        t0 = time.perf_counter()
+        model = fit_field(raw, cfg)
+        fit_s = time.perf_counter() - t0
+        out["merfish_fit5_seconds"] = round(fit_s, 1)
+        out["merfish_fit5_target_seconds"] = FIT_TARGET_S
+        out["merfish_fit5_vs_target_ratio"] = round(fit_s / FIT_TARGET_S, 3)
+        out["merfish_fit5_device"] = f"{model.provenance['device']} ({model.provenance['threads']} threads, " \
+                                     f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        out["merfish_fit5_steps"] = model.provenance["steps_run"]
+    if not BREAST.exists():
+        out["breast"] = f"skipped: {BREAST} not found"
+    else:
+        st = breast_stack()
+        res = intra_section(st, 0, None, baselines=("knn2d",), genes=200, ssim=False,
+                            fit_fns={k: inr_fit_fn(v) for k, v in _variants(cfg).items()})
+        for name, m in res["methods"].items():
+            out[f"breast_{name}_pearson"] = round(m["pearson"], 4)
+            out[f"breast_{name}_rmse"] = round(m["rmse"], 4)
+        out["breast_inr_gain_pearson"] = round(res["methods"]["inr"]["pearson"] - res["methods"]["knn2d"]["pearson"], 4)
+        out["breast_task"] = f"{res['task']}, {res['section']}, {res['gene_selection']}"
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))
