@@ -14,6 +14,8 @@ HELP = "train an expression field (INR) on serial sections and write a model fil
 DEFAULT_GENE_CAP = 2000
 MIN_DEFAULT_GENES = 500
 TOP_EXPRESSED = 200
+#: cells × genes (summed over the files) above which sections are read lazily by default
+LAZY_VALUES = 200_000_000
 
 
 def add_parser(sub):
@@ -32,18 +34,21 @@ def add_parser(sub):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto = CUDA, then MPS, then CPU")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same model)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="cells per training step (default 4096; per process under torchrun)")
+    p.add_argument("--lazy", action="store_true",
+                   help="read sections lazily (AnnData backed mode) and train on projected targets; "
+                        f"automatic above {LAZY_VALUES:.0e} cells × genes")
     p.add_argument("--checkpoint", default=None, metavar="CKPT", help="write a training checkpoint here periodically")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue training from a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
 
-def select_model_genes(stack, n: int | None):
-    """Restrict ``stack`` (in place) to ``n`` genes: the most expressed ones plus the most variable.
-
-    ``n=None``: all genes up to :data:`DEFAULT_GENE_CAP` (never fewer than 500 when the data have
-    them). Returns the stack.
-    """
+def model_genes(stack, n: int | None) -> tuple[np.ndarray, str] | None:
+    """Indices of the genes to model: the most expressed ones plus the most variable, ``n`` in
+    all (``None``: all genes up to :data:`DEFAULT_GENE_CAP`, never fewer than 500 when the data
+    have them), and a sentence saying so; ``None`` when every gene is kept."""
     from ..stack import highly_variable_genes
 
     total = stack.n_genes
@@ -53,18 +58,26 @@ def select_model_genes(stack, n: int | None):
     if cap < 1:
         raise InputError(None, f"--genes must be ≥ 1, got {n}")
     if cap >= total:
-        return stack
+        return None
     X = stack.expression()
     n_top = min(TOP_EXPRESSED, cap // 4)
     top = np.argsort(-X.mean(0), kind="stable")[:n_top]
     hvg = highly_variable_genes(X, min(total, cap + n_top))
     keep = list(dict.fromkeys(list(top) + [int(g) for g in hvg]))[:cap]
-    keep = np.sort(np.array(keep, dtype=int))
+    return np.sort(np.array(keep, dtype=int)), f"{n_top} most expressed + most variable, {len(keep)} of {total}"
+
+
+def select_model_genes(stack, n: int | None):
+    """Restrict the in-memory ``stack`` (in place) to :func:`model_genes`; returns the stack."""
+    chosen = model_genes(stack, n)
+    if chosen is None:
+        return stack
+    keep, why = chosen
     for s in stack.sections:
         s.adata = s.adata[:, keep].copy()
     stack.genes = [stack.genes[k] for k in keep]
     stack.report["n_genes_kept"] = len(stack.genes)
-    stack.report["gene_selection"] = f"{n_top} most expressed + most variable, {len(keep)} of {total}"
+    stack.report["gene_selection"] = why
     return stack
 
 
@@ -84,32 +97,100 @@ def align_if_available(stack, reference=None, log=print):
     return res
 
 
-def run(args) -> int:
-    from ..field import FieldConfig
-    from ..field.train import fit_field
+def _values_in_files(paths) -> float:
+    """cells × genes summed over .h5ad files, read from their headers (0 where unknown)."""
+    import h5py
 
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    total = 0.0
+    for p in paths:
+        try:
+            with h5py.File(p, "r") as fh:
+                X = fh["X"]
+                shape = X.attrs.get("shape") if isinstance(X, h5py.Group) else X.shape
+                total += float(np.prod(shape))
+        except Exception:  # noqa: BLE001 - unreadable here: the reader names the problem later
+            continue
+    return total
+
+
+def use_lazy(args) -> bool:
+    if getattr(args, "section_key", None):
+        return False
+    return bool(getattr(args, "lazy", False)) or _values_in_files(args.sections) > LAZY_VALUES
+
+
+def prepare_stack(args, log=print):
+    """The stack ``fit`` trains on: read (lazily for large inputs), genes chosen, aligned unless
+    ``--no-align``. Shared by ``fit`` and the multi-process trainer (:mod:`napari_inrst.train`)."""
+    if not use_lazy(args):
+        stack = load_stack(args)
+        select_model_genes(stack, args.genes)
+        log(stack.summary())
+        if not args.no_align:
+            if align_if_available(stack, args.reference, log) is not None:
+                log("aligned: " + ", ".join(stack.names))
+        return stack
+    from pathlib import Path
+
+    from ..io.lazy import open_lazy_stack
+
+    if args.z is None:
+        raise InputError(None, "give the z position of each section in µm with --z Z1 [Z2 ...]")
+    if len(args.z) != len(args.sections):
+        raise InputError(None, f"{len(args.sections)} sections but {len(args.z)} values after --z; "
+                               "give one z per section")
+    stack = open_lazy_stack(args.sections, args.z, names=[Path(p).stem for p in args.sections],
+                            normalize=args.normalize, gene_policy=args.gene_policy, unit_factor=args.unit_factor)
+    log(f"{len(stack)} sections read lazily, {stack.n_obs} cells, {stack.n_genes} genes ({stack.gene_policy}), "
+        f"normalize={stack.normalize}")
+    sub = stack.subsample(3000, seed=args.seed)  # genes and alignment from a subset of each section
+    chosen = model_genes(sub, args.genes)
+    if chosen is not None:
+        stack.restrict_genes([stack.genes[k] for k in chosen[0]])
+        stack.report["gene_selection"] = chosen[1]
+        log(f"modeling {stack.n_genes} genes: {chosen[1]}")
+    if not args.no_align and len(stack) > 1:
+        sub = stack.subsample(3000, seed=args.seed)
+        res = align_if_available(sub, args.reference, log)
+        if res is not None:
+            stack.set_transforms(sub.transforms())
+            log("aligned (on 3,000 cells per section): " + ", ".join(stack.names))
+    return stack
+
+
+def config_from_args(args):
+    from ..field import FieldConfig
+
     if args.steps is not None and args.steps < 1:
         raise InputError(None, f"--steps must be ≥ 1, got {args.steps}")
-    stack = load_stack(args)
-    select_model_genes(stack, args.genes)
-    log(stack.summary())
-    if not args.no_align:
-        res = align_if_available(stack, args.reference, log)
-        if res is not None:
-            log("aligned: " + ", ".join(f"{nm}" for nm in stack.names))
     cfg = FieldConfig(seed=args.seed, device=args.device)
     if args.steps is not None:
         cfg = cfg.replace(steps=int(args.steps), val_every=max(1, min(cfg.val_every, int(args.steps) // 4 or 1)))
-    t0 = time.perf_counter()
+    if getattr(args, "batch_size", None) is not None:
+        if args.batch_size < 1:
+            raise InputError(None, f"--batch-size must be ≥ 1, got {args.batch_size}")
+        cfg = cfg.replace(batch_size=int(args.batch_size))
+    return cfg
 
+
+def progress_printer(log):
     def progress(d):
         if d.get("val") is not None:
             eta = f", eta {d['eta_s']:.0f} s" if d.get("eta_s") is not None else ""
             log(f"[{d['phase']}] step {d['step']}/{d['total']}: loss {d['loss']:.4f}, "
-                f"validation RMSE {d['val']:.4f}{eta}")
+                f"validation RMSE {d['val']:.4f}, {d.get('samples_per_s', 0):.0f} cells/s{eta}")
 
-    model = fit_field(stack, cfg, progress=progress, checkpoint=args.checkpoint, resume=args.resume)
+    return progress
+
+
+def run(args) -> int:
+    from ..field.train import fit_field
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    cfg = config_from_args(args)
+    stack = prepare_stack(args, log)
+    t0 = time.perf_counter()
+    model = fit_field(stack, cfg, progress=progress_printer(log), checkpoint=args.checkpoint, resume=args.resume)
     model.provenance["command"] = "napari-inrst fit " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "fit"
     model.save(args.out)
     log(f"wrote {args.out}: {len(model.genes)} genes, rank {model.rank}, validation RMSE "

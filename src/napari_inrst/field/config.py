@@ -15,6 +15,8 @@ from ..errors import InputError
 
 ENCODINGS = ("fourier", "hash")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TARGETS = ("auto", "dense", "projected")
+COMPILE = ("auto", "on", "off")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class FieldConfig:
     lambda_kl: float = 0.01  # KL(pred ‖ true) over genes (0 = off)
     rc_dim: int = 32
     rc_pretrain_steps: int = 200  # feature extractor pretrained as an autoencoder, then frozen
+    aux_batch: int = 512  # cells of each batch the consistency and KL terms are estimated on (unbiased, cheaper)
     lambda_occ: float = 0.3  # tissue-occupancy BCE
     # --- optimisation ---------------------------------------------------------------------
     steps: int = 1500
@@ -56,16 +59,23 @@ class FieldConfig:
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0 = auto (free cores by load average, oversubscription is ~10× slower)
     checkpoint_every: int = 200
+    log_every: int = 10  # steps between progress reports (the only host syncs besides validation)
+    targets: str = "auto"  # "dense" (n × genes), "projected" (n × rank PCA coordinates, streamed), auto by size
+    compile: str = "auto"  # torch.compile the network: auto = on CUDA only
     genes: list = field(default_factory=list)  # informative; the model stores its genes itself
 
     def validate(self):
         if self.encoding not in ENCODINGS:
             raise InputError(None, f"encoding must be one of {ENCODINGS}, got '{self.encoding}'")
+        if self.targets not in TARGETS:
+            raise InputError(None, f"targets must be one of {TARGETS}, got '{self.targets}'")
+        if self.compile not in COMPILE:
+            raise InputError(None, f"compile must be one of {COMPILE}, got '{self.compile}'")
         if self.device not in DEVICES:
             raise InputError(None, f"device must be one of {DEVICES}, got '{self.device}'")
         if int(self.rank) < 0:
             raise InputError(None, f"rank must be ≥ 0 (0 = auto), got {self.rank}")
-        for name in ("width", "depth", "steps", "batch_size", "val_every"):
+        for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch"):
             if int(getattr(self, name)) < 1:
                 raise InputError(None, f"{name} must be ≥ 1, got {getattr(self, name)}")
         for name in ("lambda_rc", "lambda_kl", "lambda_occ", "lr", "weight_decay"):

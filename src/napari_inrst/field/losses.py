@@ -23,36 +23,20 @@ def rmse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.mean((pred - true) ** 2) + 1e-12)
 
 
-class _Conv1d(nn.Module):
-    """A strided 1D convolution over the gene axis written as unfold + matmul (fast on CPU).
-
-    Input (b, L, c_in) → output (b, L', c_out); zero padding keeps every gene in some window.
-    """
-
-    def __init__(self, c_in: int, c_out: int, k: int = 9, stride: int = 4):
-        super().__init__()
-        self.k, self.stride = k, stride
-        self.lin = nn.Linear(c_in * k, c_out)
-
-    def forward(self, x):
-        pad = self.k // 2
-        x = nn.functional.pad(x, (0, 0, pad, pad))
-        w = x.unfold(1, self.k, self.stride)  # (b, L', c_in, k)
-        return self.lin(w.flatten(2))
-
-
 class FeatureExtractor(nn.Module):
-    """H: gene vector (b, G) → (b, d) with a 1D CNN (2 strided conv layers) and a 2-layer MLP."""
+    """H: gene vector (b, G) → (b, d): a 1D CNN over the gene axis (two strided convolutions,
+    kernel 9, stride 4, 8 channels) followed by a two-layer MLP."""
 
     def __init__(self, n_genes: int, dim: int = 32, channels: int = 8, hidden: int = 64):
         super().__init__()
-        self.conv = nn.Sequential(_Conv1d(1, channels), nn.SiLU(), _Conv1d(channels, channels), nn.SiLU())
+        self.conv = nn.Sequential(nn.Conv1d(1, channels, 9, stride=4, padding=4), nn.SiLU(),
+                                  nn.Conv1d(channels, channels, 9, stride=4, padding=4), nn.SiLU())
         with torch.no_grad():
-            n_flat = self.conv(torch.zeros(1, n_genes, 1)).numel()
+            n_flat = self.conv(torch.zeros(1, 1, n_genes)).numel()
         self.mlp = nn.Sequential(nn.Linear(n_flat, hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.conv(g[:, :, None]).flatten(1))
+        return self.mlp(self.conv(g[:, None, :]).flatten(1))
 
 
 def pretrain_extractor(H: FeatureExtractor, X: torch.Tensor, steps: int = 200, batch: int = 512,

@@ -51,11 +51,15 @@ def build_net(arch: dict):
             e = self.enc(xyz)
             return self.to_latent(self.trunk(e))
 
-        def forward(self, xyz):
-            """→ (latent, standardized expression, occupancy logit)."""
+        def forward(self, xyz, occ_xyz=None, decode: bool = True):
+            """→ (latent, standardized expression or None, occupancy logit at ``occ_xyz`` or else at
+            ``xyz``). One call covers every output a training step needs (what
+            DistributedDataParallel wraps); ``decode=False`` skips the genes (projected targets).
+            """
             e = self.enc(xyz)
             lat = self.to_latent(self.trunk(e))
-            return lat, self.decoder(lat), self.occ(e).squeeze(-1)
+            occ = self.occ(e if occ_xyz is None else self.enc(occ_xyz)).squeeze(-1)
+            return lat, (self.decoder(lat) if decode else None), occ
 
         def occupancy_logit(self, xyz):
             return self.occ(self.enc(xyz)).squeeze(-1)
@@ -80,10 +84,10 @@ def build_net(arch: dict):
         def latent(self, xyz):
             return torch.cat([m.latent(xyz) for m in self.members], dim=-1)
 
-        def forward(self, xyz):
+        def forward(self, xyz, occ_xyz=None, decode: bool = True):
             lat = self.latent(xyz)
-            occ = torch.stack([m.occupancy_logit(xyz) for m in self.members]).mean(0)
-            return lat, self.decoder(lat), occ
+            occ = self.occupancy_logit(xyz if occ_xyz is None else occ_xyz)
+            return lat, (self.decoder(lat) if decode else None), occ
 
         def occupancy_logit(self, xyz):
             return torch.stack([m.occupancy_logit(xyz) for m in self.members]).mean(0)

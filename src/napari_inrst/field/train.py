@@ -1,25 +1,35 @@
 """Training the expression field on a section stack.
 
 :func:`iter_fit` is a generator (for napari's ``thread_worker``): it yields progress dicts
-``{step, total, loss, losses: {...}, val, best_val, eta_s, phase}`` and returns the
+``{step, total, loss, losses: {...}, val, best_val, eta_s, phase, samples_per_s}`` and returns the
 :class:`~.model.FieldModel` (``StopIteration.value``). :func:`fit_field` runs it to the end with
 an optional ``progress`` callback and ``should_stop`` predicate.
 
 What makes the field generalize instead of memorizing single cells:
 
-* validation spots (``val_frac`` of each training section, fixed by the seed) are held out; the
+* validation cells (``val_frac`` of the training sections, fixed by the seed) are held out; the
   weights with the best validation error are kept (early stopping with patience);
 * the finest x/y wavelength of the Fourier encoding is chosen by validation: short probe runs for
-  each candidate (multiples of the spot spacing), then the full run at the best one; the finest
-  z wavelength follows the section spacing (z is sampled far more sparsely than x, y);
+  each candidate (multiples of the cell/spot spacing), then the full run at the best one; the
+  finest z wavelength follows the section spacing (z is sampled far more sparsely than x, y);
 * frequencies open coarse-to-fine during the first part of training;
-* the latent is low-rank and the gene decoder starts from PCA of the training data.
+* the latent is low-rank and the gene decoder starts from PCA of the data.
+
+Speed: the data live on the training device; batches are drawn there (a device generator); the
+loop never waits on the device except every ``log_every`` steps (progress) and at validation.
+On CUDA: TF32 matmuls, bf16 autocast, ``torch.compile`` of the network (``config.compile``).
+Large stacks train on projected targets (:class:`~.data.ProjectedData`, streamed from disk).
+When ``torch.distributed`` is initialized with more than one process (``torchrun``, see
+:mod:`napari_inrst.train`), the network is wrapped in DistributedDataParallel: every process
+draws its batches from its own share of the training cells, gradients are averaged, validation
+errors are summed over processes, so all processes take the same early-stopping decisions.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import time
 from typing import Callable, Iterable
 
@@ -27,47 +37,12 @@ import numpy as np
 
 from ..errors import InputError
 from .config import FieldConfig
+from .data import SMALL_DATA, choose_data
+
+ENSEMBLE_SMALL = 4
 
 
-# --- helpers without torch ---------------------------------------------------------------
-def _spacing(stack, idx) -> float:
-    from ..stack import estimate_spacing
-
-    return float(np.median([estimate_spacing(stack.sections[i].xy) for i in idx]))
-
-
-def _z_spacing(z: np.ndarray) -> float | None:
-    u = np.unique(np.asarray(z, dtype=np.float64))
-    if len(u) < 2:
-        return None
-    return float(np.median(np.diff(u)))
-
-
-def _occupancy_samples(stack, idx, spacing: float, lo, hi, rng, max_per_section: int = 8000):
-    """Points on each section plane labelled inside (1: at/near spots) or outside (0: empty area)."""
-    from scipy.spatial import cKDTree
-
-    pts, lab = [], []
-    margin = 0.25 * (hi[:2] - lo[:2]) + 2 * spacing
-    a, b = lo[:2] - margin, hi[:2] + margin
-    for i in idx:
-        s = stack.sections[i]
-        xy = s.xy
-        m = int(min(max_per_section, max(2 * len(xy), 500)))
-        cand = rng.uniform(a, b, size=(m, 2))
-        d, _ = cKDTree(xy).query(cand, k=1)
-        inside = d <= 1.0 * spacing
-        outside = d >= 2.5 * spacing
-        keep = inside | outside
-        k = min(len(xy), m)
-        own = xy[rng.choice(len(xy), k, replace=False)]
-        p = np.concatenate([cand[keep], own])
-        lbl = np.concatenate([inside[keep].astype(np.float32), np.ones(k, np.float32)])
-        pts.append(np.column_stack([p, np.full(len(p), s.z)]))
-        lab.append(lbl)
-    return np.concatenate(pts).astype(np.float32), np.concatenate(lab).astype(np.float32)
-
-
+# --- device and threads ------------------------------------------------------------------
 def select_device(name: str = "auto"):
     import torch
 
@@ -87,99 +62,55 @@ def select_device(name: str = "auto"):
     return torch.device(name)
 
 
+def busy_cores(window_s: float = 0.2) -> float:
+    """Cores kept busy by *other* work right now: the machine's busy fraction over a short window
+    (from ``/proc/stat``) while this thread sleeps. 0.0 where ``/proc/stat`` is not available."""
+
+    def read():
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals), idle
+
+    try:
+        t0, i0 = read()
+        time.sleep(window_s)
+        t1, i1 = read()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    dt = t1 - t0
+    if dt <= 0:
+        return 0.0
+    return (1.0 - (i1 - i0) / dt) * (os.cpu_count() or 1)
+
+
 def _cpu_threads(requested: int) -> int:
-    """Threads for CPU training: as requested, else the cores not busy (1-minute load average).
+    """Threads for CPU training: as requested, else the cores that other work leaves free.
 
     With OpenMP, asking for more threads than free cores makes every op wait on the busiest core
-    (measured ~15× slower per step on a 2-core machine with one other busy process).
+    (several times slower per step on a 2-core machine with one other busy process), so a
+    machine busy with other work gets fewer threads. Measured over 0.2 s while this process
+    waits, so its own earlier work does not count (a 1-minute load average would count it).
     """
-    import os
-
     import torch
 
     if requested and requested > 0:
         return int(requested)
     n = os.cpu_count() or 1
-    try:
-        busy = int(round(os.getloadavg()[0]))
-    except (OSError, AttributeError):
-        busy = 0
-    return int(max(1, min(torch.get_num_threads(), n - busy)))
+    free = n - int(math.floor(busy_cores() + 0.25))
+    return int(max(1, min(torch.get_num_threads(), free)))
 
 
-SMALL_DATA = 2000  # training spots below which an ensemble is fitted by default
-ENSEMBLE_SMALL = 4
-SMALL_RANK = 8  # latent rank by default below SMALL_DATA spots (measured on breast ST: 8 ≫ 64 there)
+def _dist():
+    """(rank, world size) of an initialized torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
-class _Data:
-    """Training arrays, split and normalization, resolved from a stack and a config."""
-
-    def __init__(self, stack, config: FieldConfig, sections):
-        idx = list(stack.training_sections() if sections is None else sections)
-        if not idx:
-            raise InputError(None, "no sections to train on (all are excluded)")
-        for i in idx:
-            if not 0 <= int(i) < len(stack.sections):
-                raise InputError(None, f"section index {i} out of range (stack has {len(stack.sections)})")
-        self.idx = [int(i) for i in idx]
-        X = stack.expression(self.idx).astype(np.float32)
-        xyz = stack.coords(self.idx).astype(np.float64)
-        if len(X) < 10:
-            raise InputError(", ".join(stack.names[i] for i in self.idx), f"only {len(X)} spots to train on; need ≥ 10")
-        if not np.isfinite(X).all() or not np.isfinite(xyz).all():
-            raise InputError(", ".join(stack.names[i] for i in self.idx), "NaN or infinite values in expression or coordinates")
-        self.n_genes = X.shape[1]
-        self.mean = X.mean(0)
-        sd = X.std(0)
-        floor = max(float(sd.max()) * 1e-3, 1e-6)
-        self.std = np.where(sd > floor, sd, 1.0).astype(np.float32) if config.standardize else np.ones_like(sd)
-        if not config.standardize:
-            self.mean = np.zeros_like(self.mean)
-        self.X_raw_min = float(X.min())
-        self.Xs = ((X - self.mean) / self.std).astype(np.float32)
-        self.xyz = xyz.astype(np.float32)
-        self.lo, self.hi = xyz.min(0), xyz.max(0)
-        self.spacing = _spacing(stack, self.idx)
-        self.z_spacing = _z_spacing(xyz[:, 2])
-        rng = np.random.default_rng(config.seed)
-        n = len(X)
-        n_val = int(round(config.val_frac * n)) if config.val_frac > 0 else 0
-        n_val = min(n_val, n - 5)
-        perm = rng.permutation(n)
-        self.val = np.sort(perm[:n_val])
-        self.train = np.sort(perm[n_val:])
-        self.occ_xyz, self.occ_lab = _occupancy_samples(stack, self.idx, self.spacing, self.lo, self.hi, rng)
-
-    def arch(self, cfg: FieldConfig, wl_xy: float, wl_z: float) -> dict:
-        lo, hi = self.lo.copy(), self.hi.copy()
-        if hi[2] - lo[2] < 1e-6:  # one section: a thin slab
-            lo[2] -= 1.0
-            hi[2] += 1.0
-        extent = hi - lo
-        n_fz = cfg.n_freq_z if self.z_spacing is not None else 0
-        zsp = self.z_spacing or 1.0
-        return {
-            "encoding": cfg.encoding,
-            "center": ((lo + hi) / 2).tolist(),
-            "extent": extent.tolist(),
-            "lo": (lo - 0.05 * extent).tolist(),
-            "hi": (hi + 0.05 * extent).tolist(),
-            "n_freq": [cfg.n_freq_xy, cfg.n_freq_xy, n_fz],
-            "min_wavelength": [wl_xy, wl_xy, wl_z],
-            "hash_coarse": [max(extent[0], 1.0) / 2, max(extent[1], 1.0) / 2, max(extent[2], zsp) / 2 + zsp],
-            "hash_fine": [cfg.hash_finest_um or self.spacing, cfg.hash_finest_um or self.spacing, wl_z / 2],
-            "hash_levels": cfg.hash_levels,
-            "hash_features": cfg.hash_features,
-            "hash_log2_table": cfg.hash_log2_table,
-            "width": cfg.width,
-            "depth": cfg.depth,
-            "rank": min(cfg.rank or (SMALL_RANK if len(self.train) < SMALL_DATA else 64), self.n_genes),
-            "n_genes": self.n_genes,
-            "seed": cfg.seed,
-        }
-
-
+# --- initialisation and schedule ---------------------------------------------------------
 def _pca_init(net, Xs: np.ndarray, rank: int, seed: int):
     """Decoder ← the top principal axes of the training profiles (scaled so the latent starts at
     unit variance), bias ← the mean profile. Eigen-decomposition of the gene covariance (cheap)."""
@@ -201,6 +132,17 @@ def _pca_init(net, Xs: np.ndarray, rank: int, seed: int):
         net.decoder.bias.copy_(torch.tensor(Xs.mean(0), dtype=torch.float32))
 
 
+def _fixed_decoder(net, basis: np.ndarray):
+    """Projected targets: decoder ← the orthonormal PCA basis, bias 0, frozen."""
+    import torch
+
+    with torch.no_grad():
+        net.decoder.weight.copy_(torch.from_numpy(basis))
+        net.decoder.bias.zero_()
+    net.decoder.weight.requires_grad_(False)
+    net.decoder.bias.requires_grad_(False)
+
+
 def _lr_at(step: int, total: int, base: float) -> float:
     warm = min(50, max(total // 20, 1))
     if step < warm:
@@ -213,36 +155,75 @@ def _state_copy(net) -> dict:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def _run_training(data: _Data, cfg: FieldConfig, arch: dict, steps: int, device, *, phase: str,
+def _maybe_compile(net, cfg, device, log=None):
+    """``torch.compile`` the network where it pays (CUDA by default); eager on failure."""
+    if cfg.compile == "off" or (cfg.compile == "auto" and device.type != "cuda"):
+        return net
+    import torch
+
+    try:
+        return torch.compile(net, dynamic=False)
+    except Exception as exc:  # noqa: BLE001 - no compiler toolchain, unsupported platform
+        if log is not None:
+            log(f"torch.compile unavailable ({type(exc).__name__}); running eagerly")
+        return net
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+# --- one training run --------------------------------------------------------------------
+def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, phase: str,
                   should_stop=None, checkpoint=None, resume_state=None, step_offset=0, total_all=None,
                   t_start=None, meta_for_ckpt=None):
-    """Generator: trains one network; yields progress; returns (net, best_val, history, stopped)."""
+    """Generator: trains one network; yields progress; returns (net, best_val, history, stopped, best_step)."""
+    import copy
+
     import torch
 
     from .losses import AdamW, FeatureExtractor, kl_loss, pretrain_extractor, rc_loss, rmse
     from .model import build_net
 
+    rank, world = _dist()
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
     net = build_net(arch)
-    _pca_init(net, data.Xs[data.train], arch["rank"], cfg.seed)
+    projected = bool(getattr(data, "projected", False))
+    if projected:
+        _fixed_decoder(net, data.basis)
+    else:
+        _pca_init(net, data.targets[data.train], arch["rank"], cfg.seed)
     net.to(device)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    Xs = torch.from_numpy(data.Xs).to(device)
+    # data resident on the device
+    T = torch.from_numpy(data.targets).to(device)
     xyz = torch.from_numpy(data.xyz).to(device)
     occ_xyz = torch.from_numpy(data.occ_xyz).to(device)
     occ_lab = torch.from_numpy(data.occ_lab).to(device)
     mean = torch.from_numpy(data.mean).to(device)
     std = torch.from_numpy(data.std).to(device)
-    train_idx = torch.from_numpy(data.train)
-    val_idx = torch.from_numpy(data.val).to(device)
+    basis = torch.from_numpy(data.basis).to(device) if projected else None
+    resid = torch.from_numpy(data.resid).to(device) if projected else None
+    n_genes = int(data.n_genes)
+    train_idx = torch.from_numpy(data.train).to(device)[rank::world]  # this process's share
+    val_idx = torch.from_numpy(data.val).to(device)[rank::world]
+    n_val_total = len(data.val)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 7919 * rank)
     H = None
     if cfg.lambda_rc > 0:
-        H = FeatureExtractor(data.n_genes, cfg.rc_dim).to(device)
-        pretrain_extractor(H, Xs[train_idx.to(device)], steps=cfg.rc_pretrain_steps, generator=gen)
+        Hgen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
+        H = FeatureExtractor(n_genes, cfg.rc_dim).to(device)
+        rows = np.random.default_rng(cfg.seed + 3).permutation(data.train)[:20000]
+        ref = T[torch.from_numpy(np.sort(rows)).to(device)]
+        pretrain_extractor(H, ref @ basis.T if projected else ref, steps=cfg.rc_pretrain_steps, generator=Hgen)
+        del ref
     params = [p for p in net.parameters() if p.requires_grad]
     opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best_val, best_state, best_step, bad = 0, float("inf"), None, 0, 0
@@ -257,23 +238,29 @@ def _run_training(data: _Data, cfg: FieldConfig, arch: dict, steps: int, device,
         best_step = int(resume_state.get("best_step", 0))
         bad = int(resume_state.get("bad", 0))
         history = list(resume_state.get("history", []))
-        gen.manual_seed(cfg.seed + 1 + start)
+        gen.manual_seed(cfg.seed + 1 + 7919 * rank + start)
         batch = int(resume_state.get("batch", batch))
-    import copy
-
     # exponential moving average of the weights: validated, kept and returned (smoother, less variance)
     ema_net = copy.deepcopy(net) if cfg.ema > 0 else net
     if cfg.ema > 0 and resume_state is not None and resume_state.get("ema"):
         ema_net.load_state_dict(resume_state["ema"])
-    ema_params = [p for p in ema_net.parameters()]
-    net_params = [p for p in net.parameters()]
+    ema_params = list(ema_net.parameters())
+    net_params = list(net.parameters())
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
+    model = _maybe_compile(model, cfg, device)
     anneal = max(int(cfg.anneal_frac * steps), 0)
     has_alpha = hasattr(net.enc, "alpha")
-    n_train = len(data.train)
+    n_train = len(train_idx)
     n_occ = len(data.occ_xyz)
     t0 = time.perf_counter() if t_start is None else t_start
+    t_run = time.perf_counter()
     total_all = total_all or steps
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else _nullctx()
+    log_every = max(1, int(cfg.log_every))
 
     def set_alpha(step):
         if has_alpha:
@@ -286,53 +273,78 @@ def _run_training(data: _Data, cfg: FieldConfig, arch: dict, steps: int, device,
             return
         d = min(cfg.ema, (1.0 + step) / (10.0 + step))
         with torch.no_grad():
-            for pe, p in zip(ema_params, net_params):
-                pe.lerp_(p, 1.0 - d)
+            torch._foreach_lerp_(ema_params, net_params, 1.0 - d)
+
+    def sq_err(lat, pred, rows):
+        """Sum over rows of the squared error over all genes (standardized space)."""
+        if projected:
+            return ((lat.float() - T[rows]) ** 2).sum() + resid[rows].sum()
+        return ((pred.float() - T[rows]) ** 2).sum()
 
     def validate():
-        if len(data.val) == 0:
+        if n_val_total == 0:
             return float("nan")
         ema_net.eval()
+        err = torch.zeros((), device=device, dtype=torch.float64)
         with torch.no_grad():
-            errs = []
             for s in range(0, len(val_idx), 16384):
                 vi = val_idx[s:s + 16384]
                 with amp:
-                    _, pred, _ = ema_net(xyz[vi])
-                errs.append(((pred.float() - Xs[vi]) ** 2).sum().item())
+                    lat, pred, _ = ema_net(xyz[vi], decode=not projected)
+                err += sq_err(lat, pred, vi).double()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(err)
         net.train()
-        return math.sqrt(sum(errs) / (len(data.val) * data.n_genes))
+        return math.sqrt(float(err) / (n_val_total * n_genes))
+
+    def losses_of(lat, pred, rows, occ_logit, oi):
+        parts = {}
+        k = min(int(cfg.aux_batch), len(rows))  # the consistency and KL terms on the first k (random) rows
+        if projected:
+            lat = lat.float()
+            parts["rec"] = torch.sqrt((((lat - T[rows]) ** 2).sum(1) + resid[rows]).mean() / n_genes + 1e-12)
+            if H is not None or cfg.lambda_kl > 0:  # profiles in the PCA basis, for the auxiliary terms
+                true, pred = T[rows[:k]] @ basis.T, lat[:k] @ basis.T
+        else:
+            pred = pred.float()
+            true = T[rows]
+            parts["rec"] = rmse(pred, true)
+            true, pred = true[:k], pred[:k]
+        if H is not None:
+            parts["rc"] = rc_loss(H, pred, true)
+        if cfg.lambda_kl > 0:
+            parts["kl"] = kl_loss(pred * std + mean, true * std + mean)
+        if cfg.lambda_occ > 0:
+            parts["occ"] = torch.nn.functional.binary_cross_entropy_with_logits(occ_logit.float(), occ_lab[oi])
+        loss = parts["rec"] + cfg.lambda_rc * parts.get("rc", 0.0) + cfg.lambda_kl * parts.get("kl", 0.0) \
+            + cfg.lambda_occ * parts.get("occ", 0.0)
+        return loss, parts
 
     stopped = False
     step = start
     last = {}
+    acc = None  # running sums of the loss terms since the last report (on the device)
+    acc_n = 0
+    samples = 0
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
-            if checkpoint is not None and step > start:
+            if checkpoint is not None and step > start and rank == 0:
                 _save_checkpoint(checkpoint, net, opt, step, best_val, best_state, best_step, bad, history, batch,
                                  meta_for_ckpt, ema_net)
             break
         set_alpha(step)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, cfg.lr)
-        bi = train_idx[torch.randint(0, n_train, (min(batch, n_train),), generator=gen)].to(device)
-        oi = torch.randint(0, n_occ, (max(batch // 2, 256),), generator=gen).to(device)
+        b = min(batch, n_train)
+        bi = train_idx[torch.randint(0, n_train, (b,), device=device, generator=gen)]
+        oi = torch.randint(0, n_occ, (max(b // 2, 256),), device=device, generator=gen)
         try:
             with amp:
-                _, pred, _ = net(xyz[bi])
-                occ_logit = net.occupancy_logit(occ_xyz[oi])
-            pred = pred.float()
-            true = Xs[bi]
-            parts = {"rec": rmse(pred, true)}
-            if H is not None:
-                parts["rc"] = rc_loss(H, pred, true)
-            if cfg.lambda_kl > 0:
-                parts["kl"] = kl_loss(pred * std + mean, true * std + mean)
-            if cfg.lambda_occ > 0:
-                parts["occ"] = torch.nn.functional.binary_cross_entropy_with_logits(occ_logit.float(), occ_lab[oi])
-            loss = parts["rec"] + cfg.lambda_rc * parts.get("rc", 0.0) + cfg.lambda_kl * parts.get("kl", 0.0) \
-                + cfg.lambda_occ * parts.get("occ", 0.0)
+                lat, pred, occ_logit = model(xyz[bi], occ_xyz[oi], decode=not projected)
+            loss, parts = losses_of(lat, pred, bi, occ_logit, oi)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -340,34 +352,44 @@ def _run_training(data: _Data, cfg: FieldConfig, arch: dict, steps: int, device,
         except torch.cuda.OutOfMemoryError:
             opt.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
-            if batch <= 64:
+            if batch <= 64 or world > 1:
                 raise
             batch //= 2
             continue
         step += 1
-        rec = {"step": step, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
+        samples += b
+        vec = torch.stack([loss.detach(), *[v.detach() for v in parts.values()]])
+        acc = vec if acc is None else acc + vec
+        acc_n += 1
         val = None
         if step % cfg.val_every == 0 or step == steps:
             val = validate()
-            rec["val"] = val
             if not math.isnan(val) and val < best_val - 1e-5:
                 best_val, best_state, best_step, bad = val, _state_copy(ema_net), step, 0
             elif step >= anneal:
                 bad += 1
-        history.append(rec)
-        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+        report = val is not None or step % log_every == 0 or step == steps
+        if report:
+            means = (acc / acc_n).tolist()  # the one host sync of the interval
+            acc, acc_n = None, 0
+            rec = {"step": step, "loss": means[0], **dict(zip(parts, means[1:]))}
+            if val is not None:
+                rec["val"] = val
+            history.append(rec)
+        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and rank == 0:
             _save_checkpoint(checkpoint, net, opt, step, best_val, best_state, best_step, bad, history, batch,
                              meta_for_ckpt, ema_net)
-        elapsed = time.perf_counter() - t0
-        done = step_offset + step
-        last = {"step": done, "total": total_all, "loss": rec["loss"],
-                "losses": {k: rec[k] for k in parts}, "val": val, "best_val": best_val if best_val < float("inf") else None,
-                "eta_s": elapsed / max(done - start, 1) * (total_all - done),
-                "phase": phase}
-        if val is not None or step % 10 == 0 or step == steps:
-            last["net"] = ema_net  # the live network (for previews taken between steps; do not keep)
+        if report:
+            elapsed = time.perf_counter() - t0
+            done = step_offset + step
+            last = {"step": done, "total": total_all, "loss": rec["loss"],
+                    "losses": {k: rec[k] for k in parts}, "val": val,
+                    "best_val": best_val if best_val < float("inf") else None,
+                    "eta_s": elapsed / max(done - start, 1) * (total_all - done),
+                    "samples_per_s": samples * world / max(time.perf_counter() - t_run, 1e-9),
+                    "phase": phase, "net": ema_net}  # the live network (for previews; do not keep)
             yield last
-        if len(data.val) and bad >= cfg.patience and step >= anneal:
+        if n_val_total and bad >= cfg.patience and step >= anneal:
             break
     if best_state is not None:
         net.load_state_dict(best_state)
@@ -375,17 +397,9 @@ def _run_training(data: _Data, cfg: FieldConfig, arch: dict, steps: int, device,
         net.load_state_dict(ema_net.state_dict())
     if has_alpha:
         net.enc.alpha.fill_(1.0 if anneal == 0 else min(1.0, best_step / max(anneal, 1)) if best_step else 1.0)
-    if best_val == float("inf") and len(data.val):
+    if best_val == float("inf") and n_val_total:
         best_val = validate()
     return net, best_val, history, stopped, best_step
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _save_checkpoint(path, net, opt, step, best_val, best_state, best_step, bad, history, batch, meta, ema=None):
@@ -416,30 +430,38 @@ def load_checkpoint(path) -> dict:
     return obj
 
 
-def _stack_meta(stack, idx, spacing, z_spacing) -> dict:
+def _stack_meta(stack, data) -> dict:
     return {
         "names": list(stack.names),
         "z": [float(v) for v in stack.z],
         "transforms": [np.asarray(m, dtype=float).tolist() for m in stack.transforms()],
         "sources": [s.source for s in stack.sections],
-        "training_sections": list(idx),
-        "spot_spacing_um": spacing,
-        "z_spacing_um": z_spacing,
+        "training_sections": list(data.idx),
+        "spot_spacing_um": data.spacing,
+        "z_spacing_um": data.z_spacing,
         "unit_factor": float(getattr(stack, "unit_factor", 1.0)),
         "gene_policy": getattr(stack, "gene_policy", ""),
+        "targets": "projected" if getattr(data, "projected", False) else "dense",
+        "n_cells": int(data.n),
     }
 
 
 def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int] | None = None,
              progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
              checkpoint=None, resume=None):
-    """Train a field on ``stack`` (generator; yields progress dicts, returns the FieldModel)."""
+    """Train a field on ``stack`` (generator; yields progress dicts, returns the FieldModel).
+
+    ``stack`` is a :class:`~napari_inrst.stack.SectionStack` or a lazily read
+    :class:`~napari_inrst.io.lazy.LazyStack` (trained on projected targets).
+    """
     import torch
 
     cfg = (config or FieldConfig()).replace().validate()
     t0 = time.perf_counter()
-    data = _Data(stack, cfg, sections)
     device = select_device(cfg.device)
+    rank, _ = _dist()
+    if device.type == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % max(torch.cuda.device_count(), 1))
     resume_state = None
     if resume is not None:
         resume_state = load_checkpoint(resume)
@@ -448,6 +470,7 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
             raise InputError(resume, "checkpoint was trained on other genes than this stack")
         if m.get("config"):
             cfg = FieldConfig.from_dict(m["config"])
+    data = choose_data(stack, cfg, sections)
     old_threads = torch.get_num_threads()
     threads = old_threads
     if device.type == "cpu":
@@ -470,10 +493,11 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
     from .model import FieldModel
 
     wl_z = cfg.min_wavelength_z_um or (2.5 * data.z_spacing if data.z_spacing else 1e6)
-    stack_meta = _stack_meta(stack, data.idx, data.spacing, data.z_spacing)
+    stack_meta = _stack_meta(stack, data)
     floor = data.X_raw_min if data.X_raw_min >= 0 else None
 
     def make_model(net, arch, cfg_, prov=None, history=None, copy_net=True):
+        net = getattr(net, "_orig_mod", net)  # a compiled network's module
         net = copy.deepcopy(net) if copy_net else net
         net = net.float().cpu().eval()
         for p in net.parameters():
@@ -513,7 +537,7 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
     if wl_xy is None:
         wl_xy = data.spacing
     cfg = cfg.replace(min_wavelength_xy_um=float(wl_xy), min_wavelength_z_um=float(wl_z),
-                      rank=int(data.arch(cfg, wl_xy, wl_z)["rank"]))
+                      rank=int(data.rank_for(cfg)))
     k_members = int(cfg.ensemble) if cfg.ensemble > 0 else (ENSEMBLE_SMALL if len(data.train) < SMALL_DATA else 1)
     if resume_state is not None:
         k_members = 1
@@ -555,21 +579,26 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
                             total_all=total, t_start=t0, meta_for_ckpt=meta_ck)
         net, best_val, history, stopped2, best_step = yield from _forward(
             gen, progress, lambda n: make_model(n, arch, cfg))
+    rank, world = _dist()
     prov = {
         "napari_inrst": __version__,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": [s.source for s in stack.sections],
         "torch": torch.__version__,
-        "device": str(device),
+        "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         "threads": threads,
+        "processes": world,
         "fit_seconds": round(time.perf_counter() - t0, 2),
         "steps_run": history[-1]["step"] if history else 0,
         "members": int(arch.get("members", 1)),
         "best_step": best_step,
         "val_rmse": best_val,
+        "targets": stack_meta["targets"],
         "probes": probe_log,
         "cancelled": bool(stopped2),
     }
+    if getattr(data, "projected", False):
+        prov["pca_explained_variance"] = round(data.explained, 4)
     return make_model(net, arch, cfg, prov, history, copy_net=False)
 
 

@@ -1,0 +1,277 @@
+"""Training data for the field, resolved from a stack and a config (numpy; no torch here).
+
+Two kinds of targets, one interface for the training loop (:mod:`.train`):
+
+* :class:`StackData` — **dense**: every training cell's standardized expression (n × genes) is
+  the target; the gene decoder is trained (initialised from PCA). For stacks that fit in memory.
+* :class:`ProjectedData` — **projected**: the targets are the cells' coordinates in a fixed
+  orthonormal PCA basis V (genes × r) of the standardized expression, plus each cell's residual
+  energy ‖x − V Vᵀx‖². With the decoder fixed to V, the gene-space squared error equals the
+  latent-space squared error plus that residual, exactly (V has orthonormal columns), so training
+  on n × r numbers optimizes the same RMSE over all genes as the dense targets would, with memory
+  n × r instead of n × genes. The expression is streamed from disk chunk by chunk
+  (:class:`~napari_inrst.io.lazy.LazyStack`), so peak memory is bounded by the chunk size and the
+  n × r projections (10^6 cells × r = 128: 512 MB), whatever the number of genes.
+
+Both hold: ``idx`` (training sections), ``n_genes``, ``mean``/``std`` (per gene, for
+standardization), ``xyz`` (n × 3 µm, float32), ``train``/``val`` (row indices), ``lo``/``hi``,
+``spacing`` (µm between neighbouring cells/spots), ``z_spacing``, ``occ_xyz``/``occ_lab``
+(occupancy samples), ``X_raw_min``, ``targets`` (n × genes or n × r, float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+SMALL_DATA = 2000  # training spots below which an ensemble is fitted by default
+SMALL_RANK = 8  # latent rank by default below SMALL_DATA spots (measured on breast ST: 8 ≫ 64 there)
+DEFAULT_RANK = 64
+#: dense targets above this many values (cells × genes) switch to projected targets by default
+DENSE_LIMIT = 200_000_000  # 800 MB of float32
+#: cells used to estimate gene means/stds and the PCA basis of projected targets
+PCA_ROWS = 60_000
+#: validation cells at most (a validation pass must stay cheap next to the training steps)
+VAL_MAX = 20_000
+
+
+def spacing_of(sections) -> float:
+    """Median over sections of the median nearest-neighbour distance (µm) of their cells/spots."""
+    from ..stack import estimate_spacing
+
+    return float(np.median([estimate_spacing(s.xy) for s in sections]))
+
+
+def z_spacing_of(z) -> float | None:
+    u = np.unique(np.asarray(z, dtype=np.float64))
+    if len(u) < 2:
+        return None
+    return float(np.median(np.diff(u)))
+
+
+def occupancy_samples(sections, spacing: float, lo, hi, rng, max_per_section: int = 8000):
+    """Points on each section plane labelled inside (1: at/near cells) or outside (0: empty area)."""
+    from scipy.spatial import cKDTree
+
+    pts, lab = [], []
+    margin = 0.25 * (hi[:2] - lo[:2]) + 2 * spacing
+    a, b = lo[:2] - margin, hi[:2] + margin
+    for s in sections:
+        xy = s.xy
+        m = int(min(max_per_section, max(2 * len(xy), 500)))
+        cand = rng.uniform(a, b, size=(m, 2))
+        d, _ = cKDTree(xy).query(cand, k=1)
+        inside = d <= 1.0 * spacing
+        outside = d >= 2.5 * spacing
+        keep = inside | outside
+        k = min(len(xy), m)
+        own = xy[rng.choice(len(xy), k, replace=False)]
+        p = np.concatenate([cand[keep], own])
+        lbl = np.concatenate([inside[keep].astype(np.float32), np.ones(k, np.float32)])
+        pts.append(np.column_stack([p, np.full(len(p), s.z)]))
+        lab.append(lbl)
+    return np.concatenate(pts).astype(np.float32), np.concatenate(lab).astype(np.float32)
+
+
+def gene_scale(mean, sd, standardize: bool):
+    """(mean, std) used to standardize: genes with (near) zero spread keep std 1."""
+    mean = np.asarray(mean, dtype=np.float32)
+    sd = np.asarray(sd, dtype=np.float32)
+    if not standardize:
+        return np.zeros_like(mean), np.ones_like(sd)
+    floor = max(float(sd.max()) * 1e-3, 1e-6) if sd.size else 1e-6
+    return mean, np.where(sd > floor, sd, 1.0).astype(np.float32)
+
+
+def _check_sections(stack, sections):
+    idx = list(stack.training_sections() if sections is None else sections)
+    if not idx:
+        raise InputError(None, "no sections to train on (all are excluded)")
+    for i in idx:
+        if not 0 <= int(i) < len(stack.sections):
+            raise InputError(None, f"section index {i} out of range (stack has {len(stack.sections)})")
+    return [int(i) for i in idx]
+
+
+def split(n: int, val_frac: float, seed: int, val_max: int = VAL_MAX):
+    """(train, val) row indices, sorted; fixed by the seed."""
+    rng = np.random.default_rng(seed)
+    n_val = int(round(val_frac * n)) if val_frac > 0 else 0
+    n_val = max(0, min(n_val, n - 5, val_max))
+    perm = rng.permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class _Base:
+    projected = False
+
+    def _geometry(self, stack, xyz, config):
+        self.xyz = xyz.astype(np.float32)
+        self.lo, self.hi = xyz.min(0), xyz.max(0)
+        secs = [stack.sections[i] for i in self.idx]
+        self.spacing = spacing_of(secs)
+        self.z_spacing = z_spacing_of(xyz[:, 2])
+        rng = np.random.default_rng(config.seed + 17)
+        self.occ_xyz, self.occ_lab = occupancy_samples(secs, self.spacing, self.lo, self.hi, rng)
+
+    def default_rank(self, cfg) -> int:
+        if cfg.rank:
+            return int(cfg.rank)
+        return SMALL_RANK if len(self.train) < SMALL_DATA else DEFAULT_RANK
+
+    def arch(self, cfg, wl_xy: float, wl_z: float) -> dict:
+        lo, hi = self.lo.copy(), self.hi.copy()
+        if hi[2] - lo[2] < 1e-6:  # one section: a thin slab
+            lo[2] -= 1.0
+            hi[2] += 1.0
+        extent = hi - lo
+        n_fz = cfg.n_freq_z if self.z_spacing is not None else 0
+        zsp = self.z_spacing or 1.0
+        return {
+            "encoding": cfg.encoding,
+            "center": ((lo + hi) / 2).tolist(),
+            "extent": extent.tolist(),
+            "lo": (lo - 0.05 * extent).tolist(),
+            "hi": (hi + 0.05 * extent).tolist(),
+            "n_freq": [cfg.n_freq_xy, cfg.n_freq_xy, n_fz],
+            "min_wavelength": [wl_xy, wl_xy, wl_z],
+            "hash_coarse": [max(extent[0], 1.0) / 2, max(extent[1], 1.0) / 2, max(extent[2], zsp) / 2 + zsp],
+            "hash_fine": [cfg.hash_finest_um or self.spacing, cfg.hash_finest_um or self.spacing, wl_z / 2],
+            "hash_levels": cfg.hash_levels,
+            "hash_features": cfg.hash_features,
+            "hash_log2_table": cfg.hash_log2_table,
+            "width": cfg.width,
+            "depth": cfg.depth,
+            "rank": self.rank_for(cfg),
+            "n_genes": self.n_genes,
+            "seed": cfg.seed,
+        }
+
+    def rank_for(self, cfg) -> int:
+        return min(self.default_rank(cfg), self.n_genes)
+
+    @property
+    def n(self) -> int:
+        return len(self.xyz)
+
+
+class StackData(_Base):
+    """Dense targets from an in-memory :class:`~napari_inrst.stack.SectionStack`."""
+
+    def __init__(self, stack, config, sections=None):
+        self.idx = _check_sections(stack, sections)
+        X = stack.expression(self.idx).astype(np.float32)
+        xyz = stack.coords(self.idx).astype(np.float64)
+        names = ", ".join(stack.names[i] for i in self.idx)
+        if len(X) < 10:
+            raise InputError(names, f"only {len(X)} spots to train on; need ≥ 10")
+        if not np.isfinite(X).all() or not np.isfinite(xyz).all():
+            raise InputError(names, "NaN or infinite values in expression or coordinates")
+        self.n_genes = X.shape[1]
+        self.mean, self.std = gene_scale(X.mean(0), X.std(0), config.standardize)
+        self.X_raw_min = float(X.min())
+        self.targets = ((X - self.mean) / self.std).astype(np.float32)
+        self.train, self.val = split(len(X), config.val_frac, config.seed)
+        self._geometry(stack, xyz, config)
+
+    @property
+    def Xs(self) -> np.ndarray:
+        return self.targets
+
+
+class ProjectedData(_Base):
+    """Projected targets (n × r) streamed from a :class:`~napari_inrst.io.lazy.LazyStack` (or any
+    stack: in-memory sections are streamed the same way)."""
+
+    projected = True
+
+    def __init__(self, stack, config, sections=None, *, rank: int | None = None, chunk_rows: int = 16384,
+                 pca_rows: int = PCA_ROWS, progress=None):
+        self.idx = _check_sections(stack, sections)
+        secs = [stack.sections[i] for i in self.idx]
+        sizes = np.array([s.n_obs for s in secs])
+        n = int(sizes.sum())
+        names = ", ".join(s.name for s in secs)
+        if n < 10:
+            raise InputError(names, f"only {n} cells to train on; need ≥ 10")
+        self.n_genes = stack.n_genes
+        self.train, self.val = split(n, config.val_frac, config.seed)
+        r = int(rank or (config.rank or (SMALL_RANK if n < SMALL_DATA else DEFAULT_RANK)))
+        self.r = min(r, self.n_genes)
+        chunks = _chunk_reader(stack)
+        # 1) gene means/stds and the PCA basis from a random subset of cells
+        rng = np.random.default_rng(config.seed + 29)
+        take = min(1.0, pca_rows / n)
+        sub = []
+        for i, s in zip(self.idx, secs):
+            k = max(1, int(round(take * s.n_obs)))
+            rows = np.sort(rng.choice(s.n_obs, k, replace=False))
+            sub += [c for _, c in chunks(i, chunk_rows, rows)]
+        sub = np.concatenate(sub, axis=0).astype(np.float64)
+        self.mean, self.std = gene_scale(sub.mean(0), sub.std(0), config.standardize)
+        zs = (sub - self.mean) / self.std
+        zs -= zs.mean(0)
+        cov = zs.T @ zs / max(len(zs) - 1, 1)
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1][: self.r]
+        self.basis = np.ascontiguousarray(evecs[:, order], dtype=np.float32)  # genes × r, orthonormal
+        self.explained = float(evals[order].sum() / max(evals.sum(), 1e-12))
+        del sub, zs, cov
+        # 2) one streamed pass: project every cell, keep its residual energy
+        self.targets = np.empty((n, self.r), dtype=np.float32)
+        self.resid = np.empty(n, dtype=np.float32)
+        xyz = np.empty((n, 3), dtype=np.float64)
+        self.X_raw_min = np.inf
+        off = 0
+        for k, (i, s) in enumerate(zip(self.idx, secs)):
+            xyz[off:off + s.n_obs] = s.xyz
+            for r0, c in chunks(i, chunk_rows, None):
+                self.X_raw_min = min(self.X_raw_min, float(c.min()) if c.size else np.inf)
+                c -= self.mean
+                c /= self.std
+                proj = c @ self.basis
+                rows = slice(off + r0, off + r0 + len(c))
+                self.targets[rows] = proj
+                self.resid[rows] = np.maximum(np.einsum("ij,ij->i", c, c) - np.einsum("ij,ij->i", proj, proj), 0)
+            off += s.n_obs
+            if progress is not None:
+                progress({"phase": "read", "section": s.name, "done": k + 1, "total": len(secs)})
+        if not np.isfinite(xyz).all():
+            raise InputError(names, "NaN or infinite coordinates")
+        self._geometry(stack, xyz, config)
+
+    def rank_for(self, cfg) -> int:
+        return self.r
+
+
+def _chunk_reader(stack):
+    """A function (i, chunk_rows, rows) → iterator of (first_row, normalized chunk) for any stack."""
+    if getattr(stack, "lazy", False):
+        return lambda i, chunk_rows, rows: stack.iter_chunks(i, chunk_rows, rows)
+
+    def read(i, chunk_rows, rows):
+        X = stack.sections[i].X
+        if rows is not None:
+            yield 0, X[rows].astype(np.float32)
+            return
+        for r0 in range(0, len(X), chunk_rows):
+            yield r0, X[r0:r0 + chunk_rows].astype(np.float32, copy=True)
+
+    return read
+
+
+def choose_data(stack, config, sections=None, *, progress=None):
+    """Dense targets when they fit (:data:`DENSE_LIMIT` values), else projected; ``config.targets``
+    (``auto`` | ``dense`` | ``projected``) overrides. A lazily read stack is always projected."""
+    mode = getattr(config, "targets", "auto")
+    lazy = getattr(stack, "lazy", False)
+    if mode == "dense" and lazy:
+        raise InputError(None, "dense targets need the sections in memory; this stack is read lazily")
+    if mode == "auto":
+        idx = _check_sections(stack, sections)
+        n = sum(stack.sections[i].n_obs for i in idx)
+        mode = "projected" if lazy or n * stack.n_genes > DENSE_LIMIT else "dense"
+    if mode == "projected":
+        return ProjectedData(stack, config, sections, progress=progress)
+    return StackData(stack, config, sections)

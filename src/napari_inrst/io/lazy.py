@@ -1,0 +1,290 @@
+"""Sections read lazily: AnnData in backed mode, expression streamed in row chunks.
+
+For stacks too large to hold as dense arrays (atlases of 10^5–10^7 cells × thousands of genes).
+Only the coordinates (n × 2), the cell names and the gene names are loaded; the expression
+matrix stays on disk and is read, validated and normalized one chunk of rows at a time, so
+memory is bounded by the chunk size, not by the data.
+
+* :func:`open_lazy_stack` — open ``.h5ad`` files (one per section) as a :class:`LazyStack`,
+  with the same gene-panel policy, normalization and unit factor as
+  :func:`napari_inrst.stack.build_stack`.
+* :meth:`LazyStack.iter_chunks` — normalized expression of one section, chunk by chunk.
+* :meth:`LazyStack.subsample` — an ordinary in-memory :class:`~napari_inrst.stack.SectionStack`
+  of a random subset of cells per section (for alignment and gene selection).
+
+No Qt and no torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..stack import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, apply_transform
+
+#: rows read per chunk by default (× genes × 4 bytes: 16,384 × 2,000 genes ≈ 131 MB dense)
+CHUNK_ROWS = 16384
+
+
+def _dense(X) -> np.ndarray:
+    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
+
+
+@dataclass
+class LazySection:
+    """One section on disk: coordinates in memory, expression read on demand."""
+
+    name: str
+    source: str
+    z: float  # µm
+    xy_input: np.ndarray  # n × 2, µm (unit factor applied), as read
+    adata: object  # anndata.AnnData opened with backed='r'
+    var_names: list[str]
+    transform: np.ndarray = field(default_factory=lambda: np.eye(3))
+    excluded: bool = False
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.xy_input.shape[0])
+
+    @property
+    def xy(self) -> np.ndarray:
+        return apply_transform(self.transform, self.xy_input)
+
+    @property
+    def xyz(self) -> np.ndarray:
+        xy = self.xy
+        return np.column_stack([xy, np.full(len(xy), self.z)])
+
+
+@dataclass
+class LazyStack:
+    """Sections on disk sharing one gene panel and one normalization (see :func:`open_lazy_stack`)."""
+
+    sections: list[LazySection]
+    genes: list[str]
+    normalize: str = "log1p"
+    gene_policy: str = "intersection"
+    unit_factor: float = 1.0
+    report: dict = field(default_factory=dict)
+    lazy: bool = True
+
+    def __len__(self) -> int:
+        return len(self.sections)
+
+    def __getitem__(self, i) -> LazySection:
+        return self.sections[i]
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sections]
+
+    @property
+    def z(self) -> np.ndarray:
+        return np.array([s.z for s in self.sections], dtype=np.float64)
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+    @property
+    def n_obs(self) -> int:
+        return sum(s.n_obs for s in self.sections)
+
+    def transforms(self) -> list[np.ndarray]:
+        return [np.array(s.transform, dtype=np.float64) for s in self.sections]
+
+    def set_transforms(self, matrices):
+        if len(matrices) != len(self.sections):
+            raise ValueError(f"{len(matrices)} transforms for {len(self.sections)} sections")
+        for s, m in zip(self.sections, matrices):
+            s.transform = np.asarray(m, dtype=np.float64).reshape(3, 3)
+
+    def training_sections(self) -> list[int]:
+        return [i for i, s in enumerate(self.sections) if not s.excluded]
+
+    def coords(self, indices=None) -> np.ndarray:
+        idx = range(len(self.sections)) if indices is None else indices
+        return np.concatenate([self.sections[i].xyz for i in idx], axis=0)
+
+    def restrict_genes(self, genes: Sequence[str]):
+        """Model only ``genes`` (a subset of the panel, kept in panel order)."""
+        keep = set(map(str, genes))
+        missing = keep - set(self.genes)
+        if missing:
+            raise InputError(None, f"{len(missing)} genes are not in the stack (first: {sorted(missing)[0]})")
+        self.genes = [g for g in self.genes if g in keep]
+        self.report["n_genes_kept"] = len(self.genes)
+        return self
+
+    def _columns(self, s: LazySection) -> tuple[np.ndarray, np.ndarray]:
+        """(source columns in the file, their positions in the panel) for section ``s``."""
+        pos = {g: k for k, g in enumerate(self.genes)}
+        src = np.array([j for j, g in enumerate(s.var_names) if g in pos], dtype=np.int64)
+        dst = np.array([pos[s.var_names[j]] for j in src], dtype=np.int64)
+        return src, dst
+
+    def iter_chunks(self, i: int, chunk_rows: int = CHUNK_ROWS, rows: np.ndarray | None = None
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_row, values)``: normalized expression (float32, rows × panel genes) of
+        section ``i``, read ``chunk_rows`` rows at a time (or only the sorted ``rows`` given).
+
+        Each chunk is validated as it is read (finite; non-negative counts for ``log1p``) and
+        raises :class:`InputError` naming the file. ``log1p`` uses each cell's library size over
+        every gene measured in the file, as :func:`~napari_inrst.stack.build_stack` does.
+        """
+        s = self.sections[i]
+        src, dst = self._columns(s)
+        X = s.adata.X
+        n = s.n_obs
+        starts = range(0, n, chunk_rows)
+        for r0 in starts:
+            if rows is not None:
+                sel = rows[(rows >= r0) & (rows < r0 + chunk_rows)]
+                if len(sel) == 0:
+                    continue
+                block = X[int(sel[0]):int(sel[-1]) + 1]
+                block = block[sel - sel[0]]
+            else:
+                block = X[r0:min(r0 + chunk_rows, n)]
+            yield r0, self._normalize_block(s, block, src, dst)
+
+    def _normalize_block(self, s: LazySection, block, src, dst) -> np.ndarray:
+        from scipy import sparse
+
+        if sparse.issparse(block):
+            block = block.tocsr()
+            vals = block.data
+        else:
+            block = np.asarray(block, dtype=np.float32)
+            vals = block
+        if vals.size and not np.isfinite(vals).all():
+            raise InputError(s.source, "expression has NaN or infinite values")
+        if self.normalize == "log1p" and vals.size and vals.min() < 0:
+            raise InputError(s.source, f"expression has negative values (min {vals.min():g}) but counts are "
+                                       "expected for normalize='log1p'; pass normalize='none' for "
+                                       "already-normalized values")
+        out = np.zeros((block.shape[0], len(self.genes)), dtype=np.float32)
+        out[:, dst] = _dense(block[:, src])
+        if self.normalize == "log1p":
+            tot = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
+            scale = np.divide(TARGET_SUM, tot, out=np.zeros_like(tot), where=tot > 0).astype(np.float32)
+            out *= scale[:, None]
+            np.log1p(out, out=out)
+        return out
+
+    def subsample(self, n_per_section: int = 3000, seed: int = 0):
+        """An in-memory :class:`~napari_inrst.stack.SectionStack` of at most ``n_per_section``
+        random cells of each section (normalized as this stack; transforms copied)."""
+        import anndata as ad
+        import pandas as pd
+
+        from ..stack import Section, SectionStack
+
+        rng = np.random.default_rng(seed)
+        secs = []
+        for i, s in enumerate(self.sections):
+            k = min(n_per_section, s.n_obs)
+            rows = np.sort(rng.choice(s.n_obs, k, replace=False))
+            X = np.concatenate([c for _, c in self.iter_chunks(i, rows=rows)], axis=0)
+            a = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"{s.name}:{r}" for r in rows]),
+                           var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)))
+            a.obsm["spatial"] = s.xy_input[rows]
+            secs.append(Section(s.name, a, s.z, s.transform.copy(), s.source, s.excluded))
+        return SectionStack(secs, list(self.genes), self.normalize, self.gene_policy, self.unit_factor,
+                            dict(self.report))
+
+    def close(self):
+        for s in self.sections:
+            f = getattr(s.adata, "file", None)
+            if f is not None:
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001 - already closed
+                    pass
+
+
+def open_lazy_stack(paths: Sequence, z: Sequence[float], *, names: Sequence[str] | None = None,
+                    normalize: str = "log1p", gene_policy: str = "intersection", unit_factor: float = 1.0,
+                    min_sections: int = 1) -> LazyStack:
+    """Open ``.h5ad`` sections in backed mode (expression stays on disk) as a :class:`LazyStack`.
+
+    Checks what can be checked without reading the expression (file readable, non-empty, 2D
+    finite ``obsm['spatial']``, unique cell names, one z per section, distinct z, shared genes);
+    the expression is checked chunk by chunk as it is streamed.
+    """
+    import anndata as ad
+
+    paths = [Path(p) for p in paths]
+    n = len(paths)
+    if normalize not in NORMALIZE_CHOICES:
+        raise InputError(None, f"normalize must be one of {NORMALIZE_CHOICES}, got '{normalize}'")
+    if gene_policy not in GENE_POLICIES:
+        raise InputError(None, f"gene_policy must be one of {GENE_POLICIES}, got '{gene_policy}'")
+    if n < min_sections:
+        raise InputError(", ".join(map(str, paths)) or None, f"a stack needs at least {min_sections} sections; got {n}")
+    if len(z) != n:
+        raise InputError(None, f"{n} sections but {len(z)} z positions; give one z per section")
+    zs = np.asarray(z, dtype=np.float64) * float(unit_factor)
+    if not np.isfinite(zs).all():
+        raise InputError(None, "z positions must be finite numbers")
+    for i in range(n):
+        for j in range(i):
+            if zs[i] == zs[j]:
+                raise InputError(paths[i], f"has the same z ({zs[i]:g} µm) as {paths[j]}; two sections cannot share a z")
+    names = list(names) if names is not None else [p.stem for p in paths]
+    sections = []
+    try:
+        for p, nm, zz in zip(paths, names, zs):
+            if not p.exists():
+                raise InputError(p, "no such file")
+            try:
+                a = ad.read_h5ad(p, backed="r")
+            except Exception as exc:  # noqa: BLE001 - h5py/anndata raise many types
+                raise InputError(p, f"not a readable .h5ad file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+            sections.append(LazySection(str(nm), str(p), float(zz), np.zeros((0, 2)), a, list(map(str, a.var_names))))
+            _check_lazy_section(sections[-1], p, float(unit_factor))
+    except BaseException:
+        for s in sections:
+            try:
+                s.adata.file.close()
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    gene_sets = [s.var_names for s in sections]
+    if gene_policy == "intersection":
+        common = set(gene_sets[0]).intersection(*map(set, gene_sets[1:]))
+        genes = [g for g in gene_sets[0] if g in common]
+        if not genes:
+            raise InputError(", ".join(map(str, paths)), "no genes are shared between the sections "
+                                                          "(gene_policy='intersection'); try gene_policy='union'")
+    else:
+        genes = list(dict.fromkeys(g for gs in gene_sets for g in gs))
+    report = {"gene_policy": gene_policy, "genes_per_section": {s.name: len(s.var_names) for s in sections},
+              "n_genes_kept": len(genes), "lazy": True}
+    return LazyStack(sections, genes, normalize, gene_policy, float(unit_factor), report)
+
+
+def _check_lazy_section(s: LazySection, path, unit_factor: float):
+    a = s.adata
+    if a.n_obs == 0:
+        raise InputError(path, "empty section: it has no cells/spots")
+    if a.n_vars == 0:
+        raise InputError(path, "empty section: it has no genes")
+    if "spatial" not in a.obsm:
+        raise InputError(path, f"no obsm['spatial'] with the 2D cell/spot coordinates "
+                               f"(obsm keys: {sorted(a.obsm.keys()) or 'none'})")
+    xy = np.asarray(a.obsm["spatial"])
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise InputError(path, f"obsm['spatial'] must be n×2 (x, y); it has shape {tuple(xy.shape)}")
+    xy = xy.astype(np.float64)
+    if not np.isfinite(xy).all():
+        raise InputError(path, f"{int((~np.isfinite(xy).all(axis=1)).sum())} cells/spots have NaN or infinite coordinates")
+    if not a.obs_names.is_unique:
+        dup = a.obs_names[a.obs_names.duplicated()]
+        raise InputError(path, f"{len(dup)} duplicate cell/spot names (first: '{dup[0]}'); names must be unique")
+    s.xy_input = xy * unit_factor
