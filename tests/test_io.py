@@ -197,3 +197,24 @@ def test_visium_without_positions(tmp_path):
     _write_visium(tmp_path / "outs", positions=False)
     with pytest.raises(InputError, match=r"outs: Visium folder without spot positions"):
         read_visium(tmp_path / "outs")
+
+
+def test_atomic_saves_get_the_usual_file_mode(tmp_path):
+    """Files written through atomic_path get 0666 & ~umask like any new file (mkstemp's 0600 would
+    hide a user's model or figure from the rest of their group)."""
+    import os
+
+    from napari_inrst.io.atomic import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+        assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+        with pytest.raises(RuntimeError):
+            with atomic_path(tmp_path / "g.bin") as tmp:
+                tmp.write_bytes(b"half")
+                raise RuntimeError("interrupted")
+        assert not (tmp_path / "g.bin").exists() and not list(tmp_path.glob(".g.bin*"))
+    finally:
+        os.umask(old)

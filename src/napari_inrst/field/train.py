@@ -372,7 +372,9 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
         if report:
             means = (acc / acc_n).tolist()  # the one host sync of the interval
             acc, acc_n = None, 0
-            rec = {"step": step, "loss": means[0], **dict(zip(parts, means[1:]))}
+            rec = {"step": step, "t": round(time.perf_counter() - t0, 3), "loss": means[0],
+                   **dict(zip(parts, means[1:])),
+                   "samples_per_s": round(samples * world / max(time.perf_counter() - t_run, 1e-9), 1)}
             if val is not None:
                 rec["val"] = val
             history.append(rec)
@@ -386,7 +388,7 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
                     "losses": {k: rec[k] for k in parts}, "val": val,
                     "best_val": best_val if best_val < float("inf") else None,
                     "eta_s": elapsed / max(done - start, 1) * (total_all - done),
-                    "samples_per_s": samples * world / max(time.perf_counter() - t_run, 1e-9),
+                    "samples_per_s": rec["samples_per_s"],
                     "phase": phase, "net": ema_net}  # the live network (for previews; do not keep)
             yield last
         if n_val_total and bad >= cfg.patience and step >= anneal:
@@ -470,7 +472,9 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
             raise InputError(resume, "checkpoint was trained on other genes than this stack")
         if m.get("config"):
             cfg = FieldConfig.from_dict(m["config"])
+    t_read = time.perf_counter()
     data = choose_data(stack, cfg, sections)
+    data.read_seconds = time.perf_counter() - t_read
     old_threads = torch.get_num_threads()
     threads = old_threads
     if device.type == "cpu":
@@ -594,6 +598,8 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
         "best_step": best_step,
         "val_rmse": best_val,
         "targets": stack_meta["targets"],
+        "read_seconds": round(float(getattr(data, "read_seconds", 0.0)), 2),
+        "samples_per_s": float(np.median([h["samples_per_s"] for h in history[-5:]])) if history else 0.0,
         "probes": probe_log,
         "cancelled": bool(stopped2),
     }

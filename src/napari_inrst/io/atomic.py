@@ -8,6 +8,20 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (setting it is process-wide)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error remove it.
@@ -20,6 +34,8 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.isfile(tmp):  # mkstemp makes 0600 files: give the result the usual mode for new files
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
