@@ -69,8 +69,23 @@ def apply_transform(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ m[:2, :2].T + m[:2, 2]
 
 
+class PlacedSection:
+    """Stack-frame coordinates of a section from its input coordinates (``xy_input``) and transform."""
+
+    @property
+    def xy(self) -> np.ndarray:
+        """Coordinates in the stack frame (µm)."""
+        return apply_transform(self.transform, self.xy_input)
+
+    @property
+    def xyz(self) -> np.ndarray:
+        """n×3 coordinates (x, y, z) in the stack frame (µm)."""
+        xy = self.xy
+        return np.column_stack([xy, np.full(len(xy), self.z)])
+
+
 @dataclass
-class Section:
+class Section(PlacedSection):
     """One measured section."""
 
     name: str
@@ -88,17 +103,6 @@ class Section:
     def xy_input(self) -> np.ndarray:
         """Coordinates as read (µm), before the transform."""
         return np.asarray(self.adata.obsm["spatial"], dtype=np.float64)
-
-    @property
-    def xy(self) -> np.ndarray:
-        """Coordinates in the stack frame (µm)."""
-        return apply_transform(self.transform, self.xy_input)
-
-    @property
-    def xyz(self) -> np.ndarray:
-        """n×3 coordinates (x, y, z) in the stack frame (µm)."""
-        xy = self.xy
-        return np.column_stack([xy, np.full(len(xy), self.z)])
 
     @property
     def X(self) -> np.ndarray:
@@ -127,16 +131,12 @@ def estimate_spacing(xy: np.ndarray, sample: int = 2000, seed: int = 0) -> float
     return med if med > 0 else 1.0
 
 
-@dataclass
-class SectionStack:
-    """An ordered set of sections sharing one gene panel in one normalization."""
+class StackBase:
+    """What every stack offers over its ``sections`` (in memory or read lazily): names, z,
+    genes, transforms, the training subset, stack-frame coordinates."""
 
-    sections: list[Section]
+    sections: list
     genes: list[str]
-    normalize: str = "log1p"
-    gene_policy: str = "intersection"
-    unit_factor: float = 1.0
-    report: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sections)
@@ -144,7 +144,7 @@ class SectionStack:
     def __iter__(self):
         return iter(self.sections)
 
-    def __getitem__(self, i) -> Section:
+    def __getitem__(self, i):
         return self.sections[i]
 
     @property
@@ -177,14 +177,6 @@ class SectionStack:
                 raise ValueError(f"transform of {s.name} must be 3×3, got {m.shape}")
             s.transform = m
 
-    def select(self, indices: Iterable[int]) -> "SectionStack":
-        """A stack with only the given sections (shared AnnData, copied transforms)."""
-        idx = list(indices)
-        secs = [Section(s.name, s.adata, s.z, s.transform.copy(), s.source, s.excluded)
-                for s in (self.sections[i] for i in idx)]
-        return SectionStack(secs, list(self.genes), self.normalize, self.gene_policy,
-                            self.unit_factor, dict(self.report))
-
     def training_sections(self) -> list[int]:
         return [i for i, s in enumerate(self.sections) if not s.excluded]
 
@@ -192,6 +184,26 @@ class SectionStack:
         """All (x, y, z) in the stack frame (µm), sections concatenated in order."""
         idx = range(len(self.sections)) if indices is None else indices
         return np.concatenate([self.sections[i].xyz for i in idx], axis=0)
+
+
+@dataclass
+class SectionStack(StackBase):
+    """An ordered set of sections sharing one gene panel in one normalization."""
+
+    sections: list[Section]
+    genes: list[str]
+    normalize: str = "log1p"
+    gene_policy: str = "intersection"
+    unit_factor: float = 1.0
+    report: dict = field(default_factory=dict)
+
+    def select(self, indices: Iterable[int]) -> "SectionStack":
+        """A stack with only the given sections (shared AnnData, copied transforms)."""
+        idx = list(indices)
+        secs = [Section(s.name, s.adata, s.z, s.transform.copy(), s.source, s.excluded)
+                for s in (self.sections[i] for i in idx)]
+        return SectionStack(secs, list(self.genes), self.normalize, self.gene_policy,
+                            self.unit_factor, dict(self.report))
 
     def expression(self, indices: Iterable[int] | None = None) -> np.ndarray:
         """Normalized expression (float32), sections concatenated in order."""

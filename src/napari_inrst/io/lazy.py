@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..stack import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, apply_transform
+from ..stack import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, PlacedSection, StackBase
 
 #: rows read per chunk by default (× genes × 4 bytes: 16,384 × 2,000 genes ≈ 131 MB dense)
 CHUNK_ROWS = 16384
@@ -35,7 +35,7 @@ def _dense(X) -> np.ndarray:
 
 
 @dataclass
-class LazySection:
+class LazySection(PlacedSection):
     """One section on disk: coordinates in memory, expression read on demand."""
 
     name: str
@@ -51,18 +51,10 @@ class LazySection:
     def n_obs(self) -> int:
         return int(self.xy_input.shape[0])
 
-    @property
-    def xy(self) -> np.ndarray:
-        return apply_transform(self.transform, self.xy_input)
-
-    @property
-    def xyz(self) -> np.ndarray:
-        xy = self.xy
-        return np.column_stack([xy, np.full(len(xy), self.z)])
 
 
 @dataclass
-class LazyStack:
+class LazyStack(StackBase):
     """Sections on disk sharing one gene panel and one normalization (see :func:`open_lazy_stack`)."""
 
     sections: list[LazySection]
@@ -73,43 +65,9 @@ class LazyStack:
     report: dict = field(default_factory=dict)
     lazy: bool = True
 
-    def __len__(self) -> int:
-        return len(self.sections)
-
-    def __getitem__(self, i) -> LazySection:
-        return self.sections[i]
-
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.sections]
-
-    @property
-    def z(self) -> np.ndarray:
-        return np.array([s.z for s in self.sections], dtype=np.float64)
-
-    @property
-    def n_genes(self) -> int:
-        return len(self.genes)
-
     @property
     def n_obs(self) -> int:
         return sum(s.n_obs for s in self.sections)
-
-    def transforms(self) -> list[np.ndarray]:
-        return [np.array(s.transform, dtype=np.float64) for s in self.sections]
-
-    def set_transforms(self, matrices):
-        if len(matrices) != len(self.sections):
-            raise ValueError(f"{len(matrices)} transforms for {len(self.sections)} sections")
-        for s, m in zip(self.sections, matrices):
-            s.transform = np.asarray(m, dtype=np.float64).reshape(3, 3)
-
-    def training_sections(self) -> list[int]:
-        return [i for i, s in enumerate(self.sections) if not s.excluded]
-
-    def coords(self, indices=None) -> np.ndarray:
-        idx = range(len(self.sections)) if indices is None else indices
-        return np.concatenate([self.sections[i].xyz for i in idx], axis=0)
 
     def restrict_genes(self, genes: Sequence[str]):
         """Model only ``genes`` (a subset of the panel, kept in panel order)."""
@@ -270,21 +228,7 @@ def open_lazy_stack(paths: Sequence, z: Sequence[float], *, names: Sequence[str]
 
 
 def _check_lazy_section(s: LazySection, path, unit_factor: float):
-    a = s.adata
-    if a.n_obs == 0:
-        raise InputError(path, "empty section: it has no cells/spots")
-    if a.n_vars == 0:
-        raise InputError(path, "empty section: it has no genes")
-    if "spatial" not in a.obsm:
-        raise InputError(path, f"no obsm['spatial'] with the 2D cell/spot coordinates "
-                               f"(obsm keys: {sorted(a.obsm.keys()) or 'none'})")
-    xy = np.asarray(a.obsm["spatial"])
-    if xy.ndim != 2 or xy.shape[1] != 2:
-        raise InputError(path, f"obsm['spatial'] must be n×2 (x, y); it has shape {tuple(xy.shape)}")
-    xy = xy.astype(np.float64)
-    if not np.isfinite(xy).all():
-        raise InputError(path, f"{int((~np.isfinite(xy).all(axis=1)).sum())} cells/spots have NaN or infinite coordinates")
-    if not a.obs_names.is_unique:
-        dup = a.obs_names[a.obs_names.duplicated()]
-        raise InputError(path, f"{len(dup)} duplicate cell/spot names (first: '{dup[0]}'); names must be unique")
-    s.xy_input = xy * unit_factor
+    from .validate import validate_layout
+
+    validate_layout(s.adata, path)
+    s.xy_input = np.asarray(s.adata.obsm["spatial"], dtype=np.float64) * unit_factor

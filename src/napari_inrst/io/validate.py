@@ -16,13 +16,9 @@ def _values(X) -> np.ndarray:
     return np.asarray(X)
 
 
-def validate_section(adata, source, *, counts_expected: bool = False, spatial_key: str = SPATIAL_KEY):
-    """Check one section in place and return it.
-
-    Ensures a non-empty AnnData with unique cell/spot names, finite 2D coordinates in
-    ``obsm[spatial_key]`` (stored back as float64) and finite expression; with
-    ``counts_expected`` also non-negative expression. Raises :class:`InputError`.
-    """
+def validate_layout(adata, source, *, spatial_key: str = SPATIAL_KEY):
+    """The checks that need no expression values: non-empty, finite 2D coordinates in
+    ``obsm[spatial_key]`` (stored back as float64 where writable), unique cell/spot names."""
     if adata.n_obs == 0:
         raise InputError(source, "empty section: it has no cells/spots")
     if adata.n_vars == 0:
@@ -49,12 +45,24 @@ def validate_section(adata, source, *, counts_expected: bool = False, spatial_ke
             f"{int(bad.sum())} cells/spots have NaN or infinite coordinates "
             f"(first: '{adata.obs_names[np.flatnonzero(bad)[0]]}')",
         )
-    adata.obsm[spatial_key] = xy
+    if not adata.isbacked:
+        adata.obsm[spatial_key] = xy
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()]
         raise InputError(
             source, f"{len(dup)} duplicate cell/spot names (first: '{dup[0]}'); names must be unique"
         )
+    return adata
+
+
+def validate_section(adata, source, *, counts_expected: bool = False, spatial_key: str = SPATIAL_KEY):
+    """Check one section in place and return it.
+
+    Ensures a non-empty AnnData with unique cell/spot names, finite 2D coordinates in
+    ``obsm[spatial_key]`` (stored back as float64) and finite expression; with
+    ``counts_expected`` also non-negative expression. Raises :class:`InputError`.
+    """
+    validate_layout(adata, source, spatial_key=spatial_key)
     vals = _values(adata.X)
     if not np.issubdtype(vals.dtype, np.number):
         raise InputError(source, f"expression matrix is not numeric (dtype {vals.dtype})")
