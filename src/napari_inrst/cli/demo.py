@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-WIDGETS = ["Sections"]
+#: the plugin's widgets in workflow order (docked as tabs on the right)
+WIDGETS = ["Sections", "Align", "Train", "View field", "QC"]
 
 
 def add_parser(sub):
@@ -20,8 +21,10 @@ def open_demo(aligned: bool = False, ndisplay: int = 3, viewer=None):
 
     viewer = viewer or napari.Viewer(title="napari-inrst demo")
     viewer.open_sample("napari-inrst", "synthetic_aligned" if aligned else "synthetic")
-    for name in WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-inrst", name)
+    docks = {}
+    for k, name in enumerate(WIDGETS):
+        docks[name], _ = viewer.window.add_plugin_dock_widget("napari-inrst", name, tabify=k > 0)
+    docks["Train" if aligned else "Align"].raise_()  # the next step of the workflow in front
     viewer.dims.ndisplay = ndisplay
     viewer.reset_view()
     if ndisplay == 3:
