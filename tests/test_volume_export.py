@@ -219,3 +219,18 @@ def test_reader_opens_only_its_own_zarr_lazily(streamed, tmp_path):
     assert data[0].shape == (64, 256, 320)
     assert kw["scale"] == pytest.approx(streamed["grid"].scale) and kw["units"] == "µm"
     assert kw["contrast_limits"] == (1, 3)
+
+
+def test_reader_reports_a_damaged_volume_in_one_line(streamed, tmp_path, monkeypatch):
+    import shutil
+
+    from napari_inrst import _napari
+
+    bad = tmp_path / "damaged.zarr"
+    shutil.copytree(streamed["path"], bad)
+    shutil.rmtree(bad / "0")  # the full-resolution level is gone
+    errors = []
+    monkeypatch.setattr(_napari, "_notify_error", lambda exc: errors.append(str(exc)))
+    assert _napari.get_reader(str(bad)) is _napari.read_volume_layers
+    assert _napari.read_volume_layers(str(bad)) == [(None,)]
+    assert len(errors) == 1 and "damaged.zarr" in errors[0] and "\n" not in errors[0]

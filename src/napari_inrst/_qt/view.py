@@ -947,6 +947,10 @@ class ViewWidget(QWidget):
         z_axis = viewer.dims.ndim >= 3  # sections (3D points) share the viewer: their z follows the sweep
         temp = []
         try:
+            if viewer.dims.ndisplay != 2:
+                from ..errors import InputError
+
+                raise InputError(path, "the view switched to 3D while the planes were evaluated")
             span = max(abs(zs[-1] - zs[0]), 1.0)
             for j, gene in enumerate(genes):
                 if z_axis:  # (frame, z, y, x): one z "plane" covering the whole sweep

@@ -31,8 +31,8 @@ EPILOG = """modes:
   NX NY        plane of NX × NY pixels
   NX NY NZ     volume of NX × NY × NZ voxels (1…4096 per axis)
   Files store arrays in (c,) z, y, x order, as napari and OME-Zarr expect.
-  Physical scale: pixel/voxel size = the field's extent along an axis / voxels along it (µm),
-  written into every file.
+  Physical scale: pixel/voxel size = the field's extent along an axis / voxels along it, in µm;
+  written with the origin into TIFF and OME-Zarr files (not into PNG).
 
 examples:
   napari-inrst render model.inrst --gene Slc17a6 --z 1525 --shape 1024 --out plane.png
@@ -72,8 +72,9 @@ def add_parser(sub):
                    help="band-limited sampling: evaluate K samples per finest field scale and resample "
                         "cubically (much faster for fine grids; default: every pixel/voxel exactly)")
     p.add_argument("--slab-mb", type=float, default=256.0, metavar="MB",
-                   help="volume: memory for the values of one slab of z planes (default 256); the "
-                        "whole volume is never held in memory")
+                   help="volume: memory for the values of one slab of z planes (default 256). Peak "
+                        "memory is about 1.5× this plus a fixed part (the program, one chunk of network "
+                        "evaluation), whatever the volume's size: it is never held whole")
     p.add_argument("--no-pyramid", action="store_true", help="volume, OME-Zarr: full resolution only")
     return p
 
