@@ -162,6 +162,11 @@ def test_tiff_volume_is_streamed_in_z_order(tmp_path):
     ref, _ = render_volume(field, [1], shape=grid.shape)
     np.testing.assert_allclose(vol, ref, rtol=1e-6, equal_nan=True)
     assert meta["scale_zyx"] == pytest.approx(grid.scale, rel=1e-5) and meta["genes"] == ["wave"]
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:  # ImageJ sees 9 z slices of one channel
+        assert tf.imagej_metadata["slices"] == 9 and tf.imagej_metadata.get("channels", 1) == 1
+        assert tf.imagej_metadata["unit"] == "um"
     w = VolumeWriter(tmp_path / "w.tif", (1, 4, 3, 3), scale_zyx=(1, 1, 1))
     w.write(0, np.zeros((1, 2, 3, 3)))
     with pytest.raises(ValueError, match="z order"):

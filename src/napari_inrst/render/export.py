@@ -276,7 +276,8 @@ class VolumeWriter:
       computed from the previous one slab by slab within ``slab_bytes``, then writes the metadata
       (axes and scales in µm, omero channels, the napari-inrst marker) and renames the directory.
     * TIFF (ImageJ hyperstack, ZCYX, µm): planes are appended to a temporary file as they come
-      (slabs must arrive in z order); uncompressed, no pyramid.
+      (slabs must arrive in z order); uncompressed, no pyramid. Beyond 4 GB tifffile writes a
+      "truncated" ImageJ file (one IFD + contiguous data), which ImageJ and tifffile read.
 
     ``contrast``: per-channel display limits stored in the metadata (default: the value range).
     """
@@ -344,8 +345,8 @@ class VolumeWriter:
                 raise ValueError("TIFF volumes are written in z order, one slab after the other")
             dz, dy, dx = self.scale
             meta = {"spacing": dz, "unit": "um", "Labels": self.genes * z}
-            for j in range(values.shape[1]):
-                self._tif.write(values[:, j] if c > 1 else values[0, j], contiguous=True,
+            for j in range(values.shape[1]):  # (c, y, x) pages: an ImageJ ZCYX (ZYX) hyperstack
+                self._tif.write(values[:, j], contiguous=True,
                                 resolution=(1.0 / dx, 1.0 / dy), metadata=meta)
         self._planes[k0:k1] = True
 
