@@ -323,6 +323,30 @@ def test_cli_volume_disk_full_or_unwritable_exits_2_and_writes_nothing(model_fil
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
 
+def test_cli_volume_killed_midway_leaves_nothing(model_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = ["render", str(model_file), "--gene", "LayerA", "--volume", "--shape", "1024", "1024", "256",
+            "--slab-mb", "1", "--out", str(tmp_path / "v.zarr")]
+    proc = subprocess.Popen([sys.executable, "-m", "napari_inrst.cli", *argv],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not any((tmp_path / p.name / "0").exists() for p in tmp_path.iterdir()) and time.time() - t0 < 60:
+        time.sleep(0.1)
+    time.sleep(0.5)  # some slabs written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [
     ["--gene", "NotAGene", "--z", 0, "--out", "x.png"],
     ["--gene", "LayerA", "--z", 0, "--shape", 0, "--out", "x.png"],
