@@ -165,13 +165,25 @@ def test_volume_files_keep_values_and_physical_scale(tmp_path, field, name):
     assert [p.name for p in tmp_path.iterdir()] == [name]  # nothing temporary left behind
 
 
-def test_movie_without_napari_animation_says_how_to_install():
-    from napari_inrst.render.export import animation_available, movie
+def test_movie_without_napari_animation_says_how_to_install(monkeypatch):
+    import sys
 
-    if animation_available():
-        pytest.skip("napari-animation is installed")
+    from napari_inrst.render.export import animation_available, rotation_movie, sweep_movie
+
+    monkeypatch.setitem(sys.modules, "napari_animation", None)  # as if not installed
+    assert not animation_available()
     with pytest.raises(RuntimeError, match="pip install napari-animation"):
-        movie(object(), "x.mp4")
+        sweep_movie(object(), "x.mp4", {0: 0}, {0: 1})
+    with pytest.raises(RuntimeError, match="pip install napari-animation"):
+        rotation_movie(object(), "x.mp4")
+
+
+def test_movie_formats():
+    from napari_inrst.render.export import movie_format
+
+    assert movie_format("a/b.mp4") == "mp4" and movie_format("b.GIF") == "gif" and movie_format("frames") == "frames"
+    with pytest.raises(InputError, match="mp4"):
+        movie_format("b.avi")
 
 
 # --- CLI ------------------------------------------------------------------------------------
@@ -232,7 +244,8 @@ def test_cli_renders_plane_png_and_tiff(model_file, tmp_path):
     from PIL import Image
 
     png = tmp_path / "p.png"
-    assert _cli(["render", model_file, "--gene", "LayerA", "--z", 100, "--shape", 48, 64, "--out", png]) == 0
+    # --shape is x first (NX NY), like --extent and the field's (x, y, z)
+    assert _cli(["render", model_file, "--gene", "LayerA", "--z", 100, "--shape", 64, 48, "--out", png]) == 0
     img = np.asarray(Image.open(png))
     assert img.shape == (48, 64, 4) and img[..., 3].max() == 255
     tif = tmp_path / "p.tif"
@@ -242,17 +255,96 @@ def test_cli_renders_plane_png_and_tiff(model_file, tmp_path):
     assert arr.shape == (2, 48, 64) and np.isfinite(arr).all()
 
 
-def test_cli_renders_volume_slab_by_slab(model_file, tmp_path):
+def test_cli_renders_volume_slab_by_slab(model_file, tmp_path, monkeypatch):
+    """--shape NX NY NZ; the volume reaches the writer in slabs within --slab-mb and equals the
+    in-memory render; physical scale and genes are in the file."""
+    from napari_inrst.field import load_model
+    from napari_inrst.render.export import VolumeWriter, read_volume
+
+    slabs = []
+    orig = VolumeWriter.write
+    monkeypatch.setattr(VolumeWriter, "write", lambda self, k0, v: (slabs.append(v.shape), orig(self, k0, v)))
+    out = tmp_path / "v.ome.zarr"
+    budget_mb = 2 * 4 * 6 * 7 / 2**20  # two z planes of 7 (x) × 6 (y) voxels
+    assert _cli(["render", model_file, "--gene", "BlobA", "--volume", "--shape", 7, 6, 5, "--no-mask",
+                 "--slab-mb", budget_mb, "--out", out]) == 0
+    assert slabs == [(1, 2, 6, 7), (1, 2, 6, 7), (1, 1, 6, 7)]
+    vol, meta = read_volume(out)
+    ref, grid = render_volume(load_model(model_file), ["BlobA"], shape=(5, 6, 7), masked=False)
+    assert vol.shape == (1, 5, 6, 7)  # stored (c, z, y, x)
+    np.testing.assert_allclose(vol, ref, rtol=1e-5, atol=1e-6)
+    assert meta["scale_zyx"] == pytest.approx(grid.scale) and meta["genes"] == ["BlobA"]
+    assert [p.name for p in tmp_path.iterdir()] == ["v.ome.zarr"]
+
+
+def test_cli_band_limited_volume_streams_and_matches_in_memory(model_file, tmp_path, capsys):
     from napari_inrst.field import load_model
     from napari_inrst.render.export import read_volume
 
-    out = tmp_path / "v.ome.zarr"
-    assert _cli(["render", model_file, "--gene", "BlobA", "--volume", "--shape", 5, 6, 7, "--no-mask",
-                 "--slab-mb", 0.001, "--out", out]) == 0
+    out = tmp_path / "v.tif"
+    assert _cli(["render", model_file, "--gene", "LayerA", "--gene", "G010", "--volume", "--shape", 100, 75, 40,
+                 "--oversample", 4, "--slab-mb", 0.5, "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert "band-limited" in err and "planes 8/40" in err  # resampled slab by slab
     vol, meta = read_volume(out)
-    ref, grid = render_volume(load_model(model_file), ["BlobA"], shape=(5, 6, 7), masked=False)
-    np.testing.assert_allclose(vol, ref, rtol=1e-5, atol=1e-6)
-    assert meta["scale_zyx"] == pytest.approx(grid.scale)
+    ref, _ = render_volume(load_model(model_file), ["LayerA", "G010"], shape=(40, 75, 100), oversample=4)
+    np.testing.assert_array_equal(np.isnan(vol), np.isnan(ref))
+    np.testing.assert_allclose(vol, ref, rtol=1e-4, atol=1e-5, equal_nan=True)
+    assert meta["genes"] == ["LayerA", "G010"]
+
+
+def test_cli_render_help_documents_modes_shape_order_formats_and_scale(capsys):
+    from napari_inrst.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["render", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in ["--z Z", "--volume", "NX NY NZ", "x, y, z order", ".png", ".tif/.tiff", ".zarr/.ome.zarr",
+                   "NGFF 0.4", "multiscale pyramid", "µm", "--slab-mb", "larger than memory"]:
+        assert needle in text, needle
+
+
+def test_cli_volume_disk_full_or_unwritable_exits_2_and_writes_nothing(model_file, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert _cli(["render", model_file, "--gene", "LayerA", "--volume", "--shape", 8, "--out",
+                 blocker / "v.zarr"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and len(err.strip().splitlines()) == 1
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    assert _cli(["render", model_file, "--gene", "LayerA", "--volume", "--shape", 1024, 1024, 512,
+                 "--out", tmp_path / "big.zarr"]) == 2
+    err = capsys.readouterr().err
+    assert "not enough disk space" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_cli_volume_killed_midway_leaves_nothing(model_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = ["render", str(model_file), "--gene", "LayerA", "--volume", "--shape", "1024", "1024", "256",
+            "--slab-mb", "1", "--out", str(tmp_path / "v.zarr")]
+    proc = subprocess.Popen([sys.executable, "-m", "napari_inrst.cli", *argv],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not any((tmp_path / p.name / "0").exists() for p in tmp_path.iterdir()) and time.time() - t0 < 60:
+        time.sleep(0.1)
+    time.sleep(0.5)  # some slabs written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv", [
@@ -260,11 +352,14 @@ def test_cli_renders_volume_slab_by_slab(model_file, tmp_path):
     ["--gene", "LayerA", "--z", 0, "--shape", 0, "--out", "x.png"],
     ["--gene", "LayerA", "--z", 0, "--shape", 1, 2, 3, "--out", "x.png"],
     ["--gene", "LayerA", "--volume", "--shape", 9999, "--out", "x.tif"],
+    ["--gene", "LayerA", "--volume", "--shape", 5000, 10, 10, "--out", "x.zarr"],
+    ["--gene", "LayerA", "--volume", "--shape", 10, 10, "--out", "x.zarr"],
+    ["--gene", "LayerA", "--volume", "--shape", 10, -1, 10, "--out", "x.zarr"],
     ["--gene", "LayerA", "--volume", "--out", "x.png"],
     ["--gene", "LayerA", "--gene", "BlobA", "--z", 0, "--out", "x.png"],
 ])
 def test_cli_bad_input_exits_2_and_writes_nothing(model_file, tmp_path, argv, capsys):
-    argv = [a if a not in ("x.png", "x.tif") else tmp_path / a for a in argv]
+    argv = [a if a not in ("x.png", "x.tif", "x.zarr") else tmp_path / a for a in argv]
     assert _cli(["render", model_file, *argv]) == 2
     assert "error" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""npe2 contributions that need no Qt: readers and sample data (see ``napari.yaml``)."""
+"""npe2 contributions that need no Qt: readers (sections; OME-Zarr volumes written by this plugin)
+and sample data (see ``napari.yaml``)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,66 @@ def read_sections_layers(path):
     return stack_layer_data(stack)
 
 
+def _is_volume_zarr(p: Path) -> bool:
+    """An OME-Zarr written by napari-inrst (``napari-inrst render --volume``, Save volume): a
+    directory whose ``.zattrs`` carries the ``napari_inrst`` marker. Only that file is read."""
+    from .render.export import is_inrst_zarr
+
+    return p.is_dir() and is_inrst_zarr(p)
+
+
+def read_volume_layers(path):
+    """Reader: an OME-Zarr written by napari-inrst → one Image layer per gene, backed lazily by the
+    zarr arrays (dask; every pyramid level, multiscale), with voxel size and origin in µm."""
+    if isinstance(path, list):
+        out = []
+        for p in path:
+            out.extend(read_volume_layers(p))
+        return out
+    from .render.export import open_volume_levels
+
+    p = Path(os.fspath(path))
+    try:
+        levels, meta = open_volume_levels(p)
+    except InputError as exc:
+        _notify_error(exc)
+        return [(None,)]
+    except Exception as exc:  # noqa: BLE001 - a damaged store: one line, never a traceback
+        _notify_error(InputError(p, f"cannot read this OME-Zarr ({type(exc).__name__}: {exc})"))
+        return [(None,)]
+    genes = meta["genes"] or [f"c{i}" for i in range(levels[0].shape[0])]
+    lims = meta["contrast_limits"]
+    cmaps = ["magma", "magenta", "green", "cyan", "yellow", "red", "blue"]
+    stem = p.name.split(".")[0]
+    out = []
+    for i, gene in enumerate(genes):
+        data = [lvl[i] for lvl in levels]  # dask slicing: still lazy
+        kwargs = {
+            "name": f"{gene} · {stem}",
+            "scale": tuple(meta["scale_zyx"]),
+            "translate": tuple(meta["translate_zyx"]),
+            "units": "µm",
+            "axis_labels": ("z", "y", "x"),
+            "colormap": cmaps[i % len(cmaps)],
+            "blending": "translucent_no_depth" if i == 0 else "additive",
+            "rendering": "mip",
+            "metadata": {"inrst_volume": str(p), "gene": gene},
+        }
+        if len(data) > 1:
+            kwargs["multiscale"] = True
+        else:
+            data = data[0]
+        if i < len(lims):
+            kwargs["contrast_limits"] = tuple(lims[i])
+        out.append((data, kwargs, "image"))
+    return out
+
+
 def get_reader(path):
     """npe2 reader hook: return a reader function for paths we understand, else None."""
     paths = path if isinstance(path, list) else [path]
+    if all(_is_volume_zarr(Path(os.fspath(p))) for p in paths):
+        return read_volume_layers
     for p in paths:
         p = Path(os.fspath(p))
         ok = (

@@ -256,3 +256,97 @@ def test_picks_up_the_field_the_train_widget_left_in_the_viewer(make_napari_view
     _wait(qtbot, w)
     assert w.plane_layers and np.isfinite(next(iter(w.plane_layers.values())).data).any()
     w.cleanup()
+
+
+# --- movies (napari-animation) --------------------------------------------------------------
+def _read_frames(path):
+    """RGB frames of a movie: a folder of PNGs, a GIF or an MP4."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        return [np.asarray(Image.open(p).convert("RGB")).astype(float) for p in sorted(path.glob("*.png"))]
+    if path.suffix == ".gif":
+        im, out = Image.open(path), []
+        for i in range(im.n_frames):
+            im.seek(i)
+            out.append(np.asarray(im.convert("RGB")).astype(float))
+        return out
+    import imageio
+
+    with imageio.get_reader(str(path)) as r:
+        return [np.asarray(f)[..., :3].astype(float) for f in r]
+
+
+def test_z_sweep_movie_frames_are_the_plane_at_each_z(view, qtbot, tmp_path):
+    """Each frame of the sweep is the View widget's own plane at that z (same view, colormap and
+    contrast); the planes are evaluated in a worker and the viewer is restored afterwards."""
+    pytest.importorskip("napari_animation")
+    from napari_inrst.errors import InputError
+
+    viewer, w, _ = view
+    layers_before, z_before = list(viewer.layers), w.z
+    zs = np.linspace(20.0, 250.0, 5)
+    path = tmp_path / "sweep"  # no suffix: a folder of PNG frames
+    with qtbot.waitSignal(w.movieFinished, timeout=60000) as sig:
+        worker = w.make_movie(path, kind="z", frames=5, fps=5, z_range=(zs[0], zs[-1]))
+        assert worker is not None  # planes are evaluated off the UI thread
+    assert sig.args[0] == path
+    frames = _read_frames(path)
+    assert len(frames) == 5 and all(f.std() > 10 for f in frames)
+    assert min(np.abs(a - b).mean() for a, b in zip(frames, frames[1:])) > 1.0  # the plane changes with z
+    assert list(viewer.layers) == layers_before and w.plane_layers["LayerB"].visible and w.z == z_before
+    assert viewer.dims.ndim == 2 and not w.movie_busy
+    # frame i shows what the widget shows at zs[i]
+    for i, z in enumerate(zs):
+        w.set_z(z, sync=True)
+        shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
+        err = [np.abs(shot - f).mean() for f in frames]
+        assert int(np.argmin(err)) == i and err[i] < 2.0, (i, err)
+    with pytest.raises(InputError, match="mp4"):
+        w.make_movie(tmp_path / "x.avi", kind="z")
+    with pytest.raises(InputError, match="3D volume"):
+        w.make_movie(tmp_path / "x.mp4", kind="rotate")
+
+
+def test_rotation_movie_turns_the_volume_in_mp4_and_gif(view, qtbot, tmp_path):
+    pytest.importorskip("napari_animation")
+    viewer, w, _ = view
+    w.resolution.setValue(64)
+    viewer.dims.ndisplay = 3
+    _wait(qtbot, w, timeout=60000)
+    viewer.reset_view()
+    angles = tuple(viewer.camera.angles)
+    for name in ("turn.mp4", "turn.gif"):
+        with qtbot.waitSignal(w.movieFinished, timeout=60000) as sig:
+            w.make_movie(tmp_path / name, kind="rotate", frames=6, fps=6)
+        assert sig.args[0] == tmp_path / name
+        frames = _read_frames(tmp_path / name)
+        assert len(frames) == 6 and all(f.std() > 5 for f in frames)
+        diffs = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
+        assert min(diffs) > 1.0, diffs  # every frame turned
+        assert tuple(viewer.camera.angles) == pytest.approx(angles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["turn.gif", "turn.mp4"]  # nothing temporary left
+
+
+def test_z_sweep_movie_with_sections_moves_napari_z_too(view_sections, qtbot, tmp_path):
+    """With the measured sections in the viewer (3D points, napari has a z slider) the sweep moves
+    napari's z with the plane, so sections appear as the sweep passes them; all is restored."""
+    pytest.importorskip("napari_animation")
+    viewer, w, _ = view_sections
+    w.snap_to_section()
+    _wait(qtbot, w)
+    layers_before, point_before = list(viewer.layers), tuple(viewer.dims.point)
+    seen = []
+    viewer.dims.events.point.connect(lambda e: seen.append(float(viewer.dims.point[-3])))
+    path = tmp_path / "sweep.mp4"
+    with qtbot.waitSignal(w.movieFinished, timeout=60000):
+        w.make_movie(path, kind="z", frames=4, fps=4, z_range=(0.0, 270.0))
+    frames = _read_frames(path)
+    assert len(frames) == 4
+    assert min(np.abs(a - b).mean() for a, b in zip(frames, frames[1:])) > 1.0
+    assert min(seen) <= 1.0 and max(seen) >= 269.0  # napari's z followed the sweep
+    assert list(viewer.layers) == layers_before and viewer.dims.ndim == 3
+    assert tuple(viewer.dims.point) == pytest.approx(point_before)

@@ -6,13 +6,20 @@ re-evaluated at the canvas' pixel size in a background worker — a coarse image
 fine one; stale requests are dropped (only the latest id is shown). Outside tissue is NaN
 (transparent). 3D: one volume layer per gene at a chosen resolution, masked by occupancy.
 The latent of the current view is cached, so switching gene is one small matrix product.
+
+Export: high-resolution screenshots, the volume as OME-Zarr/TIFF, and movies through
+napari-animation — a z sweep of the plane (the planes are evaluated in a worker, then shown as a
+temporary frame stack the movie steps through) or a turntable rotation of the 3D volume.
 """
 
 import contextlib
+import dataclasses
+import math
+
 import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -49,6 +56,10 @@ DEBOUNCE_MS = 80
 COARSE_FACTOR = 4
 #: samples per finest field scale when band-limited sampling is on (see render/resample.py)
 OVERSAMPLE = 4.0
+MOVIE_KINDS = {"z sweep": "z", "rotation (3D)": "rotate"}
+#: memory for the planes of a z-sweep movie (the grid is coarsened beyond it)
+MOVIE_BYTES = 512 * 2**20
+MOVIE_KEY = "inrst_movie"
 
 
 def _camera(viewer):
@@ -84,6 +95,9 @@ def _find_field_in(viewer):
 class ViewWidget(QWidget):
     """Gene picker, z in µm, 2D plane at screen resolution, 3D volume, sections overlay, export."""
 
+    #: a movie was written (its path) or failed (the exception)
+    movieFinished = Signal(object)
+
     def __init__(self, viewer: Viewer):
         super().__init__()
         self.viewer = viewer
@@ -103,6 +117,8 @@ class ViewWidget(QWidget):
         self._vol_worker = None
         self._vol_pending = None
         self._vol_masks: dict = {}
+        self._movie_worker = None
+        self._movie_active = False
         self.plane_layers: dict = {}
         self.volume_layers: dict = {}
         self._build_ui()
@@ -185,7 +201,16 @@ class ViewWidget(QWidget):
         self.shot_btn.clicked.connect(self._screenshot_dialog)
         self.save_vol_btn = QPushButton("Save volume…")
         self.save_vol_btn.clicked.connect(self._save_volume_dialog)
-        self.movie_btn = QPushButton("z-sweep movie…")
+        self.movie_kind = QComboBox()
+        self.movie_kind.addItems(list(MOVIE_KINDS))
+        self.movie_kind.setToolTip("z sweep: the 2D plane from the bottom to the top of the field (current "
+                                   "view); rotation: one turn of the 3D volume around z")
+        self.movie_frames = QSpinBox(minimum=2, maximum=600, value=48, suffix=" frames")
+        self.movie_fps = QSpinBox(minimum=1, maximum=60, value=12, suffix=" fps")
+        self.movie_btn = QPushButton("Movie…")
+        self.movie_btn.setToolTip("Through napari-animation: .mp4, .gif, or a name without suffix for a folder "
+                                  "of PNG frames. Frames are captured from the canvas on the main thread "
+                                  "(the viewer pauses meanwhile; the progress bar counts them).")
         self.movie_btn.clicked.connect(self._movie_dialog)
 
         top = QHBoxLayout()
@@ -224,8 +249,11 @@ class ViewWidget(QWidget):
         row4.addWidget(self.background)
         row4.addWidget(self.shot_btn, 1)
         ef.addRow(row4)
+        ef.addRow(self.save_vol_btn)
         row5 = QHBoxLayout()
-        row5.addWidget(self.save_vol_btn)
+        row5.addWidget(self.movie_kind, 1)
+        row5.addWidget(self.movie_frames)
+        row5.addWidget(self.movie_fps)
         row5.addWidget(self.movie_btn)
         ef.addRow(row5)
         lay = QVBoxLayout(self)
@@ -468,6 +496,15 @@ class ViewWidget(QWidget):
             return
         self.z = z
         self._sync_z_widgets()
+        self._push_z_to_dims()
+        if sync:
+            self.refresh_plane(sync=True)
+        else:
+            self._schedule()
+
+    def _push_z_to_dims(self):
+        """Move napari's own z slider (sections are 3D points) to this widget's z when in range."""
+        z = self.z
         if self.viewer.dims.ndim >= 3:
             lo, hi = self.viewer.dims.range[0][:2]
             if lo <= z <= hi:
@@ -476,10 +513,6 @@ class ViewWidget(QWidget):
                     self.viewer.dims.set_point(0, z)
                 finally:
                     self._setting_dims = False
-        if sync:
-            self.refresh_plane(sync=True)
-        else:
-            self._schedule()
 
     def section_z(self) -> list[float]:
         stack = find_stack(self.viewer)
@@ -494,7 +527,7 @@ class ViewWidget(QWidget):
             self.set_z(min(zs, key=lambda v: abs(v - self.z)))
 
     def _on_dims_point(self, *_):
-        if self._setting_dims:
+        if self._setting_dims or self._movie_active:
             return
         z = self._dims_z()
         if z is None:
@@ -522,7 +555,7 @@ class ViewWidget(QWidget):
             self.refresh_plane()
 
     def _schedule(self, *_):
-        if self.field is not None and self.genes and self.viewer.dims.ndisplay == 2:
+        if self.field is not None and self.genes and self.viewer.dims.ndisplay == 2 and not self._movie_active:
             self._timer.start()
 
     def current_grid(self) -> PlaneGrid | None:
@@ -794,28 +827,193 @@ class ViewWidget(QWidget):
                 show_error(f"napari-inrst: saving the volume failed: {exc}")
 
     def _movie_dialog(self):
-        from ..render.export import MOVIE_MISSING, animation_available, movie
+        from ..render.export import MOVIE_MISSING, animation_available
 
         if not animation_available():
             show_info(MOVIE_MISSING)
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Save z-sweep movie", "z_sweep.mp4", "Movie (*.mp4 *.gif)")
+        kind = MOVIE_KINDS[self.movie_kind.currentText()]
+        default = "z_sweep.mp4" if kind == "z" else "rotation.mp4"
+        path, _ = QFileDialog.getSaveFileName(self, "Save movie", default,
+                                              "MP4 (*.mp4);;GIF (*.gif);;Folder of PNG frames (no suffix) (*)")
         if not path:
             return
-        lo, hi = self.z_slider.minimum(), self.z_slider.maximum()
-        z0 = self.z
         try:
-            movie(self.viewer, path, kind="z", z_range=(lo, hi), set_z=lambda z: self.set_z(z, sync=True))
-            show_info(f"saved {path}")
-        except Exception as exc:  # noqa: BLE001
+            self.make_movie(path, kind=kind)
+        except Exception as exc:  # noqa: BLE001 - report, never crash the UI
             show_error(f"napari-inrst: movie failed: {exc}")
+
+    @property
+    def movie_busy(self) -> bool:
+        return self._movie_worker is not None or self._movie_active
+
+    def make_movie(self, path, *, kind: str = "z", frames: int | None = None, fps: int | None = None,
+                   z_range=None):
+        """Write a movie through napari-animation (.mp4, .gif, or a folder of PNG frames for a path
+        without suffix); :attr:`movieFinished` carries the path (or the exception) when done.
+
+        ``kind='z'`` (2D view): the plane of the current view at ``frames`` heights from
+        ``z_range`` (default: the field's z bounds). The planes are evaluated in a worker (progress
+        bar; the viewer stays responsive), then shown as a temporary stack that the movie steps
+        through, with this widget's colormaps and contrast, and removed afterwards.
+        ``kind='rotate'`` (3D view with the volume shown): one turntable turn around z.
+        napari-animation captures the frames from the canvas on the main thread, so the viewer
+        pauses while they are written (the progress bar counts them). Raises InputError / a
+        RuntimeError (napari-animation missing) before anything starts."""
+        from ..errors import InputError
+        from ..render.export import _animation_class, movie_format
+
+        movie_format(path)
+        _animation_class()
+        if self.movie_busy:
+            raise InputError(path, "a movie is already being made")
+        frames = int(frames or self.movie_frames.value())
+        fps = int(fps or self.movie_fps.value())
+        if kind == "rotate":
+            if self.viewer.dims.ndisplay != 3 or not any(lyr.visible for lyr in self.volume_layers.values()):
+                raise InputError(path, "a rotation movie needs the 3D volume: press 'Show 3D volume' first")
+            self._run_rotation_movie(path, frames, fps)
+            return None
+        if kind != "z":
+            raise InputError(path, f"movie kind must be 'z' or 'rotate', got '{kind}'")
+        if self.field is None or not self.genes:
+            raise InputError(path, "no field or gene to show")
+        if self.viewer.dims.ndisplay != 2:
+            raise InputError(path, "a z sweep shows the 2D plane: switch to the 2D view first")
+        grid = self.current_grid()
+        if grid is None:
+            raise InputError(path, "nothing of the field is in view")
+        lo, hi = (np.asarray(b, dtype=float) for b in self.field.bounds())
+        z0, z1 = (float(v) for v in (z_range if z_range is not None else (lo[2], hi[2])))
+        genes = tuple(self.genes)
+        per_frame = 4.0 * len(genes) * grid.n
+        if per_frame * frames > MOVIE_BYTES:
+            grid = grid.coarsened(math.ceil(math.sqrt(per_frame * frames / MOVIE_BYTES)))
+        zs = np.linspace(z0, z1, frames)
+        field, idx, ov = self.field, gene_indices(self.field, genes), self.oversample
+
+        @thread_worker
+        def work():
+            stack = np.empty((len(genes), frames, grid.ny, grid.nx), dtype=np.float32)
+            for i, z in enumerate(zs):
+                gen = iter_plane(field, dataclasses.replace(grid, z=float(z)), idx, oversample=ov)
+                while True:
+                    try:
+                        f = next(gen)
+                    except StopIteration as stop:
+                        stack[:, i] = stop.value
+                        break
+                    yield (i + float(f)) / frames
+            return stack
+
+        self.status.setText(f"z sweep: evaluating {frames} planes of {grid.nx}×{grid.ny} px…")
+        w = work()
+        w.yielded.connect(lambda f: self.progress.setValue(int(80 * float(f))))
+        w.returned.connect(lambda stack: self._finish_z_movie(path, stack, grid, genes, zs, fps))
+        w.errored.connect(self._movie_failed)
+        w.finished.connect(self._movie_worker_done)
+        self._movie_worker = w
+        w.start()
+        return w
+
+    def _movie_worker_done(self):
+        self._movie_worker = None
+
+    def _movie_failed(self, exc):
+        self._movie_worker = None
+        self._movie_active = False
+        show_error(f"napari-inrst: movie failed: {exc}")
+        self.movieFinished.emit(exc)
+
+    def _frame_progress(self, lo: int, span: int):
+        def progress(i, n):
+            self.progress.setValue(lo + int(span * i / max(n, 1)))
+            self.status.setText(f"movie: frame {i}/{n}")
+            self.progress.repaint()  # frames are captured on this thread: paint without an event loop
+            self.status.repaint()
+        return progress
+
+    def _finish_z_movie(self, path, stack, grid, genes, zs, fps):
+        """Show the evaluated planes as a temporary (frame, [z,] y, x) stack, sweep it with
+        napari-animation, then restore the viewer."""
+        from ..render.export import sweep_movie
+
+        viewer = self.viewer
+        self._movie_worker = None  # its planes are here; what is left runs on this thread
+        self._movie_active = True
+        cam = viewer.camera
+        cam_saved = (tuple(cam.center), cam.zoom)
+        vis = {g: lyr.visible for g, lyr in self.plane_layers.items()}
+        z_axis = viewer.dims.ndim >= 3  # sections (3D points) share the viewer: their z follows the sweep
+        temp = []
+        try:
+            if viewer.dims.ndisplay != 2:
+                from ..errors import InputError
+
+                raise InputError(path, "the view switched to 3D while the planes were evaluated")
+            span = max(abs(zs[-1] - zs[0]), 1.0)
+            for j, gene in enumerate(genes):
+                if z_axis:  # (frame, z, y, x): one z "plane" covering the whole sweep
+                    data = stack[j][:, None]
+                    scale = (1.0, 4.0 * span, grid.dy, grid.dx)
+                    translate = (0.0, float((zs[0] + zs[-1]) / 2), grid.y0, grid.x0)
+                else:
+                    data, scale, translate = stack[j], (1.0, grid.dy, grid.dx), (0.0, grid.y0, grid.x0)
+                units = ("pixel", *["µm"] * (data.ndim - 1))
+                lyr = viewer.add_image(
+                    data, name=f"{gene} · z sweep", scale=scale, translate=translate, units=units,
+                    colormap=self.colormaps.get(gene, FIRST_COLORMAP), contrast_limits=self.contrast[gene],
+                    blending="translucent_no_depth" if j == 0 else "additive", interpolation2d="linear",
+                    metadata={MOVIE_KEY: True})
+                temp.append(lyr)
+            for j, lyr in enumerate(temp):  # at the bottom, in gene order, like the plane layers
+                viewer.layers.move(list(viewer.layers).index(lyr), j)
+            for lyr in self.plane_layers.values():
+                lyr.visible = False
+            cam.center, cam.zoom = cam_saved
+            start, stop = {0: 0.0}, {0: float(len(zs) - 1)}
+            if z_axis:
+                start[1], stop[1] = float(zs[0]), float(zs[-1])
+            out = sweep_movie(viewer, path, start, stop, frames=len(zs), fps=fps, progress=self._frame_progress(80, 20))
+        except Exception as exc:  # noqa: BLE001 - reported through the notification and the signal
+            result = exc
+            show_error(f"napari-inrst: movie failed: {exc}")
+        else:
+            result = out
+            show_info(f"saved {out}")
         finally:
-            self.set_z(z0)
+            for lyr in temp:
+                with contextlib.suppress(ValueError, KeyError):
+                    viewer.layers.remove(lyr)
+            for g, v in vis.items():
+                if g in self.plane_layers:
+                    self.plane_layers[g].visible = v
+            cam.center, cam.zoom = cam_saved
+            self._movie_active = False
+            self._push_z_to_dims()
+            self.progress.setValue(100)
+            self.status.setText("")
+        self.movieFinished.emit(result)
+
+    def _run_rotation_movie(self, path, frames, fps):
+        from ..render.export import rotation_movie
+
+        self._movie_active = True
+        try:
+            out = rotation_movie(self.viewer, path, frames=frames, fps=fps, progress=self._frame_progress(0, 100))
+        except Exception as exc:  # noqa: BLE001
+            self._movie_active = False
+            self.movieFinished.emit(exc)
+            raise
+        self._movie_active = False
+        self.status.setText("")
+        show_info(f"saved {out}")
+        self.movieFinished.emit(out)
 
     # --- teardown ---------------------------------------------------------------------------
     def _cancel_workers(self):
         self._plane_pending = self._vol_pending = None
-        for w in (self._plane_worker, self._vol_worker):
+        for w in (self._plane_worker, self._vol_worker, self._movie_worker):
             if w is not None:
                 with contextlib.suppress(RuntimeError):
                     w.quit()

@@ -2,17 +2,23 @@
 
 * :func:`screenshot` — the canvas at ``scale`` × (2–8) with colorbars of the field layers and the
   scale bar in µm, on a white or black background; restores the viewer afterwards.
-* :func:`save_volume` — a volume as OME-Zarr (NGFF 0.4, axes c/z/y/x in micrometer) or ImageJ
-  TIFF (voxel size in µm); :func:`open_volume_writer` streams slab by slab for big volumes.
-* :func:`movie` — a z sweep or rotation through the optional napari-animation plugin.
+* :func:`save_volume` — a volume as OME-Zarr (NGFF 0.4, axes c/z/y/x in micrometer, multiscale
+  pyramid) or ImageJ TIFF (voxel size in µm); :class:`VolumeWriter` / :func:`write_field_volume`
+  stream slab by slab, so volumes larger than memory work; :func:`open_volume_levels` reads an
+  OME-Zarr lazily (the napari reader).
+* :func:`sweep_movie` / :func:`rotation_movie` — movies through the optional napari-animation
+  plugin (.mp4, .gif or a folder of PNG frames).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,136 +132,429 @@ def colorize(values: np.ndarray, contrast, colormap: str = "magma") -> np.ndarra
 
 
 # --- volumes -------------------------------------------------------------------------------
-def _ngff_attrs(genes, scale_zyx, translate_zyx, name: str) -> dict:
+#: NGFF version written (zarr v2 layout, "/" dimension separator, axes c/z/y/x in micrometer)
+NGFF_VERSION = "0.4"
+#: top-level attribute that marks an OME-Zarr written by napari-inrst (the napari reader looks for it)
+INRST_ZARR_KEY = "napari_inrst"
+#: pyramid levels are added until the longest axis has at most this many voxels (napari shows the
+#: coarsest level of a multiscale image in 3D)
+PYRAMID_COARSEST = 256
+#: zarr chunk (z, y, x) of every level (per channel): ~2 MB, small enough for lazy 2D slicing
+ZARR_CHUNK = (8, 256, 256)
+#: default memory per slab while streaming a volume (values of one slab of z planes)
+SLAB_BYTES = 256 * 2**20
+_CHANNEL_COLORS = ["FFFFFF", "FF00FF", "00FF00", "00FFFF", "FFFF00", "FF0000", "0000FF"]
+
+
+def pyramid_plan(shape_zyx, scale_zyx, coarsest: int = PYRAMID_COARSEST, max_levels: int = 10) -> list[tuple]:
+    """Downsampling factors (fz, fy, fx), each 1 or 2, from each level to the next, until the
+    longest axis is ≤ ``coarsest``. An axis is halved when its voxels are at most 1.5× the finest
+    of the axes still longer than one voxel, so levels tend towards cubic voxels (a thin stack
+    keeps its few z planes while x and y are halved)."""
+    shape, scale, out = [int(n) for n in shape_zyx], [float(s) for s in scale_zyx], []
+    while max(shape) > coarsest and len(out) < max_levels:
+        smin = min(s for s, n in zip(scale, shape) if n > 1)
+        f = tuple(2 if (n > 1 and s <= 1.5 * smin) else 1 for s, n in zip(scale, shape))
+        out.append(f)
+        shape = [-(-n // k) for n, k in zip(shape, f)]
+        scale = [s * k for s, k in zip(scale, f)]
+    return out
+
+
+def _level_geometry(shape_zyx, scale_zyx, translate_zyx, plan):
+    """[(shape, scale, translate)] of every level: voxel centres of level l sit at the centre of
+    the block of base voxels they average."""
+    shape, out = tuple(int(n) for n in shape_zyx), []
+    cum = np.ones(3)
+    out.append((shape, tuple(map(float, scale_zyx)), tuple(map(float, translate_zyx))))
+    for f in plan:
+        cum = cum * np.asarray(f)
+        shape = tuple(-(-n // k) for n, k in zip(shape, f))
+        sc = tuple(float(s * c) for s, c in zip(scale_zyx, cum))
+        tr = tuple(float(t + (c - 1) * s / 2) for t, s, c in zip(translate_zyx, scale_zyx, cum))
+        out.append((shape, sc, tr))
+    return out
+
+
+def block_nanmean(a: np.ndarray, f) -> np.ndarray:
+    """(c, z, y, x) → mean over blocks of ``f = (fz, fy, fx)`` voxels ignoring NaN (NaN where a
+    block has no finite value); edges padded with NaN."""
+    c, z, y, x = a.shape
+    fz, fy, fx = (int(v) for v in f)
+    pads = ((0, 0), (0, (-z) % fz), (0, (-y) % fy), (0, (-x) % fx))
+    if any(p[1] for p in pads):
+        a = np.pad(a, pads, constant_values=np.nan)
+    b = a.reshape(c, a.shape[1] // fz, fz, a.shape[2] // fy, fy, a.shape[3] // fx, fx)
+    ok = np.isfinite(b)
+    total = np.where(ok, b, np.float32(0)).sum(axis=(2, 4, 6), dtype=np.float32)
+    count = ok.sum(axis=(2, 4, 6))
+    out = np.full(total.shape, np.nan, dtype=np.float32)
+    np.divide(total, count, out=out, where=count > 0)
+    return out
+
+
+def _ngff_attrs(genes, levels, name: str, contrast, value_range, plan) -> dict:
+    chans = []
+    for i, g in enumerate(genes):
+        lo, hi = contrast[i]
+        vmin, vmax = value_range[i]
+        chans.append({"label": str(g), "active": True, "color": _CHANNEL_COLORS[i % len(_CHANNEL_COLORS)],
+                      "coefficient": 1.0, "family": "linear", "inverted": False,
+                      "window": {"min": vmin, "max": vmax, "start": lo, "end": hi}})
     return {
         "multiscales": [{
-            "version": "0.4",
+            "version": NGFF_VERSION,
             "name": name,
             "axes": [{"name": "c", "type": "channel"},
                      {"name": "z", "type": "space", "unit": "micrometer"},
                      {"name": "y", "type": "space", "unit": "micrometer"},
                      {"name": "x", "type": "space", "unit": "micrometer"}],
-            "datasets": [{"path": "0", "coordinateTransformations": [
-                {"type": "scale", "scale": [1.0, *(float(s) for s in scale_zyx)]},
-                {"type": "translation", "translation": [0.0, *(float(t) for t in translate_zyx)]}]}],
+            "datasets": [{"path": str(i), "coordinateTransformations": [
+                {"type": "scale", "scale": [1.0, *sc]},
+                {"type": "translation", "translation": [0.0, *tr]}]} for i, (_, sc, tr) in enumerate(levels)],
+            "type": "mean",
+            "metadata": {"description": "each level averages blocks of the previous one (NaN ignored)",
+                         "factors_zyx": [list(f) for f in plan]},
         }],
-        "omero": {"channels": [{"label": str(g), "active": True} for g in genes]},
-        "napari_inrst": {"genes": [str(g) for g in genes], "outside_tissue": "NaN"},
+        "omero": {"version": NGFF_VERSION, "name": name, "channels": chans,
+                  "rdefs": {"model": "greyscale" if len(genes) == 1 else "color"}},
+        INRST_ZARR_KEY: {"format": 1, "genes": [str(g) for g in genes], "outside_tissue": "NaN",
+                         "contrast_limits": [list(c) for c in contrast], "unit": "micrometer"},
     }
 
 
-class VolumeWriter:
-    """Write a (c, z, y, x) float32 volume slab by slab (``write(k0, values)`` with values
-    (c, k1-k0, y, x)); ``close()`` commits atomically, ``abort()`` leaves nothing behind."""
+def _zarr_major() -> int:
+    import zarr
 
-    def __init__(self, path, shape_czyx, *, scale_zyx, translate_zyx=(0.0, 0.0, 0.0), genes=()):
+    return int(str(zarr.__version__).split(".")[0])
+
+
+def _zarr_new_group(path):
+    """A new zarr v2-format group (NGFF 0.4) under zarr 2.16+ or 3.x."""
+    import zarr
+
+    if _zarr_major() >= 3:
+        return zarr.open_group(str(path), mode="w", zarr_format=2)
+    return zarr.open_group(str(path), mode="w")
+
+
+def _zarr_new_array(group, name: str, shape, chunks):
+    """float32 array, NaN fill, "/" chunk keys (required by NGFF 0.4), under zarr 2.16+ or 3.x."""
+    if hasattr(group, "create_array"):  # zarr >= 3
+        return group.create_array(name, shape=tuple(shape), chunks=tuple(chunks), dtype="float32",
+                                  fill_value=float("nan"), chunk_key_encoding={"name": "v2", "separator": "/"})
+    return group.create_dataset(name, shape=tuple(shape), chunks=tuple(chunks), dtype="float32",
+                                fill_value=float("nan"), dimension_separator="/")
+
+
+def _replace_dir(tmp: Path, path: Path):
+    """Move the finished directory ``tmp`` to ``path`` (replacing a previous one)."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def _chunks(shape_zyx, depth: int = ZARR_CHUNK[0]):
+    """Per-channel chunks (1, z, y, x); ``depth`` caps the z extent (to match the slabs written)."""
+    cz = max(1, min(int(depth), ZARR_CHUNK[0]))
+    return (1, *(max(1, min(n, c)) for n, c in zip(shape_zyx, (cz, *ZARR_CHUNK[1:]))))
+
+
+class VolumeWriter:
+    """Write a (c, z, y, x) float32 volume slab by slab: ``write(k0, values)`` with values
+    (c, k1-k0, y, x). ``close()`` completes and commits atomically; ``abort()`` leaves nothing.
+
+    Nothing of the whole volume is held in memory:
+
+    * OME-Zarr (NGFF 0.4): slabs go straight into chunked zarr arrays in a temporary directory
+      beside ``path``; ``close()`` adds the multiscale pyramid (:func:`pyramid_plan`), each level
+      computed from the previous one slab by slab within ``slab_bytes``, then writes the metadata
+      (axes and scales in µm, omero channels, the napari-inrst marker) and renames the directory.
+    * TIFF (ImageJ hyperstack, ZCYX, µm): planes are appended to a temporary file as they come
+      (slabs must arrive in z order); uncompressed, no pyramid. Beyond 4 GB tifffile writes a
+      "truncated" ImageJ file (one IFD + contiguous data), which ImageJ and tifffile read.
+
+    ``contrast``: per-channel display limits stored in the metadata (default: the value range).
+    """
+
+    def __init__(self, path, shape_czyx, *, scale_zyx, translate_zyx=(0.0, 0.0, 0.0), genes=(),
+                 contrast=None, pyramid: bool = True, coarsest: int = PYRAMID_COARSEST,
+                 slab_bytes: float = SLAB_BYTES):
         self.path = Path(path)
         self.fmt = volume_format(path)
         self.shape = tuple(int(s) for s in shape_czyx)
+        if len(self.shape) != 4 or min(self.shape) < 1:
+            raise InputError(path, f"volume shape must be (c, z, y, x) ≥ 1, got {self.shape}")
         self.scale, self.translate = tuple(map(float, scale_zyx)), tuple(map(float, translate_zyx))
-        self.genes = list(genes) or [f"c{i}" for i in range(self.shape[0])]
+        self.genes = [str(g) for g in genes] or [f"c{i}" for i in range(self.shape[0])]
+        self.contrast = [tuple(map(float, c)) for c in contrast] if contrast is not None else None
+        self.slab_bytes = float(slab_bytes)
+        c, z, y, x = self.shape
+        self._lo = np.full(c, np.inf)
+        self._hi = np.full(c, -np.inf)
+        self._planes = np.zeros(z, dtype=bool)
+        self._tmp = None
+        self.plan = pyramid_plan((z, y, x), self.scale, coarsest) if (pyramid and self.fmt == "zarr") else []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.fmt == "zarr":
-            import zarr
-
+            # chunks no deeper than the slabs that fit slab_bytes: each slab fills whole chunks
+            # (no read-modify-write of partly written chunks)
+            depth = max(1, int(self.slab_bytes // (4.0 * c * y * x)))
+            chunks = _chunks((z, y, x), depth)
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
-            root = zarr.open_group(str(self._tmp), mode="w", zarr_format=2)
-            root.attrs.update(_ngff_attrs(self.genes, self.scale, self.translate, self.path.stem))
-            c, z, y, x = self.shape
-            self._arr = root.create_array("0", shape=self.shape, dtype="float32",
-                                          chunks=(1, min(z, 32), min(y, 256), min(x, 256)),
-                                          fill_value=float("nan"),
-                                          chunk_key_encoding={"name": "v2", "separator": "/"})
+            try:
+                self._root = _zarr_new_group(self._tmp)
+                self._arr = _zarr_new_array(self._root, "0", self.shape, chunks)
+            except BaseException:
+                self.abort()
+                raise
+            self.chunk_z = chunks[1]
         else:
-            c, z, y, x = self.shape
+            import tifffile
+
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
             os.close(fd)
             self._tmp = Path(tmp)
-            # planes as (z, c, y, x) memmap in a scratch .npy, then one streamed TIFF write
-            self._scratch = self._tmp.with_suffix(".npy")
-            self._arr = np.lib.format.open_memmap(self._scratch, mode="w+", dtype=np.float32, shape=(z, c, y, x))
+            try:
+                self._tif = tifffile.TiffWriter(self._tmp, imagej=True)
+            except BaseException:
+                self.abort()
+                raise
+            self.chunk_z = 1
 
     def write(self, k0: int, values: np.ndarray):
         values = np.asarray(values, dtype=np.float32)
+        c, z, y, x = self.shape
+        k0 = int(k0)
+        if values.ndim != 4 or values.shape[0] != c or values.shape[2:] != (y, x) or not 0 <= k0 <= z - values.shape[1]:
+            raise ValueError(f"slab of shape {values.shape} at z {k0} does not fit a volume of {self.shape}")
         k1 = k0 + values.shape[1]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slabs
+            self._lo = np.fmin(self._lo, np.nanmin(values, axis=(1, 2, 3)))
+            self._hi = np.fmax(self._hi, np.nanmax(values, axis=(1, 2, 3)))
         if self.fmt == "zarr":
             self._arr[:, k0:k1] = values
         else:
-            self._arr[k0:k1] = values.transpose(1, 0, 2, 3)
+            if not self._planes[:k0].all() or self._planes[k0:].any():
+                raise ValueError("TIFF volumes are written in z order, one slab after the other")
+            dz, dy, dx = self.scale
+            meta = {"spacing": dz, "unit": "um", "Labels": self.genes * z}
+            for j in range(values.shape[1]):  # (c, y, x) pages: an ImageJ ZCYX (ZYX) hyperstack
+                self._tif.write(values[:, j], contiguous=True,
+                                resolution=(1.0 / dx, 1.0 / dy), metadata=meta)
+        self._planes[k0:k1] = True
+
+    def _ranges(self):
+        vr, lims = [], []
+        for i in range(self.shape[0]):
+            lo, hi = float(self._lo[i]), float(self._hi[i])
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                lo, hi = 0.0, 1.0
+            vr.append((lo, hi))
+            lims.append((lo, hi if hi > lo else lo + 1.0))
+        return vr, (self.contrast or lims)
+
+    def _build_pyramid(self):
+        c = self.shape[0]
+        geo = _level_geometry(self.shape[1:], self.scale, self.translate, self.plan)
+        parent = self._arr
+        for lvl, f in enumerate(self.plan, start=1):
+            shape = geo[lvl][0]
+            pz, py, px = parent.shape[1:]
+            fz = f[0]
+            # parent slab + the temporaries of block_nanmean ≈ 4× the parent slab
+            n = max(1, int(self.slab_bytes // (4 * 4.0 * c * fz * py * px)))
+            child = _zarr_new_array(self._root, str(lvl), (c, *shape), _chunks(shape, n))
+            cz = child.chunks[1]
+            n -= n % cz
+            for k0 in range(0, shape[0], n):
+                k1 = min(shape[0], k0 + n)
+                block = np.asarray(parent[:, k0 * fz:min(k1 * fz, pz)], dtype=np.float32)
+                child[:, k0:k1] = block_nanmean(block, f)
+                del block
+            parent = child
+        return geo
 
     def close(self):
-        if self.fmt == "zarr":
-            if self.path.exists():
-                old = self.path.with_name(f".{self.path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(self.path, old)
-                os.replace(self._tmp, self.path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self._tmp, self.path)
-            return self.path
-        import tifffile
-
-        self._arr.flush()
-        z, c, y, x = self._arr.shape
-        dz, dy, dx = self.scale
+        if not self._planes.all():
+            missing = int((~self._planes).sum())
+            self.abort()
+            raise ValueError(f"{self.path}: {missing} of {self.shape[1]} z planes were never written")
+        vr, lims = self._ranges()
         try:
-            def pages():
-                for k in range(z):
-                    for ch in range(c):
-                        yield np.ascontiguousarray(self._arr[k, ch])
-
-            tifffile.imwrite(self._tmp, pages(), shape=(z, c, y, x), dtype="float32", imagej=True,
-                             resolution=(1.0 / dx, 1.0 / dy),
-                             metadata={"axes": "ZCYX", "spacing": dz, "unit": "um",
-                                       "Labels": [str(g) for g in self.genes] * z})
-            os.replace(self._tmp, self.path)
-        finally:
-            del self._arr
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._scratch)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+            if self.fmt == "zarr":
+                geo = self._build_pyramid()
+                self._root.attrs.update(_ngff_attrs(self.genes, geo, self.path.name.split(".")[0], lims, vr,
+                                                    self.plan))
+                _replace_dir(self._tmp, self.path)
+            else:
+                self._tif.close()
+                os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = None
         return self.path
 
     def abort(self):
-        if self.fmt == "zarr":
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        else:
-            self._arr = None
-            for p in (self._scratch, self._tmp):
+        """Remove everything written so far (safe to call more than once)."""
+        if self.fmt == "tiff" and getattr(self, "_tif", None) is not None:
+            with contextlib.suppress(Exception):
+                self._tif.close()
+            self._tif = None
+        if self._tmp is not None:
+            if self._tmp.is_dir():
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            else:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(p)
+                    os.unlink(self._tmp)
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
 
 
-def save_volume(path, volume: np.ndarray, *, scale_zyx, translate_zyx=(0.0, 0.0, 0.0), genes=()):
-    """Write a (z, y, x) or (c, z, y, x) volume with its physical voxel size (µm)."""
+def _write_error(path, exc: OSError) -> InputError:
+    why = exc.strerror or str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        why = "not enough disk space"
+    return InputError(path, f"cannot write: {why}")
+
+
+def volume_bytes(shape_czyx, fmt: str = "zarr") -> int:
+    """Upper bound of the bytes a volume takes on disk, uncompressed (OME-Zarr: with its pyramid)."""
+    c, z, y, x = (int(v) for v in shape_czyx)
+    n = 4 * c * z * y * x
+    return int(n * 4 / 3) if fmt == "zarr" else n
+
+
+def check_free_space(path, nbytes: int):
+    """InputError naming ``path`` when its filesystem has less than ``nbytes`` free."""
+    parent = Path(path).absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if free < nbytes:
+        raise InputError(path, f"not enough disk space: needs up to {nbytes / 1e9:.2f} GB (uncompressed), "
+                               f"{free / 1e9:.2f} GB free")
+
+
+def write_field_volume(path, field, grid, genes, *, names=None, masked: bool = True, threshold: float = 0.5,
+                       oversample: float | None = None, slab_bytes: float = SLAB_BYTES, contrast=None,
+                       pyramid: bool = True, progress=None) -> dict:
+    """Evaluate ``field`` on ``grid`` for gene indices ``genes`` and stream it to ``path``
+    (OME-Zarr with pyramid, or TIFF) slab by slab: memory is bounded by ``slab_bytes`` whatever the
+    volume's size (see :func:`~napari_inrst.render.volume.stream_volume`). ``progress(k1, nz)`` is
+    called after each slab. Returns ``{'mode', 'slab_planes'}``. Nothing is left at ``path`` on
+    error; OS errors (disk full, unwritable folder) become an InputError naming ``path``."""
+    from .volume import stream_volume
+
+    genes = list(genes)
+    names = [str(g) for g in (names or [field.genes[i] for i in genes])]
+    info: dict = {}
+    try:
+        w = VolumeWriter(path, (len(genes), *grid.shape), scale_zyx=grid.scale, translate_zyx=grid.translate,
+                         genes=names, contrast=contrast, pyramid=pyramid, slab_bytes=slab_bytes)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
+        for k0, k1, vals in stream_volume(field, grid, genes, masked=masked, threshold=threshold,
+                                          slab_bytes=slab_bytes, planes_multiple=w.chunk_z,
+                                          oversample=oversample, info=info):
+            w.write(k0, vals)
+            del vals  # the next slab is computed without this one alive
+            if progress is not None:
+                progress(k1, grid.nz)
+        w.close()
+    except OSError as exc:
+        w.abort()
+        raise _write_error(path, exc) from None
+    except BaseException:
+        w.abort()
+        raise
+    return info
+
+
+def save_volume(path, volume: np.ndarray, *, scale_zyx, translate_zyx=(0.0, 0.0, 0.0), genes=(), contrast=None):
+    """Write a (z, y, x) or (c, z, y, x) volume with its physical voxel size (µm); OME-Zarr gets
+    its multiscale pyramid."""
     v = np.asarray(volume, dtype=np.float32)
     if v.ndim == 3:
         v = v[None]
     if v.ndim != 4:
         raise InputError(path, f"volume must be 3D or 4D, got shape {v.shape}")
-    w = VolumeWriter(path, v.shape, scale_zyx=scale_zyx, translate_zyx=translate_zyx, genes=genes)
     try:
-        w.write(0, v)
-        return w.close()
-    except BaseException:
-        w.abort()
-        raise
+        with VolumeWriter(path, v.shape, scale_zyx=scale_zyx, translate_zyx=translate_zyx, genes=genes,
+                          contrast=contrast) as w:
+            w.write(0, v)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    return Path(path)
 
 
-def read_volume(path) -> tuple[np.ndarray, dict]:
-    """Read back what :func:`save_volume` wrote: ((c, z, y, x) array, {scale_zyx, translate_zyx, genes})."""
+def is_inrst_zarr(path) -> bool:
+    """True for a directory holding an OME-Zarr written by napari-inrst (reads only its .zattrs)."""
+    p = Path(os.fspath(path))
+    try:
+        attrs = json.loads((p / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(attrs, dict) and INRST_ZARR_KEY in attrs and "multiscales" in attrs
+
+
+def open_volume_levels(path):
+    """Lazy levels of an OME-Zarr written here: ([dask arrays (c, z, y, x), finest first],
+    {scale_zyx, translate_zyx, genes, contrast_limits, levels: [(scale, translate)]}). Nothing is
+    read but the metadata."""
+    import dask.array as da
+    import zarr
+
+    if not is_inrst_zarr(path):
+        raise InputError(path, "not an OME-Zarr volume written by napari-inrst")
+    root = zarr.open_group(str(path), mode="r")
+    attrs = dict(root.attrs)
+    ms = attrs["multiscales"][0]
+    levels, geo = [], []
+    for ds in ms["datasets"]:
+        tr = {t["type"]: t for t in ds["coordinateTransformations"]}
+        levels.append(da.from_zarr(root[ds["path"]]))
+        geo.append((tuple(tr["scale"]["scale"][1:]),
+                    tuple(tr.get("translation", {"translation": [0.0] * 4})["translation"][1:])))
+    meta = attrs[INRST_ZARR_KEY]
+    return levels, {"scale_zyx": geo[0][0], "translate_zyx": geo[0][1], "levels": geo,
+                    "genes": list(meta.get("genes", [])),
+                    "contrast_limits": [tuple(c) for c in meta.get("contrast_limits", [])]}
+
+
+def read_volume(path, level: int = 0) -> tuple[np.ndarray, dict]:
+    """Read back a volume file into memory: ((c, z, y, x) array, {scale_zyx, translate_zyx, genes}).
+    OME-Zarr: ``level`` of the pyramid (0 = full resolution)."""
     fmt = volume_format(path)
     if fmt == "zarr":
         import zarr
 
         root = zarr.open_group(str(path), mode="r")
         ms = root.attrs["multiscales"][0]
-        tr = ms["datasets"][0]["coordinateTransformations"]
-        return np.asarray(root["0"][:]), {"scale_zyx": tuple(tr[0]["scale"][1:]),
-                                          "translate_zyx": tuple(tr[1]["translation"][1:]),
-                                          "genes": root.attrs.get("napari_inrst", {}).get("genes", [])}
+        ds = ms["datasets"][level]
+        tr = {t["type"]: t for t in ds["coordinateTransformations"]}
+        return np.asarray(root[ds["path"]][:]), {
+            "scale_zyx": tuple(tr["scale"]["scale"][1:]),
+            "translate_zyx": tuple(tr["translation"]["translation"][1:]),
+            "genes": root.attrs.get(INRST_ZARR_KEY, {}).get("genes", []),
+            "n_levels": len(ms["datasets"])}
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tf:
@@ -266,6 +565,8 @@ def read_volume(path) -> tuple[np.ndarray, dict]:
         yres = page.tags["YResolution"].value
     if data.ndim == 3:  # one channel: ZYX
         data = data[:, None]
+    elif data.ndim == 2:  # one plane, one channel
+        data = data[None, None]
     dx, dy = xres[1] / xres[0], yres[1] / yres[0]
     labels = ij.get("Labels", [])
     return data.transpose(1, 0, 2, 3), {"scale_zyx": (float(ij.get("spacing", 1.0)), dy, dx),
@@ -273,6 +574,16 @@ def read_volume(path) -> tuple[np.ndarray, dict]:
 
 
 # --- movies --------------------------------------------------------------------------------
+# Movies go through the napari-animation plugin (optional: the ``export`` extra): keyframes of the
+# viewer state, interpolated and captured frame by frame from the canvas. napari-animation drives
+# the canvas, so frames are captured on the main (GUI) thread; the viewer does not respond
+# meanwhile. Formats: .mp4 (H.264 through imageio-ffmpeg, which napari-animation installs with its
+# own ffmpeg binary), .gif (Pillow; identical consecutive frames are merged into one longer frame),
+# or a path without suffix: a folder of PNG frames ``<name>/<name>_000000.png`` (no encoder needed).
+MOVIE_MISSING = ("movies need the optional napari-animation plugin: pip install napari-animation "
+                 "(then use the Movie button again)")
+
+
 def animation_available() -> bool:
     try:
         import napari_animation  # noqa: F401
@@ -281,38 +592,136 @@ def animation_available() -> bool:
     return True
 
 
-MOVIE_MISSING = ("movies need the optional napari-animation plugin: pip install napari-animation "
-                 "(then use the Movie button again)")
+def _animation_class():
+    try:
+        from napari_animation import Animation
+    except ImportError:
+        raise RuntimeError(MOVIE_MISSING) from None
+    return Animation
 
 
-def movie(viewer, path, *, kind: str = "z", z_range=None, frames: int = 60, fps: int = 20,
-          set_z=None, scale_factor: float = 1.0):
-    """A movie through napari-animation: ``kind='z'`` sweeps the plane from ``z_range[0]`` to
-    ``z_range[1]`` (``set_z(z)`` must update the plane synchronously, e.g.
-    ``ViewWidget.set_z(z, sync=True)``); ``kind='rotate'`` turns the 3D view once around z.
-    Raises RuntimeError with install advice when napari-animation is missing."""
-    if not animation_available():
-        raise RuntimeError(MOVIE_MISSING)
-    from napari_animation import Animation
+def movie_format(path) -> str:
+    """'mp4', 'gif' or 'frames' (no suffix: a folder of PNG frames); InputError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix == "":
+        return "frames"
+    if suffix in (".mp4", ".gif"):
+        return suffix[1:]
+    raise InputError(path, "movie output must end in .mp4 or .gif, or have no suffix (a folder of PNG frames)")
 
-    anim = Animation(viewer)
-    frames = max(2, int(frames))
-    if kind == "z":
-        if z_range is None or set_z is None:
-            raise InputError(None, "a z sweep needs z_range and set_z")
-        # one keyframe per frame: the plane is re-evaluated at each z before it is captured
-        for i, z in enumerate(np.linspace(float(z_range[0]), float(z_range[1]), frames)):
-            set_z(float(z))
-            anim.capture_keyframe(steps=1)
-    elif kind == "rotate":
-        viewer.dims.ndisplay = 3
-        cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-        a0 = tuple(cam.angles)
-        for k in range(5):
-            cam.angles = (a0[0], a0[1], a0[2] + 90.0 * k)
-            anim.capture_keyframe(steps=max(1, frames // 4))
-        cam.angles = a0
-    else:
-        raise InputError(None, f"movie kind must be 'z' or 'rotate', got '{kind}'")
-    anim.animate(str(path), canvas_only=True, fps=int(fps), scale_factor=float(scale_factor))
+
+def _animate(anim, path, fps: int) -> Path:
+    """``anim.animate`` into a temporary name beside ``path``, then renamed (nothing half-written)."""
+    path = Path(path)
+    fmt = movie_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        if fmt == "frames":
+            # napari-animation writes <parent>/<stem>/<stem>_000000.png for a name without suffix
+            anim.animate(str(tmpdir / path.name), fps=int(fps), canvas_only=True)
+            made = tmpdir / path.name
+            if not any(made.glob("*.png")):
+                raise RuntimeError(f"{path}: napari-animation wrote no frames")
+            _replace_dir(made, path)
+        else:
+            target = tmpdir / f"movie.{fmt}"
+            anim.animate(str(target), fps=int(fps), canvas_only=True)
+            if not target.is_file():  # napari-animation fell back to PNG frames: no encoder
+                raise RuntimeError(f"{path}: no {fmt} writer available (imageio-ffmpeg missing?); "
+                                   "save a folder of PNG frames instead (a name without suffix)")
+            os.replace(target, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return path
+
+
+@contextlib.contextmanager
+def _connected(emitter, callback):
+    if callback is None:
+        yield
+        return
+    emitter.connect(callback)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            emitter.disconnect(callback)
+
+
+def sweep_movie(viewer, path, start: dict, stop: dict, *, frames: int = 48, fps: int = 12, progress=None) -> Path:
+    """A movie sweeping the viewer's dims linearly from ``start`` to ``stop`` (``{axis: world
+    coordinate}``) in ``frames`` frames: two napari-animation keyframes, the dims point
+    interpolated between them. ``progress(i, frames)`` is called as frames are captured. The dims
+    point is restored afterwards."""
+    Animation = _animation_class()
+    movie_format(path)
+    frames = int(frames)
+    if frames < 2:
+        raise InputError(path, f"a movie needs at least 2 frames, got {frames}")
+    saved = tuple(viewer.dims.point)
+    anim = Animation(viewer)
+    axis = next(iter(start))
+    a0, a1 = float(start[axis]), float(stop[axis])
+
+    def on_point(*_):
+        if progress is not None and a1 != a0:
+            f = (float(viewer.dims.point[axis]) - a0) / (a1 - a0)
+            progress(int(round(min(max(f, 0.0), 1.0) * (frames - 1))) + 1, frames)
+
+    try:
+        for ax, v in start.items():
+            viewer.dims.set_point(int(ax), float(v))
+        anim.capture_keyframe(steps=1)
+        for ax, v in stop.items():
+            viewer.dims.set_point(int(ax), float(v))
+        anim.capture_keyframe(steps=frames - 1)
+        with _connected(viewer.dims.events.point, on_point):
+            return _animate(anim, path, fps)
+    finally:
+        for ax, v in enumerate(saved[:viewer.dims.ndim]):
+            with contextlib.suppress(Exception):
+                viewer.dims.set_point(ax, v)
+
+
+def turntable_direction(azimuth_deg: float, elevation_deg: float):
+    """View direction (z, y, x) of a camera at ``elevation`` above the x-y plane and ``azimuth``
+    around the z axis (the stacking axis), looking at the volume's centre."""
+    a, e = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
+    return (-float(np.sin(e)), -float(np.cos(e) * np.sin(a)), -float(np.cos(e) * np.cos(a)))
+
+
+def rotation_movie(viewer, path, *, frames: int = 72, fps: int = 24, elevation: float = 30.0,
+                   progress=None) -> Path:
+    """A turntable movie of the 3D view: one turn around the z (stacking) axis, seen from
+    ``elevation`` degrees above the sections, z up; frame i at azimuth 360·i/frames (so the movie
+    loops). Keyframes about 45° apart, or one per frame for short movies (napari-animation
+    interpolates camera angles along the shortest rotation between keyframes). The camera is
+    restored afterwards."""
+    Animation = _animation_class()
+    movie_format(path)
+    frames = int(frames)
+    if frames < 2:
+        raise InputError(path, f"a movie needs at least 2 frames, got {frames}")
+    if viewer.dims.ndisplay != 3:
+        raise InputError(path, "a rotation movie needs the 3D view (show the 3D volume first)")
+    cam = viewer.camera
+    saved = (tuple(cam.angles), cam.zoom, tuple(cam.center))
+    segments = frames - 1 if frames <= 9 else max(8, int(np.ceil((frames - 1) / 9)))
+    bounds = np.round(np.linspace(0, frames - 1, segments + 1)).astype(int)
+    anim = Animation(viewer)
+    count = [0]
+
+    def on_angles(*_):
+        count[0] += 1
+        if progress is not None:
+            progress(min(count[0], frames), frames)
+
+    try:
+        for j, b in enumerate(bounds):
+            cam.set_view_direction(turntable_direction(360.0 * b / frames, elevation), up_direction=(1.0, 0.0, 0.0))
+            anim.capture_keyframe(steps=max(1, int(b - bounds[j - 1])) if j else 1)
+        with _connected(cam.events.angles, on_angles):
+            return _animate(anim, path, fps)
+    finally:
+        cam.angles, cam.zoom, cam.center = saved

@@ -16,8 +16,10 @@ import numpy as np
 
 from ..errors import InputError
 
-#: per-axis resolution range offered for volumes
+#: per-axis resolution range offered for volumes held in memory (the viewer)
 VOLUME_MIN, VOLUME_MAX = 64, 512
+#: largest axis of a volume streamed to disk slab by slab (``napari-inrst render --volume``)
+VOLUME_MAX_OUT_OF_CORE = 4096
 #: largest plane side evaluated (a 4K screen at ×1)
 PLANE_MAX = 4096
 
@@ -184,32 +186,48 @@ class VolumeGrid:
         ks = np.arange(self.nz)[zs] if zs is not None else np.arange(self.nz)
         return np.concatenate([self.plane(int(k)).points() for k in ks]) if len(ks) else np.zeros((0, 3), np.float32)
 
+    def flat_points(self, i0: int, i1: int) -> np.ndarray:
+        """(i1 - i0, 3) float32 points (x, y, z) of the voxels with C-order (z, y, x) flat indices
+        ``i0:i1`` — the same values as ``points()[i0:i1]``, without building the whole grid."""
+        i = np.arange(int(i0), int(i1), dtype=np.int64)
+        plane = self.ny * self.nx
+        k, rem = np.divmod(i, plane)
+        r, c = np.divmod(rem, self.nx)
+        out = np.empty((len(i), 3), dtype=np.float32)
+        out[:, 0] = (self.x0 + c * self.dx).astype(np.float32)
+        out[:, 1] = (self.y0 + r * self.dy).astype(np.float32)
+        out[:, 2] = (self.z0 + k * self.dz).astype(np.float32)
+        return out
+
     def key(self) -> tuple:
         return ("volume", round(self.z0, 4), round(self.y0, 4), round(self.x0, 4), round(self.dz, 6),
                 round(self.dy, 6), round(self.dx, 6), self.nz, self.ny, self.nx)
 
 
 def volume_grid(bounds, resolution: int | None = None, *, shape=None, budget_bytes: float = 1 << 30,
-                bytes_per_voxel: float = 8.0, min_axis: int | None = None) -> VolumeGrid:
+                bytes_per_voxel: float = 8.0, min_axis: int | None = None,
+                max_axis: int = VOLUME_MAX) -> VolumeGrid:
     """A voxel grid over ``bounds = (lo, hi)`` of (x, y, z) µm.
 
     Either ``resolution`` voxels along the longest axis with cubic voxels (the other axes in
     proportion, at least ``min_axis``), or an explicit ``shape = (nz, ny, nx)``. The grid is shrunk
     uniformly until ``n_voxels · bytes_per_voxel ≤ budget_bytes``. Raises InputError for a
-    resolution or shape outside 1…512 per axis (64…512 is what the viewer offers). Thin stacks
+    resolution or shape outside 1…``max_axis`` per axis (default 512; 64…512 is what the viewer
+    offers; volumes streamed to disk allow :data:`VOLUME_MAX_OUT_OF_CORE`). Thin stacks
     keep at least ``min_axis`` (default ``resolution // 4``) planes, with longer voxels there.
     """
     lo, hi = (np.asarray(b, dtype=float) for b in bounds)
     ext = np.maximum(hi - lo, 1e-6)  # (x, y, z)
     if shape is not None:
         nz, ny, nx = (int(v) for v in shape)
-        if min(nz, ny, nx) < 1 or max(nz, ny, nx) > VOLUME_MAX:
-            raise InputError(None, f"volume shape must be 1…{VOLUME_MAX} voxels per axis, got {nz}×{ny}×{nx}")
+        if min(nz, ny, nx) < 1 or max(nz, ny, nx) > max_axis:
+            raise InputError(None, f"volume shape must be 1…{max_axis} voxels per axis, "
+                                   f"got {nx}×{ny}×{nz} (x×y×z)")
         n = np.array([nx, ny, nz], dtype=float)
     else:
         res = int(resolution if resolution is not None else 128)
-        if not 1 <= res <= VOLUME_MAX:
-            raise InputError(None, f"volume resolution must be 1…{VOLUME_MAX} voxels, got {res}")
+        if not 1 <= res <= max_axis:
+            raise InputError(None, f"volume resolution must be 1…{max_axis} voxels, got {res}")
         voxel = ext.max() / res
         floor = max(2, res // 4) if min_axis is None else int(min_axis)
         n = np.maximum(np.ceil(ext / voxel), min(floor, res))

@@ -1,8 +1,11 @@
-"""Evaluate a field on a voxel grid, slab of z planes by slab (memory stays bounded), masked by
-occupancy. ``render_volume`` returns the array; ``iter_slabs`` streams slabs to a writer.
+"""Evaluate a field on a voxel grid, slab of z planes by slab, masked by occupancy.
 
-The latent of the voxels inside tissue is kept in a :class:`LatentCache` when it fits its budget,
-so switching gene on the same volume is a decode only (no trunk run).
+* ``render_volume`` / ``iter_volume`` return the whole array (the viewer: ≤ 512 per axis). The
+  latent of the voxels inside tissue is kept in a :class:`LatentCache` when it fits its budget,
+  so switching gene on the same volume is a decode only (no trunk run).
+* ``stream_volume`` yields the volume slab by slab for volumes larger than memory: each slab is
+  evaluated chunk by chunk and decoded at once, so only the slab's output values and one chunk of
+  points/latent are ever held (nothing of the whole volume).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import numpy as np
 
 from .cache import LatentCache, LatentEntry
 from .grids import VolumeGrid, volume_grid
-from .plane import BAND_THRESHOLD, CHUNK, decode_entry, gene_indices, iter_latent
+from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent, render_threads
 
 #: grid points per slab
 SLAB_POINTS = 1 << 18
+#: streamed band-limited volumes keep their coarse samples when they take at most this (or the slab budget)
+BAND_MAX_BYTES = 64 * 2**20
 
 
 def _slab_planes(grid: VolumeGrid, slab_points: int) -> int:
@@ -148,3 +153,92 @@ def render_volume(field, gene, *, shape=None, resolution: int | None = None, bou
                        bytes_per_voxel=4.0 * (len(idx) + 1))
     out = evaluate_volume(field, grid, idx, cache=cache, masked=masked, threshold=threshold, oversample=oversample)
     return (out[0] if isinstance(gene, (str, int, np.integer)) else out), grid
+
+
+# --- out of core ---------------------------------------------------------------------------
+def slab_planes(grid: VolumeGrid, n_genes: int, slab_bytes: float, multiple: int = 1) -> int:
+    """z planes per slab so that one slab of output values (``n_genes`` float32 per voxel) fits
+    ``slab_bytes``; rounded down to a multiple of ``multiple`` (e.g. the file's chunk depth) when
+    that still fits. At least one plane."""
+    per_plane = 4.0 * max(int(n_genes), 1) * grid.ny * grid.nx
+    n = max(1, int(float(slab_bytes) // per_plane))
+    if multiple > 1 and n >= multiple:
+        n -= n % multiple
+    return min(n, grid.nz)
+
+
+def _band_coarse_bytes(field, coarse: VolumeGrid, n_genes: int) -> float:
+    rank = int(getattr(field, "rank", 64) or 64)
+    return coarse.n * (4.0 * rank + 4.0 * n_genes + 4.0 + 1.0 + 4.0 * n_genes)
+
+
+def stream_volume(field, grid: VolumeGrid, genes: Sequence[int], *, masked: bool = True, threshold: float = 0.5,
+                  slab_bytes: float = 256 * 2**20, planes_multiple: int = 1, chunk: int = CHUNK,
+                  oversample: float | None = None, info: dict | None = None):
+    """Yields ``(k0, k1, values)`` for consecutive slabs of z planes ``k0:k1`` covering the grid;
+    ``values`` is (len(genes), k1-k0, ny, nx) float32, NaN outside tissue.
+
+    Memory: one slab of output (≤ ``slab_bytes``, at least one plane) plus one ``chunk`` of points
+    and latent — never the whole volume. ``oversample`` (band-limited, see :mod:`.resample`): the
+    coarse samples (their number is set by the field's finest scale, not by the volume's size) are
+    evaluated once and kept, and each slab is resampled from them plane by plane; used only when
+    they take at most ``max(slab_bytes, BAND_MAX_BYTES)`` (else every voxel is evaluated exactly).
+    ``info`` (a dict), if given, receives ``mode`` ('exact' or 'band-limited') and ``slab_planes``.
+    """
+    genes = list(genes)
+    step = slab_planes(grid, len(genes), slab_bytes, planes_multiple)
+    band = band_grid(field, grid, oversample) if oversample else None
+    if band is not None and _band_coarse_bytes(field, band[0], len(genes)) > max(float(slab_bytes), BAND_MAX_BYTES):
+        band = None  # the coarse samples alone would exceed the budget: evaluate exactly
+    if info is not None:
+        info.update(mode="band-limited" if band is not None else "exact", slab_planes=step)
+    if band is not None:
+        yield from _stream_band(field, grid, genes, band, step, masked=masked, threshold=threshold)
+        return
+    plane = grid.ny * grid.nx
+    for k0 in range(0, grid.nz, step):
+        k1 = min(grid.nz, k0 + step)
+        n = (k1 - k0) * plane
+        out = np.full((len(genes), n), np.nan, dtype=np.float32)
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            part = grid.flat_points(k0 * plane + s, k0 * plane + e)
+            with render_threads():
+                m, lat = _eval_chunk(field, part, masked, threshold, [])
+                if lat is not None:
+                    vals = np.asarray(field.decode(lat, genes), dtype=np.float32)  # (m, k)
+            if lat is not None:
+                if m.all():
+                    out[:, s:e] = vals.T
+                else:
+                    out[:, s + np.flatnonzero(m)] = vals.T
+        yield k0, k1, out.reshape(len(genes), k1 - k0, grid.ny, grid.nx)
+        del out  # not alive while the next slab is computed
+
+
+def _stream_band(field, grid: VolumeGrid, genes, band, step: int, *, masked: bool, threshold: float):
+    from .plane import latent_entry
+    from .resample import fill_nearest, resample3d
+
+    coarse, (Wz, Wy, Wx) = band
+    entry = latent_entry(field, coarse.points(), masked=masked, threshold=BAND_THRESHOLD)
+    vals = fill_nearest(decode_entry(field, entry, genes, coarse.shape), entry.mask.reshape(coarse.shape))
+    occ = entry.occ.reshape(1, *coarse.shape) if (masked and entry.occ is not None) else None
+    del entry
+    for k0 in range(0, grid.nz, step):
+        k1 = min(grid.nz, k0 + step)
+        wz = Wz[k0:k1] if Wz is not None else None
+        # z on the small coarse samples first; then y and x plane by plane, so temporaries are
+        # one plane, never a slab
+        vz = resample3d(vals, wz, None, None) if wz is not None else vals[:, k0:k1]
+        oz = None
+        if occ is not None:
+            oz = resample3d(occ, wz, None, None) if wz is not None else occ[:, k0:k1]
+        out = np.empty((len(genes), k1 - k0, grid.ny, grid.nx), dtype=np.float32)
+        for j in range(k1 - k0):
+            out[:, j] = resample3d(vz[:, j:j + 1], None, Wy, Wx)[:, 0]
+            if oz is not None:
+                out[:, j][:, resample3d(oz[:, j:j + 1], None, Wy, Wx)[0, 0] < threshold] = np.nan
+        del vz, oz
+        yield k0, k1, out
+        del out
