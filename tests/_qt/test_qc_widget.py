@@ -77,6 +77,10 @@ def test_holdout_prediction_scores_near_analytic_truth(qc_viewer, qtbot):
     assert labels.data.max() >= 2 and labels.data.shape == dom.grid.shape and labels.data.ndim == 3
     assert dom.ari > 0.1, dom.ari  # chance level is 0
     assert "ARI" in w.status.text()
+    # the results go with their stack
+    viewer.layers.clear()
+    assert w.stack is None and w.pred is None and w.model is None and w.table.rowCount() == 0
+    assert not w.train_btn.isEnabled()
 
 
 def _runs(mask):

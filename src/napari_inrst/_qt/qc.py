@@ -183,6 +183,7 @@ class QCWidget(QWidget):
         self._cancel = False
         self._plane_worker = None
         self._plane_pending = False
+        self._steps = None
         #: seam: fit_fn(stack, sections, seed=0) -> field with .predict(xyz) (+ latent/occupancy/bounds)
         self.fit_fn = self._default_fit
 
@@ -282,7 +283,11 @@ class QCWidget(QWidget):
         if stack is self.stack:
             return
         self.stack = stack
-        self.consistency = None
+        # results belong to the previous stack
+        self.consistency = self.model = self.pred = self.holdout = self.domains = None
+        self.ensemble = self.uncertainty_field = None
+        self.rows = []
+        self.table.setRowCount(0)
         self.sections.blockSignals(True)
         self.sections.clear()
         self.holdout_box.clear()
@@ -357,7 +362,7 @@ class QCWidget(QWidget):
         """The real field at the chosen steps (``single``: one network, for ensemble members)."""
         from ..field import FieldConfig, fit_field
 
-        cfg = FieldConfig(steps=int(self.steps.value()), seed=seed)
+        cfg = FieldConfig(steps=self._steps, seed=seed)
         if single:
             cfg = cfg.replace(ensemble=1)
         return fit_field(stack, cfg, sections=list(sections), should_stop=lambda: self._cancel)
@@ -379,6 +384,7 @@ class QCWidget(QWidget):
         if self.worker is not None or self.stack is None:
             return None
         self._cancel = False
+        self._steps = int(self.steps.value())  # read here: the job runs off the UI thread
         worker = thread_worker(gen_fn, progress={"desc": label})()
         worker.yielded.connect(lambda msg: self.status.setText(str(msg)))
         worker.returned.connect(on_done)
