@@ -61,6 +61,8 @@ def test_holdout_prediction_scores_near_analytic_truth(qc_viewer, qtbot):
     g = stack.gene_index(viewer.layers["QC measured"].metadata["gene"])
     np.testing.assert_allclose(viewer.layers["QC residual"].features["value"], w.pred[:, g] - s.X[:, g], atol=1e-5)
     assert viewer.dims.point[0] == pytest.approx(s.z)
+    assert not viewer.layers[s.name].visible  # its own layer would only clutter the measured panel
+    assert viewer.layers["QC measured"].canvas_size_limits[0] >= 4  # dense cells stay visible zoomed out
     # clicking a gene in the table shows it
     row = next(r for r in range(w.table.rowCount()) if w.table.item(r, 0).text() == "LayerB")
     w._row_clicked(row, 0)
@@ -118,6 +120,16 @@ def test_side_by_side_panels_are_separate_and_titled(make_napari_viewer, qtbot):
     assert centre.max() < 0.35  # dark centre
     lo, hi = res.face_contrast_limits
     assert lo == pytest.approx(-hi)  # symmetric: 0 maps to the centre
+    # another holdout: the panels move to its z, its own layer is hidden, the previous one is back
+    from napari_inrst.evaluate.baselines import KNN3D
+
+    assert not viewer.layers[stack[3].name].visible
+    viewer.layers[stack[5].name].visible = True
+    w.fit_fn = lambda st, secs: KNN3D(st, secs)
+    w.start_holdout(5)
+    _wait(qtbot, w)
+    assert np.allclose(viewer.layers["QC measured"].data[:, 0], stack[5].z)
+    assert viewer.layers[stack[3].name].visible and not viewer.layers[stack[5].name].visible
 
 
 def test_section_strip_shows_gaps_flags_and_picks_the_holdout(qc_viewer, qtbot):

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
+from ..layers import SECTION_KEY
 from .common import GeneBox, find_stack
 
 LAYER_MEASURED = "QC measured"
@@ -51,6 +52,8 @@ LAYER_UNCERTAINTY = "QC uncertainty"  # the volume (3D display)
 LAYER_UNCERTAINTY_PLANE = "QC uncertainty · plane"  # at the current z (2D display)
 LAYER_DOMAINS = "QC domains"
 COLUMNS = ("gene", "pearson", "rmse", "ssim")
+#: smallest on-screen size (px) of a cell/spot in the side-by-side panels
+MIN_POINT_PX = 4
 #: pixels on the longer side of the uncertainty plane, voxels on the longest axis of its volume
 UNCERTAINTY_PLANE_PX = 256
 UNCERTAINTY_VOLUME_VOX = 64
@@ -477,8 +480,11 @@ class QCWidget(QWidget):
 
     # --- layers ------------------------------------------------------------------------------
     def _put_points(self, name, data, values, colormap, contrast, translate_x, size, z):
+        # no border (its antialiasing band paints small cells grey) and at least MIN_POINT_PX on
+        # screen, so dense single-cell sections stay readable when the three panels fit the canvas
         kw = dict(features={"value": values}, face_color="value", face_colormap=colormap,
-                  face_contrast_limits=contrast, border_width=0, size=size, out_of_slice_display=False,
+                  face_contrast_limits=contrast, border_width=0, border_color="transparent", size=size,
+                  canvas_size_limits=(MIN_POINT_PX, 10000), out_of_slice_display=False,
                   translate=(0.0, 0.0, translate_x), metadata={"inrst_qc": True, "z_um": z}, units="µm")
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
@@ -506,6 +512,7 @@ class QCWidget(QWidget):
             return layer
         return self.viewer.add_points(data, name=LAYER_TITLES, features={"label": list(labels)}, text=text,
                                       size=0.01, face_color="transparent", border_width=0,
+                                      border_color="transparent", canvas_size_limits=(0, 1),
                                       out_of_slice_display=False, metadata={"inrst_qc": "titles"}, units="µm")
 
     def show_gene(self, gene: str):
@@ -536,10 +543,24 @@ class QCWidget(QWidget):
                          [f"measured {gene}", f"predicted{score}", "residual (pred − meas)"], size)
         for name in (LAYER_MEASURED, LAYER_PREDICTED, LAYER_RESIDUAL):
             self.viewer.layers[name].metadata["gene"] = gene
+        self._hide_own_layer(self.holdout)
         self.viewer.layers.selection.active = self.viewer.layers[LAYER_MEASURED]
         self.status.setText(f"{gene} on {s.name} (z = {s.z:g} µm): measured | predicted without it (colour "
                             f"scale {lo:.3g}–{hi:.3g}) | residual (blue under-, orange over-predicted, ±{r:.3g})"
                             + (f"; Pearson {sc['pearson']:.3f}, RMSE {sc['rmse']:.3f}" if sc is not None else ""))
+
+    def _hide_own_layer(self, index):
+        """Hide the held-out section's own Points layer (the "QC measured" panel shows the same
+        cells; underneath it, it only adds clutter); show the one hidden for a previous holdout."""
+        from .common import section_layers
+
+        for lyr in section_layers(self.viewer, self.stack):
+            i = lyr.metadata.get(SECTION_KEY)
+            if i == index and lyr.visible:
+                lyr.visible = False
+                lyr.metadata["inrst_qc_hidden"] = True
+            elif i != index and lyr.metadata.pop("inrst_qc_hidden", False):
+                lyr.visible = True
 
     # --- section consistency -----------------------------------------------------------------
     def start_consistency(self):
