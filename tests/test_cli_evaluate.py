@@ -71,6 +71,111 @@ def test_fit_options_reach_the_field_trainer(synth, tmp_path, monkeypatch):
     assert seen == {"steps": 77, "device": "cpu", "seed": 5, "sections": [0, 1, 2, 3, 5, 6, 7]}
 
 
+def test_genes_and_alignment_options_pass_through(synth, tmp_path, monkeypatch):
+    """--genes N models N genes (as `fit` does); --reference K aligns to K; --no-align skips it."""
+    import napari_inrst.cli.evaluate as ev
+    import napari_inrst.field.train as train
+
+    seen = {}
+
+    def fake_fit_field(stack, config=None, *, sections=None, **kw):
+        seen["n_genes"] = stack.n_genes
+        return _truth_fit_fn()(stack, sections)
+
+    def fake_align(stack, reference=None, log=print):
+        seen.setdefault("align", []).append(reference)
+
+    monkeypatch.setattr(train, "fit_field", fake_fit_field)
+    monkeypatch.setattr(ev, "align_if_available", fake_align)
+    paths, z = synth
+    out = tmp_path / "o.json"
+    assert main(["evaluate", *paths, "--z", *z, "--holdout", "4", "--genes", "12", "--reference", "1",
+                 "--json", str(out)]) == 0
+    assert seen == {"n_genes": 12, "align": [1]}
+    assert json.loads(out.read_text())["genes_scored"] == 12  # baselines scored on the same genes
+    seen.clear()
+    assert main(["evaluate", *paths, "--z", *z, "--holdout", "4", "--no-align", "--json", str(out)]) == 0
+    assert "align" not in seen and seen["n_genes"] == 40
+
+
+def _parse_table(text: str, first: str = "method") -> dict:
+    """The printed methods × metrics table back into {method: {metric: str}}."""
+    lines = text.splitlines()
+    k = next(i for i, ln in enumerate(lines) if ln.split()[:1] == [first])
+    head = lines[k].split()
+    out = {}
+    for ln in lines[k + 2:]:
+        cells = ln.split()
+        if len(cells) != len(head):
+            break
+        out[cells[0]] = dict(zip(head[1:], cells[1:]))
+    return out
+
+
+def test_each_holds_sections_out_one_at_a_time_and_table_equals_json(synth, tmp_path, capsys, monkeypatch):
+    """--each: one fit per held-out section (EVALUATION.md's protocol), averaged; every number of
+    the printed tables is the JSON's, rounded."""
+    import napari_inrst.field.train as train
+
+    fits = []
+
+    def fake_fit_field(stack, config=None, *, sections=None, **kw):
+        fits.append(list(sections))
+        return _truth_fit_fn()(stack, sections)
+
+    monkeypatch.setattr(train, "fit_field", fake_fit_field)
+    paths, z = synth
+    out = tmp_path / "e.json"
+    rc = main(["evaluate", *paths, "--z", *z, "--holdout", "2", "5", "--each", "--no-align", "--json", str(out)])
+    assert rc == 0
+    assert fits == [[0, 1, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 6, 7]]  # one section out per fit
+    res = json.loads(out.read_text())
+    text = capsys.readouterr().out
+    per = res["methods"]["inr"]["per_section"]
+    assert set(per) == {"section_02", "section_06"}  # input indices 2 and 5
+    assert res["methods"]["inr"]["pearson"] == pytest.approx(np.mean([v["pearson"] for v in per.values()]))
+    assert res["hardware"] in text and "each held out in turn" in text
+    table = _parse_table(text)
+    assert set(table) == set(res["methods"]) == {"inr", "knn3d", "adjacent"}
+    for m, row in table.items():
+        for metric, cell in row.items():
+            assert cell == f"{res['methods'][m][metric]:.3f}", (m, metric)
+    # the per-section table below it
+    lines = text.splitlines()
+    k = next(i for i, ln in enumerate(lines) if ln.startswith("section "))
+    head = lines[k].split()
+    rows = [ln.split() for ln in lines[k + 2:] if len(ln.split()) == len(head)]
+    assert len(rows) == 2 * 3
+    for r in rows:
+        for metric, cell in zip(head[2:], r[2:]):
+            assert cell == f"{res['methods'][r[1]]['per_section'][r[0]][metric]:.3f}"
+    # without --each the two are held out together: one fit without both
+    fits.clear()
+    assert main(["evaluate", *paths, "--z", *z, "--holdout", "2", "5", "--no-align", "--json", str(out)]) == 0
+    assert fits == [[0, 1, 3, 4, 6, 7]]
+
+
+def test_log1p_values_is_discoverable_and_checked(synth, tmp_path, capsys, make_section):
+    from napari_inrst.cli import build_parser
+    from napari_inrst.cli.evaluate import _looks_unlogged
+    from napari_inrst.stack import build_stack
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    helptext = sub.choices["evaluate"].format_help()
+    assert "--log1p-values" in helptext and "--normalize none --log1p-values" in helptext
+    assert "--each" in helptext and "--labels Region" in helptext  # the reference example
+    paths, z = synth
+    rc = main(["evaluate", *paths, "--z", *z, "--holdout", "2", "--log1p-values", "--baselines-only", "--no-align"])
+    assert rc == 2 and "--normalize none" in capsys.readouterr().err
+    # values spanning orders of magnitude (normalized upstream, not logged) get the hint
+    a = make_section(n=200, counts=False)
+    a.X = np.exp(np.random.default_rng(0).normal(0, 2.0, a.X.shape)).astype(np.float32)
+    st = build_stack([a], [0.0], normalize="none")
+    assert _looks_unlogged(st)
+    a.X = np.log1p(a.X)
+    assert not _looks_unlogged(build_stack([a], [0.0], normalize="none"))
+
+
 def test_evaluate_with_labels_reports_ari(synth, tmp_path, capsys):
     import anndata as ad
 

@@ -13,7 +13,7 @@ def fast_config(seed=0):
 
     return FieldConfig(steps=150, width=64, depth=2, rank=16, wavelength_candidates=(2.0,), lambda_rc=0.0,
                        lambda_kl=0.0, rc_pretrain_steps=0, batch_size=1024, val_every=50,
-                       checkpoint_every=0, seed=seed)
+                       checkpoint_every=0, ensemble=1, seed=seed)
 
 
 def fast_fit(stack, sections, seed=0):
@@ -38,7 +38,15 @@ def test_gap_overview_marks_missing_positions_as_wide(aligned):
     st[1].excluded = True  # a damaged section does not close its gap
     ov = qc.gap_overview(st)
     assert (0, 60, True) in [(g["z0"], g["z1"], g["wide"]) for g in ov["gaps"]]
-    assert "excluded" in qc.format_gaps(ov) and "wide gap 60" in qc.format_gaps(ov)
+    text = qc.format_gaps(ov)
+    assert "excluded" in text and "WIDE gap 60 µm (≈1 section missing)" in text
+    # every gap is listed with its width, in z order between its sections
+    ov = qc.gap_overview(stack)
+    lines = qc.format_gaps(ov).splitlines()
+    assert sum("| gap 30 µm" in ln for ln in lines) == 5 and sum("WIDE gap 60 µm" in ln for ln in lines) == 2
+    k = next(i for i, ln in enumerate(lines) if "section_02" in ln)
+    assert "WIDE gap 60" in lines[k + 1] and "section_04" in lines[k + 2]
+    assert qc.missing_estimate(90.0, 30.0) == 2 and qc.missing_estimate(30.0, 30.0) == 0
 
 
 def test_robust_z_ignores_one_outlier():
@@ -117,3 +125,23 @@ def test_domains_3d_of_truth_follow_tissue_layers(aligned):
     assert qc.domain_ari(f, dom, s, "layer") > 0.25
     kw = dom.grid.layer_kwargs()
     assert kw["scale"][0] == 15.0 and kw["translate"] == (0.0, 0.0, 0.0)
+
+
+def test_default_ensemble_members_are_single_networks_with_own_seeds_and_spots(aligned, monkeypatch):
+    """The uncertainty's members: one network each (the field's own small-data averaging would
+    shrink their disagreement), each with its own seed and its own 90 % of the spots."""
+    import napari_inrst.field.train as train
+    from napari_inrst.evaluate.baselines import KNN3D
+
+    stack, _ = aligned
+    seen = []
+
+    def fake_fit_field(st, config=None, *, sections=None, **kw):
+        seen.append((config.ensemble, config.seed, st.sections[0].n_obs, list(sections)))
+        return KNN3D(st, sections)
+
+    monkeypatch.setattr(train, "fit_field", fake_fit_field)
+    ens = qc.fit_ensemble(stack, None, [0, 1, 2], k=3, seed=7)
+    assert [s[:2] for s in seen] == [(1, 7), (1, 8), (1, 9)] and all(s[3] == [0, 1, 2] for s in seen)
+    assert {s[2] for s in seen} == {round(0.9 * stack[0].n_obs)}
+    assert len(ens.members) == 3 and ens.scale.shape == (stack.n_genes,)

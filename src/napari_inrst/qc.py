@@ -10,11 +10,17 @@
   RMSE) so a stack of near-identical clean sections does not flag its edges, which a field can
   only extrapolate.
 * :class:`EnsembleUncertainty` – per-point uncertainty as the disagreement of a small **deep
-  ensemble**: K fields trained with different seeds, each on a random 90 % of the spots of every
-  training section. Uncertainty at a point = the standard deviation across members, in units of
-  each gene's standard deviation in the data, averaged over genes (or for one gene). Members agree
-  where data constrain them (at measured sections) and disagree far from them (wide gaps, outside
-  tissue), which is what users need to see.
+  ensemble** (with bootstrap-like subsampling): K fields (4 by default), each a single network
+  (no internal averaging) trained with its own seed on its own random 90 % of the spots of every
+  training section. Uncertainty at a point = the standard deviation of the K predictions, in
+  units of each gene's standard deviation in the training data, averaged over genes (or for
+  chosen genes). Members agree where data constrain them (at measured sections) and disagree far
+  from them (wide gaps, outside tissue), which is what users need to see. It measures model
+  (epistemic) uncertainty only: not the cell-to-cell noise of the measurements, and not
+  systematic errors every member shares (e.g. a misaligned section); with K = 4 the estimate is
+  itself noisy (relative error ≈ 1/√(2(K−1)) ≈ 40 % at one point), so read it as a map, not a
+  calibrated error bar. :class:`UncertaintyField` exposes it as a one-"gene" field for the plane
+  and volume renderers.
 * :func:`domains_3d` – k-means (numpy, k-means++ from a fixed seed) of the field's standardized
   latent features on a grid into a napari Labels volume (0 = outside tissue); :func:`domain_ari`
   assigns a section's cells to the same clusters and scores them against annotations (ARI).
@@ -63,13 +69,29 @@ def gap_overview(stack, wide_factor: float = 1.5) -> dict:
             "z_range_um": (secs[0]["z_um"], secs[-1]["z_um"]) if secs else (0.0, 0.0)}
 
 
+def missing_estimate(width_um: float, median_um: float) -> int:
+    """How many sections a gap of ``width_um`` probably lacks at the stack's median spacing."""
+    if median_um <= 0:
+        return 0
+    return max(0, int(round(width_um / median_um)) - 1)
+
+
 def format_gaps(overview: dict) -> str:
-    lines = [f"median spacing {overview['median_spacing_um']:g} µm"]
-    for s in overview["sections"]:
+    """The overview as text: sections bottom to top with every gap's width between them."""
+    med = overview["median_spacing_um"]
+    secs = overview["sections"]
+    lines = [f"{len(secs)} sections, z {overview['z_range_um'][0]:g}–{overview['z_range_um'][1]:g} µm, "
+             f"median spacing {med:g} µm"]
+    gaps = {g["below"]: g for g in overview["gaps"]}
+    for s in secs:
         lines.append(f"  z={s['z_um']:g} µm  {s['name']} ({s['n_obs']})" + ("  [excluded]" if s["excluded"] else ""))
-    for g in overview["gaps"]:
-        if g["wide"]:
-            lines.append(f"  wide gap {g['width_um']:g} µm between {g['below']} and {g['above']}")
+        g = gaps.get(s["name"])
+        if g is not None:
+            txt = f"     | gap {g['width_um']:g} µm"
+            if g["wide"]:
+                n = missing_estimate(g["width_um"], med)
+                txt += f"  WIDE gap {g['width_um']:g} µm" + (f" (≈{n} section{'s' * (n != 1)} missing)" if n else "")
+            lines.append(txt)
     return "\n".join(lines)
 
 
@@ -215,6 +237,20 @@ class UncertaintyField:
         return self.base.bounds()
 
 
+def member_fit_fn(config=None, **fit_kwargs) -> Callable:
+    """``fit_fn(stack, sections, seed)`` training one ensemble member: the real field with
+    ``config`` (default config otherwise), the given seed and a single network (``ensemble=1``:
+    the field's own small-data averaging would hide the disagreement this ensemble measures)."""
+
+    def fit(st, secs, seed):
+        from .field import FieldConfig, fit_field
+
+        cfg = (config or FieldConfig()).replace(seed=int(seed), ensemble=1)
+        return fit_field(st, cfg, sections=list(secs), **fit_kwargs)
+
+    return fit
+
+
 def fit_ensemble(stack, fit_fn: Callable | None = None, sections: Sequence[int] | None = None, *,
                  k: int = 4, frac: float = 0.9, seed: int = 0,
                  progress: Callable[[dict], None] | None = None) -> EnsembleUncertainty:
@@ -226,11 +262,7 @@ def fit_ensemble(stack, fit_fn: Callable | None = None, sections: Sequence[int] 
     import inspect
 
     if fit_fn is None:
-        from .evaluate.protocol import inr_fit_fn
-        from .field import FieldConfig
-
-        def fit_fn(st, secs, seed):
-            return inr_fit_fn(FieldConfig(seed=seed))(st, secs)
+        fit_fn = member_fit_fn()
 
     sections = stack.training_sections() if sections is None else list(sections)
     takes_seed = len(inspect.signature(fit_fn).parameters) >= 3

@@ -11,12 +11,18 @@ from ..test_qc import fast_fit
 
 @pytest.fixture()
 def qc_viewer(make_napari_viewer, qtbot):
+    return _qc_viewer(make_napari_viewer, qtbot)
+
+
+def _qc_viewer(make_napari_viewer, qtbot, show=False):
     from napari_inrst._qt.qc import QCWidget
 
     stack, tissue = sample_stack(misplace=False, n_genes=40, spot_spacing=80.0)
     for s in stack:  # an annotation: the tissue layer each spot lies in
         s.adata.obs["layer"] = tissue.programs(s.xyz)[:, :5].argmax(1).astype(str)
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=show)
+    if show:
+        viewer.window.resize(1000, 560)
     for data, kw, _ in stack_layer_data(stack):
         viewer.add_points(data, **kw)
     w = QCWidget(viewer)
@@ -55,26 +61,124 @@ def test_holdout_prediction_scores_near_analytic_truth(qc_viewer, qtbot):
     g = stack.gene_index(viewer.layers["QC measured"].metadata["gene"])
     np.testing.assert_allclose(viewer.layers["QC residual"].features["value"], w.pred[:, g] - s.X[:, g], atol=1e-5)
     assert viewer.dims.point[0] == pytest.approx(s.z)
+    assert not viewer.layers[s.name].visible  # its own layer would only clutter the measured panel
+    assert viewer.layers["QC measured"].canvas_size_limits[0] >= 4  # dense cells stay visible zoomed out
     # clicking a gene in the table shows it
     row = next(r for r in range(w.table.rowCount()) if w.table.item(r, 0).text() == "LayerB")
     w._row_clicked(row, 0)
     assert viewer.layers["QC predicted"].metadata["gene"] == "LayerB"
     np.testing.assert_allclose(viewer.layers["QC measured"].features["value"], s.X[:, stack.gene_index("LayerB")])
-    # 3D domains of the trained field as a Labels layer, ARI against the annotation
+    # 3D domains of the trained field as a Labels layer (computed in the background), ARI
+    # against the annotation on the held-out section
     w.labels_box.setCurrentText("layer")
     w.n_domains.setValue(5)
-    dom = w.show_domains()
+    assert w.show_domains() is not None and w.worker is not None
+    _wait(qtbot, w)
+    dom = w.domains
     labels = viewer.layers["QC domains"]
-    assert labels.data.max() >= 2 and labels.data.shape == dom.grid.shape
+    assert labels.data.max() >= 2 and labels.data.shape == dom.grid.shape and labels.data.ndim == 3
     assert dom.ari > 0.1, dom.ari  # chance level is 0
     assert "ARI" in w.status.text()
+    # the results go with their stack
+    viewer.layers.clear()
+    assert w.stack is None and w.pred is None and w.model is None and w.table.rowCount() == 0
+    assert not w.train_btn.isEnabled()
 
 
-def test_excluded_sections_stay_out_and_uncertainty_layer(qc_viewer, qtbot):
+def _runs(mask):
+    """(start, end) of the runs of True in a 1D boolean array."""
+    m = np.concatenate([[False], mask, [False]]).astype(int)
+    d = np.diff(m)
+    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
+
+
+def test_side_by_side_panels_are_separate_and_titled(make_napari_viewer, qtbot):
+    """Measured | predicted | residual: three panels that do not overlap on screen, each titled,
+    the residual on a diverging scale whose centre is dark (a right prediction stays quiet)."""
+    viewer, w, stack, tissue = _qc_viewer(make_napari_viewer, qtbot, show=True)
+    w.start_holdout(3)
+    _wait(qtbot, w)
+    for lyr in list(viewer.layers):  # only the QC panels on the canvas
+        lyr.visible = lyr.name.startswith("QC")
+    viewer.reset_view()
+    qtbot.wait(100)
+    img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
+    cols = img.sum(axis=(0, 2)) > 0
+    panels = [r for r in _runs(cols) if r[1] - r[0] > 0.1 * img.shape[1]]
+    assert len(panels) == 3, _runs(cols)
+    titles = viewer.layers["QC titles"]
+    labels = list(titles.features["label"])
+    assert len(labels) == 3 and labels[0].startswith("measured") and labels[1].startswith("predicted")
+    assert labels[2].startswith("residual") and titles.text.visible
+    assert np.allclose(titles.data[:, 0], stack[3].z)
+    # panel titles sit at each panel's left edge: x of measured, + shift, + 2 shift
+    shift = viewer.layers["QC predicted"].translate[2]
+    np.testing.assert_allclose(np.diff(titles.data[:, 2]), [shift, shift])
+    assert shift > np.ptp(stack[3].xy[:, 0])  # the panels do not overlap in the world either
+    res = viewer.layers["QC residual"]
+    centre = res.face_colormap.map(np.array([0.5]))[0, :3]
+    assert centre.max() < 0.35  # dark centre
+    lo, hi = res.face_contrast_limits
+    assert lo == pytest.approx(-hi)  # symmetric: 0 maps to the centre
+    # another holdout: the panels move to its z, its own layer is hidden, the previous one is back
+    from napari_inrst.evaluate.baselines import KNN3D
+
+    assert not viewer.layers[stack[3].name].visible
+    viewer.layers[stack[5].name].visible = True
+    w.fit_fn = lambda st, secs: KNN3D(st, secs)
+    w.start_holdout(5)
+    _wait(qtbot, w)
+    assert np.allclose(viewer.layers["QC measured"].data[:, 0], stack[5].z)
+    assert viewer.layers[stack[3].name].visible and not viewer.layers[stack[5].name].visible
+
+
+def test_section_strip_shows_gaps_flags_and_picks_the_holdout(qc_viewer, qtbot):
+    from napari_inrst._qt.qc import STRIP_EXCLUDED, STRIP_FLAGGED, STRIP_SECTION
+
     viewer, w, stack, _ = qc_viewer
-    w.set_excluded(1)
-    assert stack[1].excluded and "excluded" in w.overview.toPlainText()
-    w.members.setValue(2)
+    w.strip.resize(600, 70)
+    ov = w.strip.overview
+    assert [g["width_um"] for g in ov["gaps"]] == [30, 30, 60, 30, 30, 60, 30]
+    w.set_excluded(2)
+    w.consistency = [{"index": i, "name": s.name, "score": 0.9, "z_score": 0.0, "rmse": 0.1,
+                      "flagged": i == 5, "reason": "test" if i == 5 else ""} for i, s in enumerate(stack)]
+    w.update_overview()
+    img = w.strip.grab().toImage()
+
+    def colour_at(i):
+        x = int(round(w.strip._x(stack[i].z)))
+        c = img.pixelColor(x, img.height() // 2)
+        return (c.red(), c.green(), c.blue())
+
+    def rgb(c):
+        return (c.red(), c.green(), c.blue())
+
+    assert colour_at(5) == rgb(STRIP_FLAGGED)
+    assert colour_at(2) == rgb(STRIP_EXCLUDED)
+    assert colour_at(0) == rgb(STRIP_SECTION)
+    # a wide gap is shaded: between z 180 and 240 (sections 5 and 6) differs from a narrow gap's middle
+    mid_wide = int(round(w.strip._x(210.0)))
+    mid_narrow = int(round(w.strip._x(15.0)))
+    assert img.pixelColor(mid_wide, img.height() // 2) != img.pixelColor(mid_narrow, img.height() // 2)
+    # the text lists every gap's width (the excluded section does not close its gap) and the flag
+    text = w.overview.toPlainText()
+    assert text.count("| gap") == 6 and "WIDE gap 90 µm (≈2 sections missing)" in text and "⚠ test" in text
+    # clicking a tick picks that section as the one to hold out
+    w.strip.sectionClicked.emit(6)
+    assert w.holdout_box.currentData() == 6
+    assert w.strip.index_at(w.strip._x(stack[1].z) + 2) == 1 and w.strip.index_at(w.strip._x(15.0)) is None
+
+
+def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, qtbot):
+    """Sections ticked as damaged are left out of training; the ensemble's uncertainty is shown
+    like a gene – a plane at the current z and a volume – and is higher in the wide gap the
+    excluded sections leave than at a measured section."""
+    viewer, w, stack, _ = qc_viewer
+    for i in (3, 4):  # z 120 and 150 damaged: a 120 µm gap from 60 to 180
+        w.set_excluded(i)
+    assert stack[3].excluded and stack[4].excluded and "excluded" in w.overview.toPlainText()
+    assert "WIDE gap 120 µm" in w.overview.toPlainText()
+    w.members.setValue(3)
     calls = []
 
     def recording_fit(st, secs, seed=0):
@@ -82,13 +186,48 @@ def test_excluded_sections_stay_out_and_uncertainty_layer(qc_viewer, qtbot):
         return fast_fit(st, secs, seed)
 
     w.fit_fn = recording_fit
+    viewer.dims.set_point(0, 30.0)
     w.start_uncertainty()
     _wait(qtbot, w)
-    vol = viewer.layers["QC uncertainty"].data
-    assert vol.ndim == 3 and np.isfinite(vol).all() and vol.max() > 0
-    assert len(w.ensemble.members) == 2
-    # two members with different seeds, both trained without the excluded section
-    assert [c[0] for c in calls] == [[0, 2, 3, 4, 5, 6, 7]] * 2 and calls[0][1] != calls[1][1]
+    assert len(w.ensemble.members) == 3
+    # three members with different seeds, all trained without the excluded sections
+    assert [c[0] for c in calls] == [[0, 1, 2, 5, 6, 7]] * 3 and len({c[1] for c in calls}) == 3
+    vol_layer = viewer.layers["QC uncertainty"]
+    vol = vol_layer.data
+    assert vol.ndim == 3 and np.isfinite(vol).all() and vol.max() > 0 and not vol_layer.visible
+    plane = viewer.layers["QC uncertainty · plane"]
+    assert plane.visible and plane.data.ndim == 2 and plane.metadata["z_um"] == pytest.approx(30.0)
+    at_section = float(np.nanmean(plane.data))
+    assert np.isnan(plane.data).any()  # outside tissue masked, like a gene
+    viewer.dims.set_point(0, 120.0)  # the plane follows z (debounced, in the background)
+    qtbot.waitUntil(lambda: plane.metadata["z_um"] == pytest.approx(120.0) and w._plane_worker is None,
+                    timeout=20000)
+    in_gap = float(np.nanmean(plane.data))
+    assert in_gap > 1.1 * at_section, (in_gap, at_section)
+    # the volume agrees: its planes in the gap are above its planes at a measured section
+    grid = vol_layer.metadata["grid"]
+    zs = grid.z0 + grid.dz * np.arange(grid.nz)
+    inside = vol_layer.metadata["inside"]
+    assert inside.any() and not inside.all()  # masked outside tissue, like a gene
+    prof = np.array([vol[k][inside[k]].mean() if inside[k].any() else np.nan for k in range(grid.nz)])
+    assert np.nanmean(prof[(zs > 90) & (zs < 150)]) > np.nanmean(prof[zs < 40])
+    # 3D display shows the volume instead of the plane
+    viewer.dims.ndisplay = 3
+    assert vol_layer.visible and not plane.visible
+    viewer.dims.ndisplay = 2
+    assert plane.visible and not vol_layer.visible
+    # outside the tissue (unmasked): the field guesses most there
+    n_calls = len(calls)
+    w.inside_only.setChecked(False)
+    _wait(qtbot, w)
+    qtbot.waitUntil(lambda: w._plane_worker is None, timeout=20000)
+    assert len(calls) == n_calls  # re-rendered, not retrained
+    full = viewer.layers["QC uncertainty · plane"].data
+    assert np.isfinite(full).all()
+    grid2 = viewer.layers["QC uncertainty · plane"].metadata["grid"]
+    pts = grid2.points()
+    occ = w.uncertainty_field.occupancy(pts).reshape(full.shape)
+    assert full[occ < 0.05].mean() > full[occ > 0.95].mean()
 
 
 def test_check_every_section_flags_the_distorted_one(qc_viewer, qtbot):

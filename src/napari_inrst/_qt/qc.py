@@ -3,22 +3,30 @@
 * pick a measured section to hold out (and tick sections as missing/damaged: excluded from
   training), train without them in the background (``thread_worker``, cancellable);
 * side by side at that z: measured spots, the field's prediction and the residual for a gene
-  (three Points layers, the prediction and residual shifted along x next to the measured one);
+  (three Points layers, the prediction and residual shifted along x next to the measured one,
+  titled in the canvas; measured and predicted share one colour scale, the residual is on a
+  symmetric diverging scale with a dark centre);
 * a sortable per-gene table (Pearson, RMSE, SSIM) of the held-out section; clicking a gene shows it;
-* section overview: z positions, gaps (wide ones marked) and, on demand, the per-section
-  consistency score with outlier flags;
-* uncertainty of the field (disagreement of a small ensemble) as an Image volume;
+* section overview: a z strip (sections as ticks, wide gaps shaded with their width, excluded /
+  held-out / flagged sections coloured; click a tick to hold that section out) and a text list
+  with every gap's width and, on demand, the per-section consistency score with outlier flags;
+* uncertainty of the field (disagreement of a small deep ensemble, see
+  :mod:`napari_inrst.qc`), rendered like a gene: a plane at the current z (re-rendered when z
+  moves) and a volume (shown in 3D), one shared colour scale;
 * 3D domains (k-means of the field's latent features) as a Labels volume, with the ARI on the
   held-out section when an annotation column is chosen.
 """
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QRectF, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -33,14 +41,114 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
+from ..layers import SECTION_KEY
 from .common import GeneBox, find_stack
 
 LAYER_MEASURED = "QC measured"
 LAYER_PREDICTED = "QC predicted"
 LAYER_RESIDUAL = "QC residual"
-LAYER_UNCERTAINTY = "QC uncertainty"
+LAYER_TITLES = "QC titles"
+LAYER_UNCERTAINTY = "QC uncertainty"  # the volume (3D display)
+LAYER_UNCERTAINTY_PLANE = "QC uncertainty · plane"  # at the current z (2D display)
 LAYER_DOMAINS = "QC domains"
 COLUMNS = ("gene", "pearson", "rmse", "ssim")
+#: smallest on-screen size (px) of a cell/spot in the side-by-side panels
+MIN_POINT_PX = 4
+#: pixels on the longer side of the uncertainty plane, voxels on the longest axis of its volume
+UNCERTAINTY_PLANE_PX = 256
+UNCERTAINTY_VOLUME_VOX = 64
+#: residual colormap: blue (under-predicted) – dark grey (right) – orange (over-predicted);
+#: a dark centre keeps good predictions quiet on napari's dark canvas
+RESIDUAL_COLORS = [[0.25, 0.55, 1.0, 1.0], [0.22, 0.22, 0.22, 1.0], [1.0, 0.55, 0.1, 1.0]]
+
+
+def residual_colormap():
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(RESIDUAL_COLORS, name="inrst residual")
+
+
+# colours of the z strip
+STRIP_SECTION = QColor(230, 230, 230)
+STRIP_EXCLUDED = QColor(110, 110, 110)
+STRIP_HOLDOUT = QColor(0, 200, 255)
+STRIP_FLAGGED = QColor(255, 60, 60)
+STRIP_WIDE_GAP = QColor(255, 150, 0, 90)
+
+
+class SectionStrip(QWidget):
+    """The stack along z: a tick per measured section, wide gaps shaded and labelled with their
+    width; excluded sections grey, the held-out one cyan, flagged outliers red. Clicking a tick
+    emits ``sectionClicked(index)``."""
+
+    sectionClicked = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(64)
+        self.overview = None
+        self.flagged: set[int] = set()
+        self.holdout = None
+        self.setToolTip("sections along z: grey = excluded, cyan = held out, red = flagged outlier; "
+                        "shaded = wide gap (missing sections?). Click a section to hold it out.")
+
+    def set_data(self, overview, flagged=(), holdout=None):
+        self.overview = overview
+        self.flagged = set(int(i) for i in flagged)
+        self.holdout = holdout
+        self.update()
+
+    def _x(self, z):
+        lo, hi = self.overview["z_range_um"]
+        m = 24.0
+        w = max(self.width() - 2 * m, 1.0)
+        return m + (0.5 if hi <= lo else (z - lo) / (hi - lo)) * w
+
+    def colour(self, index: int) -> QColor:
+        sec = next(s for s in self.overview["sections"] if s["index"] == index)
+        if index in self.flagged:
+            return STRIP_FLAGGED
+        if index == self.holdout:
+            return STRIP_HOLDOUT
+        return STRIP_EXCLUDED if sec["excluded"] else STRIP_SECTION
+
+    def paintEvent(self, event):  # noqa: N802 - Qt name
+        if not self.overview or not self.overview["sections"]:
+            return
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        h = self.height()
+        top, bottom = 16.0, h - 18.0
+        p.fillRect(self.rect(), QColor(20, 20, 20))
+        for g in self.overview["gaps"]:
+            x0, x1 = self._x(g["z0"]), self._x(g["z1"])
+            if g["wide"]:
+                p.fillRect(QRectF(x0, top, x1 - x0, bottom - top), STRIP_WIDE_GAP)
+            p.setPen(QColor(255, 170, 60) if g["wide"] else QColor(150, 150, 150))
+            p.drawText(QRectF(x0, 0, x1 - x0, top), Qt.AlignmentFlag.AlignCenter, f"{g['width_um']:g}")
+        p.setPen(QPen(QColor(120, 120, 120), 1))
+        p.drawLine(int(self._x(self.overview["z_range_um"][0])), int(bottom),
+                   int(self._x(self.overview["z_range_um"][1])), int(bottom))
+        for s in self.overview["sections"]:
+            x = self._x(s["z_um"])
+            p.setPen(QPen(self.colour(s["index"]), 4))
+            p.drawLine(int(x), int(top), int(x), int(bottom))
+        p.setPen(QColor(170, 170, 170))
+        lo, hi = self.overview["z_range_um"]
+        p.drawText(QRectF(0, bottom, 48, 18), Qt.AlignmentFlag.AlignLeft, f"{lo:g}")
+        p.drawText(QRectF(self.width() - 80, bottom, 80, 18), Qt.AlignmentFlag.AlignRight, f"{hi:g} µm")
+        p.end()
+
+    def index_at(self, x: float):
+        if not self.overview or not self.overview["sections"]:
+            return None
+        best = min(self.overview["sections"], key=lambda s: abs(self._x(s["z_um"]) - x))
+        return best["index"] if abs(self._x(best["z_um"]) - x) <= 8 else None
+
+    def mousePressEvent(self, event):  # noqa: N802 - Qt name
+        i = self.index_at(event.position().x() if hasattr(event, "position") else event.x())
+        if i is not None:
+            self.sectionClicked.emit(int(i))
 
 
 class _NumItem(QTableWidgetItem):
@@ -61,6 +169,8 @@ class QCWidget(QWidget):
 
     def __init__(self, viewer: Viewer):
         super().__init__()
+        from ..field import FieldConfig
+
         self.viewer = viewer
         self.stack = None
         self.model = None  # field trained without the held-out section
@@ -69,28 +179,42 @@ class QCWidget(QWidget):
         self.rows = []  # per-gene scores
         self.consistency = None
         self.ensemble = None
+        self.uncertainty_field = None
+        self.uncertainty_contrast = None
         self.domains = None
         self.worker = None
         self._cancel = False
+        self._plane_worker = None
+        self._plane_pending = False
+        self._steps = None
         #: seam: fit_fn(stack, sections, seed=0) -> field with .predict(xyz) (+ latent/occupancy/bounds)
         self.fit_fn = self._default_fit
 
         self.sections = QListWidget()
-        self.sections.setMaximumHeight(140)
+        self.sections.setMaximumHeight(110)
         self.sections.itemChanged.connect(self._excluded_changed)
         self.holdout_box = QComboBox()
         self.gene = GeneBox()
         self.gene.geneChanged.connect(self.show_gene)
-        self.steps = QSpinBox(minimum=50, maximum=100000, singleStep=100, value=1500)
+        self.steps = QSpinBox(minimum=50, maximum=100000, singleStep=100, value=int(FieldConfig().steps))
         self.members = QSpinBox(minimum=2, maximum=10, value=4)
+        self.members.setToolTip("networks in the uncertainty ensemble (each trained with its own seed "
+                                "on its own random 90 % of the spots)")
+        self.inside_only = QCheckBox("Uncertainty inside tissue only")
+        self.inside_only.setChecked(True)
+        self.inside_only.setToolTip("untick to see the uncertainty outside the tissue too (where the field "
+                                    "has no data at all)")
+        self.inside_only.toggled.connect(self._inside_toggled)
         self.n_domains = QSpinBox(minimum=2, maximum=30, value=8)
         self.labels_box = QComboBox()
         self.train_btn = QPushButton("Train without it")
-        self.train_btn.clicked.connect(self.start_holdout)
+        self.train_btn.clicked.connect(lambda: self.start_holdout())
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.cancel_btn.clicked.connect(self.cancel)
         self.check_btn = QPushButton("Check every section")
+        self.check_btn.setToolTip("train without each section in turn and score how well it agrees "
+                                  "(one fit per section)")
         self.check_btn.clicked.connect(self.start_consistency)
         self.unc_btn = QPushButton("Uncertainty")
         self.unc_btn.clicked.connect(self.start_uncertainty)
@@ -98,21 +222,28 @@ class QCWidget(QWidget):
         self.dom_btn.clicked.connect(self.show_domains)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.table_title = QLabel("Per-gene scores of the held-out section (click a header to sort, "
+                                  "a gene to show it)")
+        self.table_title.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels([c if c == "gene" else c.upper() if c != "pearson" else "Pearson"
-                                              for c in COLUMNS])
+        self.table.setHorizontalHeaderLabels(["gene", "Pearson", "RMSE", "SSIM"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.cellClicked.connect(self._row_clicked)
+        self.strip = SectionStrip()
+        self.strip.sectionClicked.connect(self._strip_clicked)
         self.overview = QPlainTextEdit(readOnly=True)
-        self.overview.setMaximumHeight(180)
+        self.overview.setMaximumHeight(120)
 
         form = QFormLayout()
         form.addRow("Hold out", self.holdout_box)
         form.addRow("Gene", self.gene)
         form.addRow("Training steps", self.steps)
         form.addRow("Ensemble members", self.members)
+        form.addRow("", self.inside_only)
         form.addRow("Domains (k)", self.n_domains)
         form.addRow("Annotations", self.labels_box)
         buttons = QHBoxLayout()
@@ -128,11 +259,25 @@ class QCWidget(QWidget):
         lay.addLayout(buttons)
         lay.addLayout(more)
         lay.addWidget(self.status)
-        lay.addWidget(self.table)
-        lay.addWidget(QLabel("Section overview"))
+        lay.addWidget(self.table_title)
+        self.table.setMinimumHeight(160)
+        lay.addWidget(self.table, 3)
+        lay.addWidget(QLabel("Section overview (z)"))
+        lay.addWidget(self.strip)
         lay.addWidget(self.overview)
-        viewer.layers.events.inserted.connect(self.refresh)
-        viewer.layers.events.removed.connect(self.refresh)
+
+        self._plane_timer = QTimer(self)
+        self._plane_timer.setSingleShot(True)
+        self._plane_timer.setInterval(100)
+        self._plane_timer.timeout.connect(self.refresh_uncertainty_plane)
+        self._connections = [
+            (viewer.layers.events.inserted, self.refresh),
+            (viewer.layers.events.removed, self.refresh),
+            (viewer.dims.events.point, self._on_z),
+            (viewer.dims.events.ndisplay, self._on_ndisplay),
+        ]
+        for ev, cb in self._connections:
+            ev.connect(cb)
         self.refresh()
 
     # --- stack -------------------------------------------------------------------------------
@@ -141,6 +286,11 @@ class QCWidget(QWidget):
         if stack is self.stack:
             return
         self.stack = stack
+        # results belong to the previous stack
+        self.consistency = self.model = self.pred = self.holdout = self.domains = None
+        self.ensemble = self.uncertainty_field = None
+        self.rows = []
+        self.table.setRowCount(0)
         self.sections.blockSignals(True)
         self.sections.clear()
         self.holdout_box.clear()
@@ -148,6 +298,7 @@ class QCWidget(QWidget):
         if stack is None:
             self.sections.blockSignals(False)
             self.overview.setPlainText("No sections loaded.")
+            self.strip.set_data(None)
             self.gene.set_genes([])
             self._set_enabled(False)
             return
@@ -173,7 +324,8 @@ class QCWidget(QWidget):
     def _set_enabled(self, on: bool):
         for w in (self.train_btn, self.check_btn, self.unc_btn):
             w.setEnabled(on and self.worker is None)
-        self.dom_btn.setEnabled(on and self.model is not None and hasattr(self.model, "latent"))
+        self.dom_btn.setEnabled(on and self.worker is None and self.model is not None
+                                and hasattr(self.model, "latent"))
 
     def _excluded_changed(self, item):
         if self.stack is None:
@@ -186,29 +338,43 @@ class QCWidget(QWidget):
         """Mark section ``i`` missing/damaged (left out of training)."""
         self.sections.item(i).setCheckState(Qt.CheckState.Checked if excluded else Qt.CheckState.Unchecked)
 
+    def _strip_clicked(self, i: int):
+        k = self.holdout_box.findData(int(i))
+        if k >= 0:
+            self.holdout_box.setCurrentIndex(k)
+
     def update_overview(self):
         from ..qc import format_gaps, gap_overview
 
         if self.stack is None:
             return
-        text = format_gaps(gap_overview(self.stack))
+        ov = gap_overview(self.stack)
+        text = format_gaps(ov)
+        flagged = []
         if self.consistency:
             text += "\nconsistency with a field trained without each section:"
             for r in self.consistency:
                 flag = f"  ⚠ {r['reason']}" if r["flagged"] else ""
                 text += f"\n  {r['name']}: score {r['score']:.3f} (z {r['z_score']:+.1f}), RMSE {r['rmse']:.3f}{flag}"
+            flagged = [r["index"] for r in self.consistency if r["flagged"]]
         self.overview.setPlainText(text)
+        self.strip.set_data(ov, flagged, self.holdout)
 
     # --- training ----------------------------------------------------------------------------
-    def _default_fit(self, stack, sections, seed: int = 0):
+    def _default_fit(self, stack, sections, seed: int = 0, *, single: bool = False):
+        """The real field at the chosen steps (``single``: one network, for ensemble members)."""
         from ..field import FieldConfig, fit_field
 
-        cfg = FieldConfig(steps=int(self.steps.value()), seed=seed)
+        cfg = FieldConfig(steps=self._steps, seed=seed)
+        if single:
+            cfg = cfg.replace(ensemble=1)
         return fit_field(stack, cfg, sections=list(sections), should_stop=lambda: self._cancel)
 
-    def _fit(self, stack, sections, seed=0):
+    def _fit(self, stack, sections, seed=0, *, member: bool = False):
         import inspect
 
+        if self.fit_fn == self._default_fit:
+            return self._default_fit(stack, sections, seed, single=member)
         try:
             n = len(inspect.signature(self.fit_fn).parameters)
         except (TypeError, ValueError):
@@ -221,6 +387,7 @@ class QCWidget(QWidget):
         if self.worker is not None or self.stack is None:
             return None
         self._cancel = False
+        self._steps = int(self.steps.value())  # read here: the job runs off the UI thread
         worker = thread_worker(gen_fn, progress={"desc": label})()
         worker.yielded.connect(lambda msg: self.status.setText(str(msg)))
         worker.returned.connect(on_done)
@@ -251,7 +418,7 @@ class QCWidget(QWidget):
             return None
         h = int(self.holdout_box.currentData()) if index is None else int(index)
         if index is not None:
-            self.holdout_box.setCurrentIndex(h)
+            self.holdout_box.setCurrentIndex(self.holdout_box.findData(h))
         stack = self.stack
         kept = [i for i in stack.training_sections() if i != h]
         if not kept:
@@ -278,11 +445,13 @@ class QCWidget(QWidget):
 
         self.model, self.holdout, self.pred, self.rows = result
         s = self.stack[self.holdout]
-        self.status.setText(f"{s.name} predicted from the other sections: Pearson "
-                            f"{pearson_per_gene(s.X, self.pred):.3f}, RMSE {rmse(s.X, self.pred):.3f}")
+        self.table_title.setText(f"{s.name} (z = {s.z:g} µm) predicted by a field trained without it: mean "
+                                 f"Pearson {pearson_per_gene(s.X, self.pred):.3f}, RMSE {rmse(s.X, self.pred):.3f}. "
+                                 "Per gene below: click a header to sort, a gene to show it.")
         self._fill_table()
         self.show_gene(self.gene.currentText())
         self.viewer.dims.set_point(0, s.z)
+        self.update_overview()
         self._set_enabled(True)
 
     def _fill_table(self):
@@ -311,23 +480,44 @@ class QCWidget(QWidget):
 
     # --- layers ------------------------------------------------------------------------------
     def _put_points(self, name, data, values, colormap, contrast, translate_x, size, z):
+        # no border (its antialiasing band paints small cells grey) and at least MIN_POINT_PX on
+        # screen, so dense single-cell sections stay readable when the three panels fit the canvas
         kw = dict(features={"value": values}, face_color="value", face_colormap=colormap,
-                  face_contrast_limits=contrast, border_width=0, size=size, out_of_slice_display=False,
+                  face_contrast_limits=contrast, border_width=0, border_color="transparent", size=size,
+                  canvas_size_limits=(MIN_POINT_PX, 10000), out_of_slice_display=False,
                   translate=(0.0, 0.0, translate_x), metadata={"inrst_qc": True, "z_um": z}, units="µm")
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = data
+            layer.size = size
             layer.features = {"value": values}
             layer.face_colormap = colormap
             layer.face_color = "value"
             layer.face_contrast_limits = contrast
             layer.translate = (0.0, 0.0, translate_x)
+            layer.metadata["z_um"] = z
             layer.refresh_colors(update_color_mapping=False)
             return layer
         return self.viewer.add_points(data, name=name, **kw)
 
+    def _put_titles(self, z, y, xs, labels, size):
+        data = np.array([[z, y, x] for x in xs], dtype=np.float64)
+        text = {"string": "{label}", "size": 11, "color": "white", "anchor": "lower_left",
+                "translation": [0.0, -1.5 * size, 0.0]}
+        if LAYER_TITLES in self.viewer.layers:
+            layer = self.viewer.layers[LAYER_TITLES]
+            layer.data = data
+            layer.features = {"label": list(labels)}
+            layer.text = text
+            return layer
+        return self.viewer.add_points(data, name=LAYER_TITLES, features={"label": list(labels)}, text=text,
+                                      size=0.01, face_color="transparent", border_width=0,
+                                      border_color="transparent", canvas_size_limits=(0, 1),
+                                      out_of_slice_display=False, metadata={"inrst_qc": "titles"}, units="µm")
+
     def show_gene(self, gene: str):
-        """Measured, predicted and residual (predicted − measured) of ``gene`` at the held-out z."""
+        """Measured, predicted and residual (predicted − measured) of ``gene`` at the held-out z,
+        side by side (left to right), titled in the canvas."""
         if self.stack is None or self.pred is None or gene not in self.stack.genes:
             return
         g = self.stack.gene_index(gene)
@@ -340,14 +530,37 @@ class QCWidget(QWidget):
         lo, hi = np.percentile(np.concatenate([meas, pred]), [1, 99.5])
         hi = hi if hi > lo else lo + 1.0
         r = float(np.percentile(np.abs(res), 99)) or 1.0
-        width = float(xy[:, 0].max() - xy[:, 0].min())
-        shift = 1.1 * width if width > 0 else 100.0
+        x0, x1 = float(xy[:, 0].min()), float(xy[:, 0].max())
+        width = x1 - x0
         size = s.spot_diameter_um()
+        shift = width + max(0.1 * width, 3 * size) if width > 0 else 100.0
         self._put_points(LAYER_MEASURED, data, meas, "viridis", (lo, hi), 0.0, size, s.z)
         self._put_points(LAYER_PREDICTED, data, pred, "viridis", (lo, hi), shift, size, s.z)
-        self._put_points(LAYER_RESIDUAL, data, res, "PiYG", (-r, r), 2 * shift, size, s.z)
+        self._put_points(LAYER_RESIDUAL, data, res, residual_colormap(), (-r, r), 2 * shift, size, s.z)
+        sc = next((row for row in self.rows if row["gene"] == gene), None)
+        score = f"  r = {sc['pearson']:.2f}" if sc is not None and np.isfinite(sc["pearson"]) else ""
+        self._put_titles(s.z, float(xy[:, 1].min()), [x0, x0 + shift, x0 + 2 * shift],
+                         [f"measured {gene}", f"predicted{score}", "residual (pred − meas)"], size)
         for name in (LAYER_MEASURED, LAYER_PREDICTED, LAYER_RESIDUAL):
             self.viewer.layers[name].metadata["gene"] = gene
+        self._hide_own_layer(self.holdout)
+        self.viewer.layers.selection.active = self.viewer.layers[LAYER_MEASURED]
+        self.status.setText(f"{gene} on {s.name} (z = {s.z:g} µm): measured | predicted without it (colour "
+                            f"scale {lo:.3g}–{hi:.3g}) | residual (blue under-, orange over-predicted, ±{r:.3g})"
+                            + (f"; Pearson {sc['pearson']:.3f}, RMSE {sc['rmse']:.3f}" if sc is not None else ""))
+
+    def _hide_own_layer(self, index):
+        """Hide the held-out section's own Points layer (the "QC measured" panel shows the same
+        cells; underneath it, it only adds clutter); show the one hidden for a previous holdout."""
+        from .common import section_layers
+
+        for lyr in section_layers(self.viewer, self.stack):
+            i = lyr.metadata.get(SECTION_KEY)
+            if i == index and lyr.visible:
+                lyr.visible = False
+                lyr.metadata["inrst_qc_hidden"] = True
+            elif i != index and lyr.metadata.pop("inrst_qc_hidden", False):
+                lyr.visible = True
 
     # --- section consistency -----------------------------------------------------------------
     def start_consistency(self):
@@ -383,61 +596,193 @@ class QCWidget(QWidget):
         return Grid.over(lo, hi, sxy, max(sz, 1e-3))
 
     def start_uncertainty(self):
-        """Train a small ensemble (background) and show its disagreement as an Image volume."""
-        from ..qc import fit_ensemble
+        """Train a small ensemble (background) and show its disagreement like a gene: a volume
+        (3D display) and a plane at the current z (2D display)."""
+        from ..qc import UncertaintyField, fit_ensemble
+        from ..render.grids import volume_grid
+        from ..render.volume import evaluate_volume
 
         stack = self.stack
         if stack is None:
             return None
         k = int(self.members.value())
-        grid = self._grid()
+        masked = self.inside_only.isChecked()
 
         def job():
             yield f"training {k} ensemble members"
-            ens = fit_ensemble(stack, lambda st, secs, seed: self._fit(st, secs, seed), k=k)
-            yield "evaluating the uncertainty volume"
-            return ens, grid, ens.volume(grid)
+            ens = fit_ensemble(stack, lambda st, secs, seed: self._fit(st, secs, seed, member=True), k=k)
+            uf = UncertaintyField(ens)
+            yield "rendering the uncertainty volume"
+            grid = volume_grid(uf.bounds(), UNCERTAINTY_VOLUME_VOX)
+            vol = evaluate_volume(uf, grid, [0], masked=masked)[0]
+            return ens, uf, grid, vol
 
         return self._run(job, self._uncertainty_done, "QC: uncertainty ensemble")
 
     def _uncertainty_done(self, result):
-        self.ensemble, grid, vol = result
-        kw = grid.layer_kwargs()
+        self.ensemble, self.uncertainty_field, grid, vol = result
+        self._show_uncertainty_volume(grid, vol)
+        self.refresh_uncertainty_plane(sync=True)
+        self.status.setText("uncertainty: std across the ensemble in units of each gene's spread "
+                            f"(median {np.nanmedian(vol):.3f}, max {np.nanmax(vol):.3f}; plane at the current z, "
+                            "volume in 3D)")
+
+    def _show_uncertainty_volume(self, grid, vol):
+        finite = np.isfinite(vol)
+        lo, hi = np.percentile(vol[finite], [1, 99.5]) if finite.any() else (0.0, 1.0)
+        self.uncertainty_contrast = (float(lo), float(hi if hi > lo else lo + 1e-6))
+        data = np.where(finite, vol, np.float32(self.uncertainty_contrast[0])).astype(np.float32)
         if LAYER_UNCERTAINTY in self.viewer.layers:
             layer = self.viewer.layers[LAYER_UNCERTAINTY]
-            layer.data = vol
-            layer.scale, layer.translate = kw["scale"], kw["translate"]
+            layer.data = data
+            layer.scale, layer.translate = grid.scale, grid.translate
+            layer.contrast_limits = self.uncertainty_contrast
         else:
-            self.viewer.add_image(vol, name=LAYER_UNCERTAINTY, colormap="inferno", blending="additive",
-                                  scale=kw["scale"], translate=kw["translate"],
-                                  metadata={"inrst_qc": "uncertainty"})
-        self.status.setText("uncertainty: std across the ensemble in units of each gene's spread "
-                            f"(median {np.median(vol):.3f}, max {vol.max():.3f})")
+            layer = self.viewer.add_image(data, name=LAYER_UNCERTAINTY, colormap="inferno", blending="additive",
+                                          scale=grid.scale, translate=grid.translate, units="µm",
+                                          contrast_limits=self.uncertainty_contrast, rendering="mip",
+                                          metadata={"inrst_qc": "uncertainty"})
+        layer.metadata.update(grid=grid, inside=finite)
+        layer.visible = self.viewer.dims.ndisplay == 3
+
+    def _plane_grid(self, z):
+        from ..render.plane import field_extent, plane_grid_for
+
+        uf = self.uncertainty_field
+        return plane_grid_for(uf, float(z), field_extent(uf, 0.05), UNCERTAINTY_PLANE_PX)
+
+    def _current_z(self):
+        return float(self.viewer.dims.point[0]) if self.viewer.dims.ndim >= 3 else 0.0
+
+    def refresh_uncertainty_plane(self, *_, sync: bool = False):
+        """Render the uncertainty plane at the current z (in a worker unless ``sync``)."""
+        from ..render.plane import evaluate_plane
+
+        if self.uncertainty_field is None or self.viewer.dims.ndisplay != 2:
+            return
+        uf, masked, z = self.uncertainty_field, self.inside_only.isChecked(), self._current_z()
+        grid = self._plane_grid(z)
+        if sync:
+            self._show_uncertainty_plane(grid, evaluate_plane(uf, grid, [0], masked=masked)[0])
+            return
+        if self._plane_worker is not None:
+            self._plane_pending = True
+            return
+        from napari.qt.threading import thread_worker
+
+        @thread_worker
+        def work():
+            return grid, evaluate_plane(uf, grid, [0], masked=masked)[0]
+
+        w = work()
+        w.returned.connect(lambda res: self._show_uncertainty_plane(*res))
+        w.finished.connect(self._plane_finished)
+        self._plane_worker = w
+        w.start()
+
+    def _plane_finished(self):
+        self._plane_worker = None
+        if self._plane_pending:
+            self._plane_pending = False
+            self.refresh_uncertainty_plane()
+
+    def _show_uncertainty_plane(self, grid, img):
+        if self.uncertainty_contrast is None:
+            return
+        if LAYER_UNCERTAINTY_PLANE in self.viewer.layers:
+            layer = self.viewer.layers[LAYER_UNCERTAINTY_PLANE]
+            layer.data = img
+            layer.scale, layer.translate = grid.scale, grid.translate
+            layer.contrast_limits = self.uncertainty_contrast
+        else:
+            layer = self.viewer.add_image(img, name=LAYER_UNCERTAINTY_PLANE, colormap="inferno",
+                                          scale=grid.scale, translate=grid.translate, units="µm",
+                                          contrast_limits=self.uncertainty_contrast, interpolation2d="linear",
+                                          blending="translucent_no_depth",
+                                          metadata={"inrst_qc": "uncertainty plane"})
+            i = list(self.viewer.layers).index(layer)
+            if i != 0:
+                self.viewer.layers.move(i, 0)  # under the points
+        layer.metadata.update(z_um=grid.z, grid=grid)
+        layer.visible = self.viewer.dims.ndisplay == 2
+
+    def _on_z(self, *_):
+        if self.uncertainty_field is not None and self.viewer.dims.ndisplay == 2:
+            self._plane_timer.start()
+
+    def _on_ndisplay(self, *_):
+        three = self.viewer.dims.ndisplay == 3
+        if LAYER_UNCERTAINTY in self.viewer.layers:
+            self.viewer.layers[LAYER_UNCERTAINTY].visible = three
+        if LAYER_UNCERTAINTY_PLANE in self.viewer.layers:
+            self.viewer.layers[LAYER_UNCERTAINTY_PLANE].visible = not three
+        if not three:
+            self._on_z()
+
+    def _inside_toggled(self, *_):
+        """Re-render plane and volume with or without the tissue mask (no retraining)."""
+        from ..render.grids import volume_grid
+        from ..render.volume import evaluate_volume
+
+        uf = self.uncertainty_field
+        if uf is None or self.worker is not None:
+            return None
+        masked = self.inside_only.isChecked()
+
+        def job():
+            yield "rendering the uncertainty volume"
+            grid = volume_grid(uf.bounds(), UNCERTAINTY_VOLUME_VOX)
+            return self.ensemble, uf, grid, evaluate_volume(uf, grid, [0], masked=masked)[0]
+
+        return self._run(job, self._uncertainty_done, "QC: uncertainty volume")
 
     # --- domains -----------------------------------------------------------------------------
     def show_domains(self):
-        """Cluster the held-out field's latent features into 3D domains (a Labels layer)."""
+        """Cluster the held-out field's latent features into 3D domains (background; a Labels
+        layer), with the ARI against the chosen annotation on the held-out section."""
         from ..qc import domain_ari, domains_3d
 
         if self.model is None or not hasattr(self.model, "latent"):
             self.status.setText("train a field first (Train without it)")
             return None
-        grid = self._grid()
-        dom = domains_3d(self.model, grid, k=int(self.n_domains.value()))
+        model, grid, k = self.model, self._grid(), int(self.n_domains.value())
+        key = self.labels_box.currentText()
+        section = self.stack[self.holdout] if self.holdout is not None else None
+
+        def job():
+            yield f"clustering the field's latent features into {k} domains"
+            dom = domains_3d(model, grid, k=k)
+            dom.ari = None
+            dom.labels_key = None
+            if key and key != "(none)" and section is not None:
+                dom.ari = domain_ari(model, dom, section, key)
+                dom.labels_key = key
+            return dom
+
+        return self._run(job, self._domains_done, "QC: 3D domains")
+
+    def _domains_done(self, dom):
         self.domains = dom
-        kw = grid.layer_kwargs()
+        kw = dom.grid.layer_kwargs()
         if LAYER_DOMAINS in self.viewer.layers:
             layer = self.viewer.layers[LAYER_DOMAINS]
             layer.data = dom.labels
             layer.scale, layer.translate = kw["scale"], kw["translate"]
         else:
             self.viewer.add_labels(dom.labels, name=LAYER_DOMAINS, scale=kw["scale"], translate=kw["translate"],
-                                   opacity=0.6, metadata={"inrst_qc": "domains"})
-        key = self.labels_box.currentText()
+                                   units=kw["units"], opacity=0.6, metadata={"inrst_qc": "domains"})
         msg = f"{int(dom.labels.max())} domains"
-        if key and key != "(none)" and self.holdout is not None:
-            ari = domain_ari(self.model, dom, self.stack[self.holdout], key)
-            msg += f"; ARI vs '{key}' on {self.stack[self.holdout].name}: {ari:.3f}"
-            dom.ari = ari
+        if dom.ari is not None:
+            msg += f"; ARI vs '{dom.labels_key}' on {self.stack[self.holdout].name}: {dom.ari:.3f}"
         self.status.setText(msg)
-        return dom
+
+    def cleanup(self):
+        """Disconnect from the viewer and stop workers (the dock widget is being closed)."""
+        for ev, cb in self._connections:
+            ev.disconnect(cb)
+        self._plane_timer.stop()
+        self.cancel()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt name
+        self.cleanup()
+        super().closeEvent(event)

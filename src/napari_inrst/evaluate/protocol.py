@@ -332,12 +332,32 @@ class FieldPredictor:
         return self.field.bounds()
 
 
+def _cell(v: dict, c: str) -> str:
+    x = v.get(c)
+    return f"{x:.3f}" if isinstance(x, (int, float)) and np.isfinite(x) else "–"
+
+
 def format_table(result: dict, metrics: Sequence[str] = METRICS + ("fit_seconds",)) -> str:
     """The methods × metrics table as aligned text (NaN/absent shown as '–')."""
     methods = result["methods"]
     cols = [m for m in metrics if any(m in v for v in methods.values())]
     head = ["method"] + cols
-    rows = [[name] + [(f"{v[c]:.3f}" if c in v else "–") for c in cols] for name, v in methods.items()]
+    rows = [[name] + [_cell(v, c) for c in cols] for name, v in methods.items()]
+    w = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
+    lines = ["  ".join(h.ljust(w[k]) for k, h in enumerate(head))]
+    lines.append("  ".join("-" * x for x in w))
+    lines += ["  ".join(c.ljust(w[k]) for k, c in enumerate(r)) for r in rows]
+    return "\n".join(lines)
+
+
+def format_per_section(result: dict, metrics: Sequence[str] = METRICS) -> str:
+    """One row per (held-out section, method): the scores :func:`format_table` averages."""
+    methods = result["methods"]
+    secs = list(result["holdout"])
+    per = {name: v.get("per_section", {}) for name, v in methods.items()}
+    cols = [m for m in metrics if any(m in row for p in per.values() for row in p.values())]
+    head = ["section", "method"] + cols
+    rows = [[sec, name] + [_cell(per[name].get(sec, {}), c) for c in cols] for sec in secs for name in methods]
     w = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
     lines = ["  ".join(h.ljust(w[k]) for k, h in enumerate(head))]
     lines.append("  ".join("-" * x for x in w))
