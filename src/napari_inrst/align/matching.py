@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..linalg import top_eigen
+
 MAX_PCA_ROWS = 4000
 MAX_PCA_GENES = 2000
 
@@ -45,35 +47,16 @@ def joint_pca(Xa: np.ndarray, Xb: np.ndarray, genes: np.ndarray, n_comp: int = 3
     return A @ V, B @ V
 
 
-def _orthonormal(Y: np.ndarray) -> np.ndarray:
-    """Orthonormal basis of Y's columns through the eigen-decomposition of the small YᵀY
-    (matrix products only; LAPACK's QR is slow when BLAS threads compete)."""
-    w, U = np.linalg.eigh(Y.T @ Y)
-    keep = w > w.max() * 1e-12
-    return Y @ (U[:, keep] / np.sqrt(w[keep]))
-
-
 def _top_components(Z: np.ndarray, k: int, rng, n_power: int = 6) -> np.ndarray:
     """Top-``k`` right singular vectors of ``Z`` (genes × k) by subspace iteration on the smaller
-    Gram matrix (ZᵀZ or ZZᵀ).
-
-    Only matrix products and eigh of (k+10)×(k+10) matrices: LAPACK's dense
-    eigen/SVD drivers can be 30–100× slower when the BLAS threads compete with other work.
-    """
+    Gram matrix (ZᵀZ or ZZᵀ); see :mod:`napari_inrst.linalg`."""
     m, g = Z.shape
     genes_side = g <= m
     C = Z.T @ Z if genes_side else Z @ Z.T  # d × d, d = min(m, g)
-    d = C.shape[0]
-    p = min(d, k + 10)
-    Q = _orthonormal(rng.normal(size=(d, p)))
-    for _ in range(n_power):
-        Q = _orthonormal(C @ Q)
-    w, U = np.linalg.eigh(Q.T @ C @ Q)
-    top = np.argsort(-w)[:k]
-    E = Q @ U[:, top]  # top eigenvectors of C
+    w, E = top_eigen(C, k, rng, n_power)  # top eigenvectors of C
     if genes_side:
         return E
-    return Z.T @ E / np.sqrt(np.maximum(w[top], 1e-12))
+    return Z.T @ E / np.sqrt(np.maximum(w, 1e-12))
 
 
 def neighbourhood_mean(xy: np.ndarray, F: np.ndarray, k: int) -> np.ndarray:

@@ -203,37 +203,45 @@ class ProjectedData(_Base):
         # 1) gene means/stds and the PCA basis from a random subset of cells
         rng = np.random.default_rng(config.seed + 29)
         take = min(1.0, pca_rows / n)
-        sub = []
+        m = 0
+        s1 = np.zeros(self.n_genes)
+        s2 = np.zeros((self.n_genes, self.n_genes))  # Σ xᵀx over the subset (float64 accumulation)
         for i, s in zip(self.idx, secs):
             k = max(1, int(round(take * s.n_obs)))
             rows = np.sort(rng.choice(s.n_obs, k, replace=False))
-            sub += [c for _, c in chunks(i, chunk_rows, rows)]
-        sub = np.concatenate(sub, axis=0).astype(np.float64)
-        self.mean, self.std = gene_scale(sub.mean(0), sub.std(0), config.standardize)
-        zs = (sub - self.mean) / self.std
-        zs -= zs.mean(0)
-        cov = zs.T @ zs / max(len(zs) - 1, 1)
-        evals, evecs = np.linalg.eigh(cov)
-        order = np.argsort(evals)[::-1][: self.r]
-        self.basis = np.ascontiguousarray(evecs[:, order], dtype=np.float32)  # genes × r, orthonormal
-        self.explained = float(evals[order].sum() / max(evals.sum(), 1e-12))
-        del sub, zs, cov
+            for _, c in chunks(i, chunk_rows, rows):
+                m += len(c)
+                s1 += c.sum(0, dtype=np.float64)
+                s2 += (c.T @ c).astype(np.float64)
+        mu = s1 / m
+        cov_raw = (s2 - m * np.outer(mu, mu)) / max(m - 1, 1)  # covariance of the raw values
+        sd = np.sqrt(np.maximum(np.diag(cov_raw) * (m - 1) / max(m, 1), 0))
+        self.mean, self.std = gene_scale(mu, sd, config.standardize)
+        cov = cov_raw / np.outer(self.std, self.std)  # covariance of the standardized values
+        from ..linalg import top_eigen
+
+        evals, evecs = top_eigen(cov, self.r, np.random.default_rng(config.seed + 31))
+        self.basis = np.ascontiguousarray(evecs, dtype=np.float32)  # genes × r, orthonormal
+        self.explained = float(evals.sum() / max(np.trace(cov), 1e-12))
+        del s2, cov_raw, cov
         # 2) one streamed pass: project every cell, keep its residual energy
         self.targets = np.empty((n, self.r), dtype=np.float32)
         self.resid = np.empty(n, dtype=np.float32)
         xyz = np.empty((n, 3), dtype=np.float64)
         self.X_raw_min = np.inf
         off = 0
+        inv = (1.0 / self.std).astype(np.float32)
+        mz = (self.mean * inv).astype(np.float32)  # mean / std
+        V_inv = (self.basis * inv[:, None]).astype(np.float32)  # diag(1/std) V
+        shift = mz @ self.basis  # (mean/std) V
         for k, (i, s) in enumerate(zip(self.idx, secs)):
             xyz[off:off + s.n_obs] = s.xyz
-            for r0, c in chunks(i, chunk_rows, None):
-                self.X_raw_min = min(self.X_raw_min, float(c.min()) if c.size else np.inf)
-                c -= self.mean
-                c /= self.std
-                proj = c @ self.basis
-                rows = slice(off + r0, off + r0 + len(c))
+            for r0, c in chunks(i, chunk_rows, None, sparse=True):
+                rows = slice(off + r0, off + r0 + c.shape[0])
+                proj, sq = _project(c, V_inv, shift, inv, mz)
+                self.X_raw_min = min(self.X_raw_min, _min_value(c))
                 self.targets[rows] = proj
-                self.resid[rows] = np.maximum(np.einsum("ij,ij->i", c, c) - np.einsum("ij,ij->i", proj, proj), 0)
+                self.resid[rows] = np.maximum(sq - np.einsum("ij,ij->i", proj, proj), 0)
             off += s.n_obs
             if progress is not None:
                 progress({"phase": "read", "section": s.name, "done": k + 1, "total": len(secs)})
@@ -245,12 +253,36 @@ class ProjectedData(_Base):
         return self.r
 
 
-def _chunk_reader(stack):
-    """A function (i, chunk_rows, rows) → iterator of (first_row, normalized chunk) for any stack."""
-    if getattr(stack, "lazy", False):
-        return lambda i, chunk_rows, rows: stack.iter_chunks(i, chunk_rows, rows)
+def _project(c, V_inv, shift, inv, mz):
+    """Rows ``c`` (normalized; dense or CSR) → (projections ((c − mean)/std) V, squared norms of
+    (c − mean)/std), without densifying a sparse chunk: ((c − m)/s) V = c (V/s) − (m/s) V."""
+    from scipy import sparse
 
-    def read(i, chunk_rows, rows):
+    proj = np.asarray(c @ V_inv, dtype=np.float32) - shift
+    if sparse.issparse(c):
+        cs = c.multiply(inv[None, :]).tocsr()  # c / std
+        sq = np.asarray(cs.multiply(cs).sum(axis=1)).ravel() - 2.0 * np.asarray(cs @ mz).ravel() + float(mz @ mz)
+    else:
+        z = c * inv - mz
+        sq = np.einsum("ij,ij->i", z, z)
+    return proj, sq.astype(np.float32)
+
+
+def _min_value(c) -> float:
+    from scipy import sparse
+
+    if sparse.issparse(c):
+        m = float(c.data.min()) if c.nnz else 0.0
+        return min(m, 0.0) if c.nnz < c.shape[0] * c.shape[1] else m
+    return float(c.min()) if c.size else np.inf
+
+
+def _chunk_reader(stack):
+    """A function (i, chunk_rows, rows, sparse=False) → iterator of (first_row, normalized chunk)."""
+    if getattr(stack, "lazy", False):
+        return lambda i, chunk_rows, rows, sparse=False: stack.iter_chunks(i, chunk_rows, rows, sparse=sparse)
+
+    def read(i, chunk_rows, rows, sparse=False):
         X = stack.sections[i].X
         if rows is not None:
             yield 0, X[rows].astype(np.float32)

@@ -86,36 +86,37 @@ class LazyStack(StackBase):
         dst = np.array([pos[s.var_names[j]] for j in src], dtype=np.int64)
         return src, dst
 
-    def iter_chunks(self, i: int, chunk_rows: int = CHUNK_ROWS, rows: np.ndarray | None = None
-                    ) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_chunks(self, i: int, chunk_rows: int = CHUNK_ROWS, rows: np.ndarray | None = None, *,
+                    sparse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, values)``: normalized expression (float32, rows × panel genes) of
-        section ``i``, read ``chunk_rows`` rows at a time (or only the sorted ``rows`` given).
+        section ``i``, read ``chunk_rows`` rows at a time (or only the sorted ``rows`` given, in
+        windows of ``chunk_rows``).
 
         Each chunk is validated as it is read (finite; non-negative counts for ``log1p``) and
         raises :class:`InputError` naming the file. ``log1p`` uses each cell's library size over
-        every gene measured in the file, as :func:`~napari_inrst.stack.build_stack` does.
+        every gene measured in the file, as :func:`~napari_inrst.stack.build_stack` does. With
+        ``sparse=True`` a sparse file gives CSR chunks (only the stored values are normalized).
         """
         s = self.sections[i]
         src, dst = self._columns(s)
         X = s.adata.X
         n = s.n_obs
-        starts = range(0, n, chunk_rows)
-        for r0 in starts:
+        for r0 in range(0, n, chunk_rows):
             if rows is not None:
                 sel = rows[(rows >= r0) & (rows < r0 + chunk_rows)]
                 if len(sel) == 0:
                     continue
-                block = X[int(sel[0]):int(sel[-1]) + 1]
-                block = block[sel - sel[0]]
+                block = X[sel]
             else:
                 block = X[r0:min(r0 + chunk_rows, n)]
-            yield r0, self._normalize_block(s, block, src, dst)
+            yield r0, self._normalize_block(s, block, src, dst, sparse)
 
-    def _normalize_block(self, s: LazySection, block, src, dst) -> np.ndarray:
+    def _normalize_block(self, s: LazySection, block, src, dst, sparse_out: bool = False):
         from scipy import sparse
 
-        if sparse.issparse(block):
-            block = block.tocsr()
+        is_sparse = sparse.issparse(block)
+        if is_sparse:
+            block = block.tocsr().astype(np.float32)
             vals = block.data
         else:
             block = np.asarray(block, dtype=np.float32)
@@ -126,13 +127,24 @@ class LazyStack(StackBase):
             raise InputError(s.source, f"expression has negative values (min {vals.min():g}) but counts are "
                                        "expected for normalize='log1p'; pass normalize='none' for "
                                        "already-normalized values")
-        out = np.zeros((block.shape[0], len(self.genes)), dtype=np.float32)
-        out[:, dst] = _dense(block[:, src])
-        if self.normalize == "log1p":
+        if self.normalize == "log1p":  # library size over every gene in the file, then log1p
             tot = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
             scale = np.divide(TARGET_SUM, tot, out=np.zeros_like(tot), where=tot > 0).astype(np.float32)
-            out *= scale[:, None]
-            np.log1p(out, out=out)
+            if is_sparse:  # log1p(0) = 0: only the stored values change
+                block.data *= np.repeat(scale, np.diff(block.indptr))
+                np.log1p(block.data, out=block.data)
+            else:
+                block = np.log1p(block * scale[:, None])
+        identity = len(src) == block.shape[1] and np.array_equal(src, dst) and len(dst) == len(self.genes)
+        if is_sparse and sparse_out:
+            if identity:
+                return block
+            perm = sparse.csr_matrix((np.ones(len(src), np.float32), (src, dst)), shape=(block.shape[1], len(self.genes)))
+            return (block @ perm).tocsr()
+        if identity:
+            return _dense(block)
+        out = np.zeros((block.shape[0], len(self.genes)), dtype=np.float32)
+        out[:, dst] = _dense(block[:, src])
         return out
 
     def subsample(self, n_per_section: int = 3000, seed: int = 0):
