@@ -40,6 +40,9 @@ from .config import FieldConfig
 from .data import SMALL_DATA, choose_data
 
 ENSEMBLE_SMALL = 4
+PROBE_FRAC = 0.25  # steps of each wavelength probe, as a fraction of the final fit's
+PROBE_FRAC_LARGE = 0.1
+LARGE_DATA = 200_000  # training cells above which probes use PROBE_FRAC_LARGE
 
 
 # --- device and threads ------------------------------------------------------------------
@@ -521,7 +524,10 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
         if len(cands) == 1:
             wl_xy = cands[0]
         else:
-            probe_steps = max(int(0.25 * cfg.steps), 2 * cfg.val_every)
+            # short probe runs; shorter still on large data, where the candidates rank early and
+            # each step sees only a small fraction of the cells anyway
+            frac = PROBE_FRAC if len(data.train) < LARGE_DATA else PROBE_FRAC_LARGE
+            probe_steps = max(int(frac * cfg.steps), 2 * cfg.val_every)
             total = probe_steps * len(cands) + cfg.steps
             pcfg = cfg.replace(patience=max(2, cfg.patience // 2), checkpoint_every=0)
             for c in cands:
