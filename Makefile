@@ -43,7 +43,7 @@ bench: $(VENV)/.stamp-testing
 	$(PY) benchmarks/run.py --quick
 
 screenshot: sysdeps $(VENV)/.stamp-testing
-	xvfb-run -a -s "-screen 0 1600x1000x24" $(VENV)/bin/napari-inrst demo --screenshot docs/screenshot.png
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/make_screenshot.py docs/screenshot.png
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

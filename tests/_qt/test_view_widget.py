@@ -188,12 +188,18 @@ def test_sections_overlay_toggles_and_high_res_screenshot(view_sections, qtbot, 
     w.snap_to_section()
     _wait(qtbot, w)
     assert w.z in [float(p.metadata["z_um"]) for p in pts]
+    # an on-canvas colorbar per shown gene (default on) and the µm scale bar; the checkbox hides them
+    assert w.plane_layers["LayerB"].colorbar.visible and viewer.scale_bar.visible
+    with_bar = viewer.screenshot(canvas_only=True, flash=False)
+    w.colorbar_box.setChecked(False)
+    assert not w.plane_layers["LayerB"].colorbar.visible
     base = viewer.screenshot(canvas_only=True, flash=False)
+    assert np.abs(with_bar[..., :3].astype(int) - base[..., :3]).sum() > 0  # the bar was drawn
     img = w.screenshot(tmp_path / "fig.png", scale=2, background="white")
     assert img.shape[0] == pytest.approx(2 * base.shape[0], abs=2)
     assert (tmp_path / "fig.png").exists()
     assert img[..., :3].mean() > base[..., :3].mean()  # white background
-    assert not w.plane_layers["LayerB"].colorbar.visible  # restored afterwards
+    assert not w.plane_layers["LayerB"].colorbar.visible  # the figure's colorbar is not left behind
 
 
 def test_trained_model_plane_is_band_limited_but_follows_the_screen(make_napari_viewer, qtbot, tmp_path):

@@ -160,6 +160,10 @@ class ViewWidget(QWidget):
         self.colormap.currentTextChanged.connect(self._colormap_changed)
         self.auto_btn = QPushButton("Auto contrast")
         self.auto_btn.clicked.connect(self._auto_contrast_all)
+        self.colorbar_box = QCheckBox("Colorbars on canvas")
+        self.colorbar_box.setChecked(True)
+        self.colorbar_box.setToolTip("One colorbar per shown gene (its colormap and contrast limits)")
+        self.colorbar_box.toggled.connect(lambda _: self._apply_colorbars())
         self.z_spin = QDoubleSpinBox(decimals=1, singleStep=1.0, suffix=" µm")
         self.z_spin.setKeyboardTracking(False)
         self.z_spin.valueChanged.connect(lambda v: self.set_z(v))
@@ -227,7 +231,10 @@ class ViewWidget(QWidget):
         row2.addWidget(self.colormap, 1)
         row2.addWidget(self.remove_btn)
         gf.addRow("Colormap", row2)
-        gf.addRow(self.auto_btn)
+        row_cb = QHBoxLayout()
+        row_cb.addWidget(self.auto_btn, 1)
+        row_cb.addWidget(self.colorbar_box)
+        gf.addRow(row_cb)
         plane = QGroupBox("2D plane")
         pf = QFormLayout(plane)
         pf.addRow("z", self.z_slider)
@@ -654,11 +661,22 @@ class ViewWidget(QWidget):
             lyr.visible = True
             lyr.metadata.update(z_um=grid.z, grid=grid, fine=fine)
         self._fix_blending(self.plane_layers)
+        self._apply_colorbars()
         self.status.setText(f"z = {grid.z:.1f} µm · {grid.nx}×{grid.ny} px at {grid.dx:.2f} µm/px"
                             + ("" if fine else " (coarse)"))
         if fine:
             self._shown_plane = (grid.key(), tuple(genes))  # refresh_plane compares before evaluating
             self.progress.setValue(100)
+
+    def _apply_colorbars(self):
+        """Colorbar overlays of the field layers on or off (the checkbox); the scale bar (µm) with them."""
+        on = self.colorbar_box.isChecked()
+        for lyr in [*self.plane_layers.values(), *self.volume_layers.values()]:
+            cb = getattr(lyr, "colorbar", None)
+            if cb is not None:
+                cb.visible = on
+        if on and self.field_layers():
+            self.viewer.scale_bar.visible = True
 
     def _to_bottom(self, lyr):
         i = list(self.viewer.layers).index(lyr)
@@ -760,6 +778,7 @@ class ViewWidget(QWidget):
                 lyr.data = data
             lyr.metadata.update(grid_key=(grid.key(), ov), grid=grid)
             lyr.visible = self.viewer.dims.ndisplay == 3
+        self._apply_colorbars()
         self.progress.setValue(100)
         self.status.setText(f"volume {grid.nx}×{grid.ny}×{grid.nz} voxels of {grid.dx:.1f}×{grid.dy:.1f}×"
                             f"{grid.dz:.1f} µm")
@@ -965,6 +984,7 @@ class ViewWidget(QWidget):
                     colormap=self.colormaps.get(gene, FIRST_COLORMAP), contrast_limits=self.contrast[gene],
                     blending="translucent_no_depth" if j == 0 else "additive", interpolation2d="linear",
                     metadata={MOVIE_KEY: True})
+                lyr.colorbar.visible = self.colorbar_box.isChecked()  # frames look like the live view
                 temp.append(lyr)
             for j, lyr in enumerate(temp):  # at the bottom, in gene order, like the plane layers
                 viewer.layers.move(list(viewer.layers).index(lyr), j)
