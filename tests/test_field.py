@@ -212,3 +212,33 @@ def test_hash_grid_encoding_trains(aligned):
                                             "hash_log2_table": 13}))
     xyz = _plane(tissue, 90.0)
     assert _pearson(tissue.truth(xyz, model.genes), model.predict(xyz)) > 0.6
+
+
+@pytest.mark.parametrize("encoding", ["fourier", "hash"])
+def test_network_compiles_as_one_graph_through_annealing(aligned, encoding):
+    """torch.compile (used on CUDA) must not break the graph or recompile as the coarse-to-fine
+    window opens: a branch on alpha's value once recompiled every step."""
+    import torch._dynamo as dynamo
+
+    from napari_inrst.field.data import StackData
+    from napari_inrst.field.model import build_net
+
+    stack, _ = aligned
+    cfg = FieldConfig(**QUICK, encoding=encoding)
+    data = StackData(stack, cfg)
+    net = build_net(data.arch(cfg, 100.0, 75.0))
+    dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend="eager")
+    xyz = torch.from_numpy(data.xyz[:256])
+    old = dynamo.config.error_on_recompile
+    dynamo.config.error_on_recompile = True
+    try:
+        for a in (0.1, 0.5, 1.0):
+            if hasattr(net.enc, "alpha"):
+                net.enc.alpha.fill_(a)
+            lat, pred, occ = compiled(xyz, xyz, decode=True)
+            ref = net(xyz, xyz, decode=True)
+            torch.testing.assert_close(pred, ref[1])
+    finally:
+        dynamo.config.error_on_recompile = old
+        dynamo.reset()

@@ -61,11 +61,9 @@ class FourierEncoding(nn.Module):
 
     def window(self) -> torch.Tensor:
         """Per-frequency weights in [0, 1]: frequencies whose rank is below ``alpha`` are open."""
-        a = self.alpha
-        if float(a) >= 1.0:
-            return torch.ones_like(self.rank)
-        # smooth ramp of width 0.25 in rank units (Nerfies-style cosine easing)
-        t = torch.clamp((a * 1.25 - self.rank) / 0.25, 0.0, 1.0)
+        # smooth ramp of width 0.25 in rank units (Nerfies-style cosine easing); every weight is 1
+        # once alpha ≥ 1 (rank ≤ 1). No branch on alpha's value: torch.compile keeps one graph.
+        t = torch.clamp((self.alpha * 1.25 - self.rank) / 0.25, 0.0, 1.0)
         return 0.5 * (1 - torch.cos(math.pi * t))
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
