@@ -22,9 +22,9 @@ $(VENV)/.stamp-%: pyproject.toml
 	$(PIP) install -q -e ".[$*]"
 	touch $@
 
-venv: $(VENV)/.stamp-qt
+venv: $(VENV)/.stamp-qt,export
 
-demo: $(VENV)/.stamp-qt
+demo: $(VENV)/.stamp-qt,export
 	$(VENV)/bin/napari-inrst demo
 
 sysdeps:
@@ -36,7 +36,7 @@ sysdeps:
 test: sysdeps $(VENV)/.stamp-testing
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-sample: $(VENV)/.stamp-qt
+sample: $(VENV)/.stamp-qt,export
 	$(PY) scripts/make_sample_data.py sample_data
 
 bench: $(VENV)/.stamp-testing
