@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
+from ..field.config import FieldConfig
 from .common import GeneBox, find_stack
 
 FIELD_KEY = "inrst_field"
@@ -148,13 +149,16 @@ class TrainWidget(QWidget):
         self._stack = None
         self.history: list[dict] = []
 
-        self.steps = QSpinBox(minimum=10, maximum=200000, singleStep=100, value=1500)
+        defaults = FieldConfig()
+        self.steps = QSpinBox(minimum=10, maximum=200000, singleStep=100, value=defaults.steps)
         self.encoding = QComboBox()
         self.encoding.addItems(["fourier", "hash"])
         self.rank = QSpinBox(minimum=0, maximum=512, value=0)
         self.rank.setSpecialValueText("auto")
-        self.lambda_rc = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.05, decimals=3, value=0.1)
-        self.lambda_kl = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.01, decimals=3, value=0.01)
+        self.lambda_rc = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.05, decimals=3,
+                                        value=defaults.lambda_rc)
+        self.lambda_kl = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.01, decimals=3,
+                                        value=defaults.lambda_kl)
         self.seed = QSpinBox(minimum=0, maximum=2 ** 31 - 1, value=0)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
