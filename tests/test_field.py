@@ -148,7 +148,8 @@ def test_same_seed_same_model_and_cancel_keeps_best_so_far(aligned):
 
 def test_iter_fit_yields_progress_and_returns_the_model(aligned):
     stack, _ = aligned
-    gen = iter_fit(stack, FieldConfig(**{**QUICK, "steps": 30, "val_every": 10}), sections=[0, 1])
+    # every term of the paper's loss switched on (the consistency term is off by default)
+    gen = iter_fit(stack, FieldConfig(**{**QUICK, "steps": 30, "val_every": 10, "lambda_rc": 0.1}), sections=[0, 1])
     items = []
     while True:
         try:
@@ -161,6 +162,11 @@ def test_iter_fit_yields_progress_and_returns_the_model(aligned):
     assert {"rec", "rc", "kl", "occ"} <= set(items[0]["losses"])
     assert any(it["val"] is not None for it in items)
     assert model.provenance["steps_run"] == 30
+    # each term is switchable: λ = 0 leaves it out of the loss and the report
+    off = [it["losses"] for it in iter_fit(stack, FieldConfig(**{**QUICK, "steps": 10, "val_every": 5,
+                                                                  "lambda_rc": 0.0, "lambda_kl": 0.0}),
+                                           sections=[0, 1])]
+    assert off and all(set(d) == {"rec", "occ"} for d in off)
 
 
 def test_checkpoint_and_resume_continue_where_training_stopped(tmp_path, aligned):
