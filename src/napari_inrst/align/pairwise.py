@@ -17,7 +17,7 @@
    kept only when it scores clearly (``MIRROR_MARGIN``) better.
 5. Polish (cells, not regular spot arrays) on all spots: expression-peak ICP (each spot paired
    with the best-correlated spot in a window of a few spacings, so the fit does not stop wherever
-   soft ICP's slow convergence left it), then soft ICP again.
+   soft ICP's slow convergence left it).
 """
 
 from __future__ import annotations
@@ -420,8 +420,8 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
         results.append((flip, M @ Fm, sc))
     if not results:
         raise InputError(f"{name_a}, {name_b}", "no consistent alignment found between these sections")
-    # Irregular layouts (single cells) are polished on all spots (up to max_polish):
-    # expression-peak ICP, then soft ICP again. There soft ICP alone stops wherever its slow
+    # Irregular layouts (single cells) are polished on all spots (up to max_polish) by
+    # expression-peak ICP. There soft ICP alone stops wherever its slow
     # convergence leaves it (±2° between MERFISH sections, depending on the start), and polishing
     # on a subset made the result vary by ~10 µm with the random draw. On regular spot lattices
     # soft ICP converges, and a peak step would follow the anatomy's drift between sections.
@@ -437,7 +437,6 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
         hp = max(spacing(xa_p), spacing(xb_p))
         M = M @ Fm  # Fm is its own inverse
         M = peak_icp(xa_p, xb_p, Fa_p, Fb_p, M, radius0=4 * hp, radius1=2 * hp, similarity=similarity)
-        M = icp(xa_p, xb_p, Fa_p, Fb_p, M, sigma0=2 * hp, sigma1=0.5 * hp, similarity=similarity, n_iter=30)
         return flip, M @ Fm, fit_score(apply(M, xa_p), xb_p, Fa_p, Fb_p, scale=hp)
 
     results.sort(key=lambda r: -r[2])
