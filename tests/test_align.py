@@ -134,6 +134,84 @@ def test_cancel(sample):
         align_stack(stack.select([0, 1, 2]), should_stop=lambda: True)
 
 
+# --- one pair under known motions: the extremes of the issue, mirrors, partial overlap -----------
+@pytest.fixture(scope="module")
+def aligned_pair():
+    """Two adjacent synthetic sections in their true frame, and the tissue (width 2000 µm)."""
+    from napari_inrst.sample import make_sample
+
+    secs, tissue = make_sample(misplace=False, n_genes=60, seed=5)
+    return secs[3], secs[4], tissue
+
+
+def _align_moved_pair(aligned_pair, angle, shift_frac, mirror=False, keep_a=1.0, keep_b=1.0):
+    """Crop a to its left ``keep_a`` and b to its right ``keep_b`` (fraction of spots by x), move a
+    by a known motion, align a onto b. Returns (mean error µm against the motion, result)."""
+    a, b, tissue = aligned_pair
+    xa, xb = np.asarray(a.obsm["spatial"]), np.asarray(b.obsm["spatial"])
+    a = a[xa[:, 0] <= np.quantile(xa[:, 0], keep_a)].copy()
+    b = b[xb[:, 0] >= np.quantile(xb[:, 0], 1 - keep_b)].copy()
+    M = rigid_matrix(angle, np.asarray(shift_frac) * tissue.width, mirror=mirror, center=tissue.center)
+    a.obsm["spatial"] = apply_transform(np.linalg.inv(M), np.asarray(a.obsm["spatial"]))
+    st = build_stack([a, b], [0.0, 30.0], names=["a", "b"])
+    res = align_stack(st, reference=1)
+    x = st[0].xy_input
+    return float(np.linalg.norm(apply_transform(res.matrices[0], x) - apply_transform(M, x), axis=1).mean()), res
+
+
+@pytest.mark.parametrize("angle,shift,mirror", [(30.0, (0.25, 0.25), False), (-30.0, (-0.25, 0.25), True)])
+def test_pair_at_the_extremes_of_rotation_shift_and_mirror(aligned_pair, angle, shift, mirror):
+    err, res = _align_moved_pair(aligned_pair, angle, shift, mirror)
+    assert err < 10.0, err  # µm; spots 50 µm apart, section 2000 µm wide
+    assert res.mirrored == [mirror, False]
+    assert res.residual_um[0] < 0.5 * 50
+
+
+@pytest.mark.parametrize("keep_a,keep_b,angle,shift,mirror", [
+    (0.5, 1.0, -25.0, (0.2, -0.1), True),   # a covers only half of b (and is mirrored)
+    (0.7, 0.7, 15.0, (0.1, 0.2), False),    # each covers 70 %: they share the middle 40 % of the width
+])
+def test_partial_overlap(aligned_pair, keep_a, keep_b, angle, shift, mirror):
+    """Centring each section on its own mean, or pulling spots towards the other section's edge,
+    moved these fits by 70–500 µm; the target is well under half a spot spacing."""
+    err, res = _align_moved_pair(aligned_pair, angle, shift, mirror, keep_a, keep_b)
+    assert err < 15.0, err
+    assert res.mirrored[0] == mirror
+
+
+def test_batch_effect_on_a_partly_covered_section(aligned_pair):
+    """A per-gene factor on one section (log-sd 0.5, as between runs or platforms) that also covers
+    only 60 % of the other does not move the fit."""
+    a, b, tissue = aligned_pair
+    a = a.copy()
+    f = np.exp(np.random.default_rng(1).normal(0, 0.5, a.n_vars))
+    a.X = np.random.default_rng(2).poisson(np.asarray(a.X) * f).astype(np.float32)
+    err, res = _align_moved_pair((a, b, tissue), 20.0, (0.15, -0.2), False, 0.6, 1.0)
+    assert err < 15.0, err
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_merfish_pair_recovers_a_known_motion_and_mirror(merfish_dir):
+    """Real single-cell sections 50 µm apart: moving (and mirroring) one by a known motion and
+    aligning again must give the same alignment as the unmoved pair (the published frame only
+    centres each section, so it is not the truth), and report the mirror."""
+    from napari_inrst.io.readers import read_h5ad
+
+    ads = [read_h5ad(merfish_dir / f"section_{k}.h5ad", counts_expected=False) for k in ("14", "19")]
+    base = align_stack(build_stack(ads, [0.0, 50.0], names=["s14", "s19"], normalize="none"), reference=0)
+    moved = ads[1].copy()
+    xy = np.asarray(moved.obsm["spatial"], dtype=float)
+    M = rigid_matrix(-22.0, (310.0, -180.0), mirror=True, center=xy.mean(axis=0))
+    moved.obsm["spatial"] = apply_transform(np.linalg.inv(M), xy)
+    res = align_stack(build_stack([ads[0], moved], [0.0, 50.0], names=["s14", "s19"], normalize="none"),
+                      reference=0, seed=7)
+    x = np.asarray(moved.obsm["spatial"])
+    err = np.linalg.norm(apply_transform(res.matrices[1], x) - apply_transform(base.matrices[1] @ M, x), axis=1)
+    assert err.mean() < 10.0, err.mean()
+    assert res.mirrored == [False, True] and base.mirrored == [False, False]
+
+
 # --- bad input ---------------------------------------------------------------------------------
 def _stack(make_section, sections, genes=("A", "B", "C", "D")):
     return build_stack(sections, [10.0 * i for i in range(len(sections))],

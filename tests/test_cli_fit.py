@@ -105,3 +105,46 @@ def test_bad_input_exits_2_and_writes_nothing(fitted, sample_files, tmp_path, ca
     junk.write_bytes(b"\x00" * 100)
     assert main(["transforms", str(junk)]) == 2
     assert "junk.inrst" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def misplaced_files(tmp_path_factory):
+    """Three adjacent synthetic sections as placed on the slides (the middle one unmoved), with
+    their true transforms kept aside (not in the files)."""
+    from napari_inrst.sample import make_sample
+
+    d = tmp_path_factory.mktemp("misplaced")
+    sections, _ = make_sample(n_genes=60)
+    paths, zs, truth = [], [], []
+    for a in sections[3:6]:
+        b = a.copy()
+        truth.append(np.asarray(b.uns.pop("truth_matrix")))
+        b.uns.pop("mirrored")
+        p = d / f"s{int(a.uns['z_um']):03d}.h5ad"
+        b.write_h5ad(p)
+        paths.append(str(p))
+        zs.append(str(a.uns["z_um"]))
+    assert np.allclose(truth[1], np.eye(3)) and not np.allclose(truth[0], np.eye(3))
+    return paths, zs, truth, [np.asarray(a.obsm["spatial"]) for a in sections[3:6]]
+
+
+@pytest.mark.parametrize("reference", [None, 0])
+def test_fit_aligns_by_default_and_the_model_keeps_the_transforms(misplaced_files, tmp_path, capsys, reference):
+    """``fit`` aligns unless --no-align (reference: the middle section, or --reference K), the
+    model stores the transforms, and ``transforms MODEL`` prints them in input order."""
+    paths, zs, truth, xys = misplaced_files
+    out = tmp_path / "m.inrst"
+    extra = [] if reference is None else ["--reference", str(reference)]
+    assert main(["fit", *paths, "--z", *zs, "--out", str(out), "--steps", "20", "--quiet", *extra]) == 0
+    capsys.readouterr()
+    assert main(["transforms", str(out)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["section"] for r in rows] == [p.rsplit("/", 1)[1][:-5] for p in paths]
+    ref = 1 if reference is None else reference
+    np.testing.assert_allclose(rows[ref]["matrix"], np.eye(3))
+    from napari_inrst.stack import apply_transform
+
+    for r, t, x in zip(rows, truth, xys):
+        expected = np.linalg.inv(truth[ref]) @ t  # section → the reference's frame
+        err = np.linalg.norm(apply_transform(np.array(r["matrix"]), x) - apply_transform(expected, x), axis=1)
+        assert err.mean() < 20.0, (r["section"], err.mean())  # µm; spots 50 µm apart

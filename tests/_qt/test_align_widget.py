@@ -20,28 +20,43 @@ def test_align_widget_moves_layers_to_truth_and_corrects_by_hand(make_napari_vie
     qtbot.addWidget(w)
     stack = w.stack
     assert stack is not None and w.reference.currentIndex() == len(stack) // 2
+    assert [w.reference.itemText(i) for i in range(w.reference.count())] == stack.names
+    ref = 1  # not the default: the user picks the reference
+    w.reference.setCurrentIndex(ref)
+    w.show_before.setChecked(True)
+    xy_before = np.concatenate([s.xy for s in stack])
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     assert w.result is not None, w.status.text()
+    assert w.result.reference == ref
     assert w.progress.value() == w.progress.maximum()
     width = np.ptp(stack[len(stack) // 2].xy_input[:, 0])
+    truth = [np.linalg.inv(stack[ref].adata.uns["truth_matrix"]) @ s.adata.uns["truth_matrix"] for s in stack]
     layers = _section_layers(viewer)
     assert len(layers) == len(stack)
     for lyr in layers:
-        s = stack[lyr.metadata[SECTION_KEY]]
-        true_xy = apply_transform(s.adata.uns["truth_matrix"], s.xy_input)
+        k = lyr.metadata[SECTION_KEY]
+        s = stack[k]
+        true_xy = apply_transform(truth[k], s.xy_input)  # in the frame of the chosen reference
         err = np.linalg.norm(lyr.data[:, [2, 1]] - true_xy, axis=1).mean()
         assert err < 0.02 * width, (s.name, err)
         np.testing.assert_allclose(lyr.data[:, 0], s.z)
+    np.testing.assert_allclose(layers[ref].data[:, [2, 1]], stack[ref].xy_input)  # the reference stays put
     # the table reports the mirrored section and residuals in µm
     mirrored = [w.table.item(i, 2).text() == "yes" for i in range(len(stack))]
-    assert mirrored == [bool(s.adata.uns["mirrored"]) for s in stack]
+    assert mirrored == [bool(np.linalg.det(t[:2, :2]) < 0) for t in truth] and sum(mirrored) == 1
     assert all(float(w.table.item(i, 3).text()) < 30 for i in range(len(stack) - 1))
-    # overlays: all sections, one colour each
+    # overlays: all sections, one colour each; "before" holds the positions before the run
     after = viewer.layers[OVERLAY_AFTER]
     assert len(after.data) == sum(s.n_obs for s in stack)
     assert len(np.unique(after.face_color.round(3), axis=0)) == len(stack)
-    assert OVERLAY_BEFORE in viewer.layers
+    np.testing.assert_allclose(after.data[:, ::-1], np.concatenate([s.xy for s in stack]))
+    before = viewer.layers[OVERLAY_BEFORE]
+    assert before.visible
+    np.testing.assert_allclose(before.data[:, ::-1], xy_before)
+    np.testing.assert_array_equal(before.face_color, after.face_color)
+    w.show_before.setChecked(False)
+    assert not before.visible
 
     # manual correction: rotate section 0 by 90° about its centroid, then flip, then reset
     w.section.setCurrentIndex(0)
@@ -52,6 +67,7 @@ def test_align_widget_moves_layers_to_truth_and_corrects_by_hand(make_napari_vie
     rot = (before - c) @ np.array([[0, -1], [1, 0]]).T + c
     np.testing.assert_allclose(lyr.data[:, [2, 1]], rot, atol=1e-6)
     np.testing.assert_allclose(stack[0].xy, rot, atol=1e-6)  # written into the stack
+    np.testing.assert_allclose(after.data[: stack[0].n_obs, ::-1], rot, atol=1e-6)  # the overlay follows
     w.angle.setValue(0.0)
     w.flip.setChecked(True)
     w.dx.setValue(100.0)

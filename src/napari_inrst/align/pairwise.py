@@ -5,13 +5,19 @@
 2. RANSAC: two candidate matches fix a rigid (or similarity) motion; thousands of hypotheses
    are scored at once by the correlation-weighted number of candidate matches they bring within
    a tolerance. The best distinct hypotheses are refined on their inliers with :func:`kabsch`.
-3. ICP (soft, symmetric, coarse to fine): each spot is pulled to the mean of its nearest spots in
-   the other section weighted by exp(−d²/2σ²)·max(correlation, 0), both ways; the motion is
-   re-solved in closed form (weighted Kabsch) as σ shrinks from the RANSAC tolerance to half the
-   spot spacing. Spots without a near, similar partner (partial overlap) carry ~no weight; soft
-   targets keep a regular spot lattice from locking onto a neighbouring row.
-4. Mirror: steps 2–3 run on the section as given and flipped; the flip is kept only when its
-   fit score (overlap × expression agreement) is clearly better.
+3. ICP (soft, symmetric, coarse to fine) on a subset: each spot is pulled to the mean of its
+   nearest spots in the other section weighted by exp(−d²/2σ²)·max(correlation, 0), both ways;
+   the motion is re-solved in closed form (weighted Kabsch) as σ shrinks from the RANSAC
+   tolerance to half the spot spacing. Soft targets keep a regular spot lattice from locking onto
+   a neighbouring row. Partial overlap: spots outside the other section's footprint carry no
+   weight, targets near its edge are corrected for the inward pull of a one-sided neighbourhood,
+   and spots without a similar partner carry ~none.
+4. Mirror: steps 2–3 run on the section as given and flipped; each is scored (overlap ×
+   expression agreement). Two close scores are both polished (5) before deciding; the flip is
+   kept only when it scores clearly (``MIRROR_MARGIN``) better.
+5. Polish (cells, not regular spot arrays) on all spots: expression-peak ICP (each spot paired
+   with the best-correlated spot in a window of a few spacings, so the fit does not stop wherever
+   soft ICP's slow convergence left it).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from .kabsch import kabsch
 from .matching import candidate_matches, pair_features
 
 FLIP = np.diag([-1.0, 1.0, 1.0])
-MIRROR_MARGIN = 0.03  # score units: a flip must beat the unflipped fit by this much
+MIRROR_MARGIN = 0.02  # a flip must beat the unflipped fit's score by this fraction to be kept
+MIRROR_CLOSE = 0.25  # fits whose scores are this close (fraction) are both polished before deciding
 
 
 @dataclass
@@ -35,6 +42,7 @@ class PairResult:
     score: float  # fit score (0–1): overlap × expression agreement
     score_flipped: float  # score of the other mirror choice
     n_matches: int
+    features: tuple | None = None  # (Fa, Fb): the expression features of the final fit
 
 
 def apply(M, xy):
@@ -47,6 +55,16 @@ def spacing(xy: np.ndarray) -> float:
     d, _ = cKDTree(xy).query(xy[: min(len(xy), 2000)], k=2)
     med = float(np.median(d[:, 1]))
     return med if med > 0 else 1.0
+
+
+def is_lattice(xy: np.ndarray) -> bool:
+    """True for a regular spot array (ST, Visium: nearest-neighbour distances vary < 25 %),
+    False for cells (≈ 40 %)."""
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(xy).query(xy[: min(len(xy), 2000)], k=2)
+    d = d[:, 1]
+    return bool(d.std() < 0.25 * d.mean())
 
 
 def _two_point_transforms(a1, a2, b1, b2, similarity: bool):
@@ -137,9 +155,39 @@ def _match(ya, xb, Fa, Fb, tree_b, *, k: int, sigma: float, lam: float):
     return j[r, best], d[r, best], corr[r, best], cost[r, best]
 
 
-def _soft_targets(p, q, Fp, Fq, tree_q, *, k: int, sigma: float):
+FOOTPRINT = 1.5  # a spot is inside the other section's footprint if one of its spots is this many spacings away
+
+
+class _EdgeShift:
+    """Gaussian-weighted mean of each point's ``k`` nearest (itself included) − the point: ~0
+    inside the point cloud, about σ inwards at its edge (one-sided neighbourhood). The
+    neighbours are found once; a rigid or similarity motion ``A`` of the points moves the
+    shifts by ``A`` (distances scale by ``scale``)."""
+
+    def __init__(self, pts, k: int):
+        from scipy.spatial import cKDTree
+
+        self.k = min(k, len(pts))
+        self.d, j = cKDTree(pts).query(pts, k=self.k)
+        if self.k == 1:
+            self.d, j = self.d[:, None], j[:, None]
+        self.off = pts[j] - pts[:, None, :]  # n × k × 2
+
+    def __call__(self, sigma: float, A=None, scale: float = 1.0) -> np.ndarray:
+        g = np.exp(-0.5 * (scale * self.d / sigma) ** 2)
+        e = np.einsum("nk,nki->ni", g, self.off) / g.sum(axis=1)[:, None]
+        return e if A is None else e @ np.asarray(A).T
+
+
+def _soft_targets(p, q, Fp, Fq, tree_q, *, k: int, sigma: float, h_q: float, edge_q):
     """For each point of ``p``: expression- and distance-weighted mean of its ``k`` nearest in ``q``
-    (weights exp(−d²/2σ²)·max(corr, 0)), and the largest weight (how well it is matched)."""
+    (weights exp(−d²/2σ²)·max(corr, 0)), and its weight in the fit (the largest of those).
+
+    Partial overlap: the weight is 0 when no point of ``q`` lies within ``FOOTPRINT``·``h_q``
+    (outside ``q``'s footprint); near ``q``'s edge the neighbours are all on one side, so the
+    mean is pulled inwards (and every iteration would enlarge the overlap): the target is
+    corrected by that pull, ``edge_q`` (:class:`_EdgeShift` of ``q``), at the nearest ``q`` point.
+    """
     k = min(k, len(q))
     d, j = tree_q.query(p, k=k)
     if k == 1:
@@ -147,8 +195,9 @@ def _soft_targets(p, q, Fp, Fq, tree_q, *, k: int, sigma: float):
     corr = np.einsum("nkf,nf->nk", Fq[j], Fp)
     g = np.exp(-0.5 * (d / sigma) ** 2) * np.clip(corr, 0, None)
     tot = g.sum(axis=1)
-    tgt = np.einsum("nk,nki->ni", g, q[j]) / np.maximum(tot, 1e-300)[:, None]
-    return tgt, g.max(axis=1)
+    tgt = np.einsum("nk,nki->ni", g, q[j]) / np.maximum(tot, 1e-300)[:, None] - edge_q[j[:, 0]]
+    w = g.max(axis=1) * (d[:, 0] < FOOTPRINT * h_q)
+    return tgt, w
 
 
 def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
@@ -158,17 +207,22 @@ def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
     Each spot is pulled to the weighted mean of its nearest spots in the other section, weights
     exp(−d²/2σ²)·max(correlation, 0), both ways; σ shrinks geometrically from ``sigma0`` to
     ``sigma1``. Soft targets at large σ do not lock onto a neighbouring row of a regular spot
-    lattice; spots without a near, similar partner (partial overlap) get ~zero weight.
+    lattice. Partial overlap: spots outside the other section's footprint get no weight, and
+    targets facing its edge are corrected for its inward pull.
     """
     from scipy.spatial import cKDTree
 
     tree_b = cKDTree(xb)
+    h_a, h_b = spacing(xa), spacing(xb)
+    edge_a, edge_b = _EdgeShift(xa, k), _EdgeShift(xb, k)
     M = M0.copy()
     for it in range(n_iter):
         sigma = sigma1 * (sigma0 / sigma1) ** max(0.0, 1.0 - it / (0.7 * n_iter))
         ya = apply(M, xa)
-        tb, wab = _soft_targets(ya, xb, Fa, Fb, tree_b, k=k, sigma=sigma)
-        ta, wba = _soft_targets(xb, ya, Fb, Fa, cKDTree(ya), k=k, sigma=sigma)
+        s_a = np.sqrt(abs(np.linalg.det(M[:2, :2])))
+        tb, wab = _soft_targets(ya, xb, Fa, Fb, tree_b, k=k, sigma=sigma, h_q=h_b, edge_q=edge_b(sigma))
+        ta, wba = _soft_targets(xb, ya, Fb, Fa, cKDTree(ya), k=k, sigma=sigma, h_q=s_a * h_a,
+                                edge_q=edge_a(sigma, M[:2, :2], s_a))
         src = np.concatenate([xa, apply(np.linalg.inv(M), ta)])
         dst = np.concatenate([tb, xb])
         w = np.concatenate([wab, wba])
@@ -181,6 +235,61 @@ def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
         step = np.median(np.linalg.norm(apply(M_new, xa) - ya, axis=1))
         M = M_new
         if it > 0.7 * n_iter and step < 1e-3 * sigma1:
+            break
+    return M
+
+
+def _peak_targets(p, q, Fp, Fq, tree_q, *, radius: float, k: int, h_q: float):
+    """For each point of ``p``: the point of ``q`` within ``radius`` whose expression correlates
+    best with it, and its weight (that correlation, ≥ 0; 0 outside ``q``'s footprint)."""
+    k = min(k, len(q))
+    d, j = tree_q.query(p, k=k, distance_upper_bound=max(radius, FOOTPRINT * h_q))
+    if k == 1:
+        d, j = d[:, None], j[:, None]
+    j = np.where(np.isfinite(d), j, 0)  # missing neighbours (beyond the bound) point at 0, masked
+    corr = np.where(d <= radius, np.einsum("nkf,nf->nk", Fq[j], Fp), -np.inf)
+    best = np.argmax(corr, axis=1)
+    r = np.arange(len(p))
+    c = corr[r, best]
+    w = np.where(np.isfinite(c) & (d[:, 0] < FOOTPRINT * h_q), np.clip(c, 0, None), 0.0)
+    return q[j[r, best]], w
+
+
+def peak_icp(xa, xb, Fa, Fb, M0, *, radius0: float, radius1: float, similarity: bool,
+             n_iter: int = 40, k: int = 16):
+    """Expression-peak ICP from ``M0``: each spot is paired with the best-correlated spot of the
+    other section within a window (shrinking from ``radius0`` to ``radius1``), both ways, and
+    the motion re-solved by weighted Kabsch.
+
+    Soft ICP converges slowly along weakly constrained directions: between two real sections of
+    single cells, a rotation of a few degrees changes its objective so little that where it stops
+    depends on where it started. Picking the best-correlated partner in a window of a few spot
+    spacings moves each spot decisively towards where its expression is, so the fixed point (and
+    the result) no longer depends on the start.
+    """
+    from scipy.spatial import cKDTree
+
+    tree_b = cKDTree(xb)
+    h_a, h_b = spacing(xa), spacing(xb)
+    M = M0.copy()
+    for it in range(n_iter):
+        radius = radius1 * (radius0 / radius1) ** max(0.0, 1.0 - it / (0.6 * n_iter))
+        ya = apply(M, xa)
+        s_a = np.sqrt(abs(np.linalg.det(M[:2, :2])))
+        tb, wab = _peak_targets(ya, xb, Fa, Fb, tree_b, radius=radius, k=k, h_q=h_b)
+        ta, wba = _peak_targets(xb, ya, Fb, Fa, cKDTree(ya), radius=radius, k=k, h_q=s_a * h_a)
+        src = np.concatenate([xa, apply(np.linalg.inv(M), ta)])
+        dst = np.concatenate([tb, xb])
+        w = np.concatenate([wab, wba])
+        if (w > 1e-12).sum() < 3:
+            break
+        try:
+            M_new = kabsch(src, dst, weights=w, scale=similarity)
+        except ValueError:
+            break
+        step = np.median(np.linalg.norm(apply(M_new, xa) - ya, axis=1))
+        M = M_new
+        if it > 0.6 * n_iter and step < 1e-3 * radius1:
             break
     return M
 
@@ -215,27 +324,61 @@ def matched_distances(ya, xb, Fa, Fb, h: float) -> np.ndarray:
 
 
 def align_pair(xa, Xa, xb, Xb, *, method: str = "rigid", rng=None, max_spots: int = 2500,
-               allow_mirror: bool = True, name_a: str = "moving", name_b: str = "fixed",
-               features=None) -> PairResult:
+               max_polish: int = 8000, allow_mirror: bool = True, name_a: str = "moving",
+               name_b: str = "fixed", features=None) -> PairResult:
     """Motion (3×3) mapping section a's coordinates onto section b's.
 
-    ``xa``, ``xb``: n×2 coordinates (µm); ``Xa``, ``Xb``: normalized expression on the same genes
-    (or ``features=(Fa, Fb)`` from :func:`~napari_inrst.align.matching.pair_features`).
+    ``xa``, ``xb``: n×2 coordinates (µm); ``Xa``, ``Xb``: normalized expression on the same genes.
     ``method``: ``"rigid"`` or ``"similarity"``.
+
+    Two passes (:mod:`.matching` notes): the first on features centred on the pair's pooled mean
+    (unbiased when the sections cover different parts of the tissue) finds the overlap; the
+    second, on features with each section centred on its spots in that overlap (which also
+    removes a shift common to all spots of one section: batch, a gradient along z), is the fit.
+    ``features=(Fa, Fb)`` (from :func:`~napari_inrst.align.matching.pair_features`) skips the
+    first pass and uses them as given.
     """
     from ..errors import InputError
 
     rng = np.random.default_rng(0) if rng is None else rng
     xa = np.asarray(xa, dtype=np.float64)
     xb = np.asarray(xb, dtype=np.float64)
+    kw = dict(similarity=method == "similarity", rng=rng, max_spots=max_spots, max_polish=max_polish,
+              allow_mirror=allow_mirror, name_a=name_a, name_b=name_b)
+
+    def no_genes(n):
+        return InputError(f"{name_a}, {name_b}", f"only {n} genes are expressed in both sections; "
+                                                 "alignment needs at least 3 shared genes")
+
     if features is None:
-        Fa, Fb, n_genes = pair_features(xa, Xa, xb, Xb, rng=rng)
+        Xa = np.asarray(Xa, dtype=np.float64)
+        Xb = np.asarray(Xb, dtype=np.float64)
+        pooled = (Xa.sum(axis=0) + Xb.sum(axis=0)) / (len(Xa) + len(Xb))
+        Fa, Fb, n_genes = pair_features(xa, Xa, xb, Xb, rng=rng, centres=(pooled, pooled))
+        if Fa is None:
+            raise no_genes(n_genes)
+        first = _fit_pair(xa, xb, Fa, Fb, polish=False, **kw)
+        from scipy.spatial import cKDTree
+
+        ya = apply(first.matrix, xa)
+        in_a = cKDTree(xb).query(ya)[0] < FOOTPRINT * spacing(xb)
+        in_b = cKDTree(ya).query(xb)[0] < FOOTPRINT * spacing(xa)
+        if min(in_a.sum(), in_b.sum()) >= 10:
+            Fa, Fb, _ = pair_features(xa, Xa, xb, Xb, rng=rng,
+                                      centres=(Xa[in_a].mean(axis=0), Xb[in_b].mean(axis=0)))
     else:
-        (Fa, Fb), n_genes = features, -1
-    if Fa is None:
-        raise InputError(f"{name_a}, {name_b}", f"only {n_genes} genes are expressed in both sections; "
-                                                "alignment needs at least 3 shared genes")
-    similarity = method == "similarity"
+        (Fa, Fb) = features
+        if Fa is None:
+            raise no_genes("fewer than 3")
+    res = _fit_pair(xa, xb, Fa, Fb, **kw)
+    res.features = (Fa, Fb)
+    return res
+
+
+def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_polish: int,
+              allow_mirror: bool, name_a: str, name_b: str, polish: bool = True) -> PairResult:
+    """Steps 2–5 of the module notes on the given features (without 5 unless ``polish``)."""
+    from ..errors import InputError
 
     def sub(n, m):
         return np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
@@ -277,12 +420,33 @@ def align_pair(xa, Xa, xb, Xb, *, method: str = "rigid", rng=None, max_spots: in
         results.append((flip, M @ Fm, sc))
     if not results:
         raise InputError(f"{name_a}, {name_b}", "no consistent alignment found between these sections")
-    unflipped = next((r for r in results if not r[0]), None)
-    flipped = next((r for r in results if r[0]), None)
-    chosen = unflipped
-    if flipped is not None and (unflipped is None or flipped[2] > unflipped[2] + MIRROR_MARGIN):
-        chosen = flipped
-    other = flipped if chosen is unflipped else unflipped
+    # Irregular layouts (single cells) are polished on all spots (up to max_polish) by
+    # expression-peak ICP. There soft ICP alone stops wherever its slow
+    # convergence leaves it (±2° between MERFISH sections, depending on the start), and polishing
+    # on a subset made the result vary by ~10 µm with the random draw. On regular spot lattices
+    # soft ICP converges, and a peak step would follow the anatomy's drift between sections.
+    pa_, pb_ = sub(len(xa), max_polish), sub(len(xb), max_polish)
+    xb_p, Fa_p, Fb_p = xb[pb_], Fa[pa_], Fb[pb_]
+    lattice = is_lattice(xa) and is_lattice(xb)
+
+    def polished(flip, M, score):
+        if lattice or not polish:
+            return flip, M, score
+        Fm = FLIP if flip else np.eye(3)
+        xa_p = apply(Fm, xa[pa_])
+        hp = max(spacing(xa_p), spacing(xb_p))
+        M = M @ Fm  # Fm is its own inverse
+        M = peak_icp(xa_p, xb_p, Fa_p, Fb_p, M, radius0=4 * hp, radius1=2 * hp, similarity=similarity)
+        return flip, M @ Fm, fit_score(apply(M, xa_p), xb_p, Fa_p, Fb_p, scale=hp)
+
+    results.sort(key=lambda r: -r[2])
+    if len(results) == 2 and results[1][2] > results[0][2] / (1 + MIRROR_CLOSE):
+        # close: polish both and keep the flip only when it fits clearly better
+        unflipped, flipped = sorted((polished(*r) for r in results), key=lambda r: r[0])
+        better = flipped[2] > unflipped[2] * (1 + MIRROR_MARGIN)
+        chosen, other = (flipped, unflipped) if better else (unflipped, flipped)
+    else:
+        chosen, other = polished(*results[0]), (results[1] if len(results) == 2 else None)
     M = chosen[1]
     d = matched_distances(apply(M, xa_s), xb_s, Fa_s, Fb_s, h)
     return PairResult(matrix=M, mirrored=bool(chosen[0]), residual_um=float(np.median(d)),

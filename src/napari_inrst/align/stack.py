@@ -117,7 +117,7 @@ def iter_align_stack(stack, reference=None, method: str = "rigid", *, seed: int 
     """Generator form of :func:`align_stack`: yields ``(done, total, message)`` after each step and
     returns the :class:`AlignResult` (``result = yield from iter_align_stack(...)``). Stop
     iterating to cancel. Validation happens before the first yield."""
-    from .matching import pair_features
+    from .matching import expressed_genes, pair_features
     from .pairwise import align_pair, apply, matched_distances, spacing
 
     ref = check_sections(stack, method, reference)
@@ -133,7 +133,7 @@ def iter_align_stack(stack, reference=None, method: str = "rigid", *, seed: int 
     # pairs: (moving, fixed) towards the reference, nearest to the reference first
     order = [(i, i + 1) for i in range(ref - 1, -1, -1)] + [(i, i - 1) for i in range(ref + 1, n)]
     total = len(order) + 1
-    feats = {}  # adjacent pair (lo, hi) → unit niche profiles (F_lo, F_hi)
+    feats = {}  # adjacent pair (lo, hi) → unit niche profiles (F_lo, F_hi) of its fit
 
     def features(i, j):
         lo, hi = min(i, j), max(i, j)
@@ -149,7 +149,11 @@ def iter_align_stack(stack, reference=None, method: str = "rigid", *, seed: int 
         return F if i < j else (F[1], F[0])
 
     for i in range(n - 1):  # check every pair's shared genes before any long work
-        features(i, i + 1)
+        ng = len(expressed_genes(X(i), X(i + 1)))
+        if ng < MIN_GENES:
+            raise InputError(f"{stack[i].name}, {stack[i + 1].name}",
+                             f"only {ng} genes are expressed in both sections; alignment needs at least "
+                             f"{MIN_GENES} shared genes")
     pair = {}
     for done, (i, j) in enumerate(order):
         a, b = stack[i], stack[j]
@@ -157,10 +161,11 @@ def iter_align_stack(stack, reference=None, method: str = "rigid", *, seed: int 
         if method == "none":
             pair[(i, j)] = (np.eye(3), float("nan"))
         else:
-            r = align_pair(a.xy_input, None, b.xy_input, None, method=method, rng=rng,
-                           allow_mirror=allow_mirror, name_a=a.name, name_b=b.name,
-                           features=features(i, j))
+            r = align_pair(a.xy_input, X(i), b.xy_input, X(j), method=method, rng=rng,
+                           allow_mirror=allow_mirror, name_a=a.name, name_b=b.name)
             pair[(i, j)] = (r.matrix, r.score)
+            lo, hi = min(i, j), max(i, j)  # residuals below use the features of the final fit
+            feats[(lo, hi)] = r.features if i < j else r.features[::-1]
         yield done + 1, total, f"aligned {a.name} onto {b.name}"
 
     mats = [None] * n
