@@ -79,6 +79,27 @@ def test_single_section_fit_is_valid(sample_files, tmp_path):
     assert m.stack_meta["z"] == [0.0] and np.isfinite(m.predict([[1000.0, 700.0, 0.0]])).all()
 
 
+def test_fit_takes_z_from_the_files_when_no_z_is_given(sample_files, tmp_path, capsys):
+    """The sample files record uns['z_um']; without --z the fit uses those, as the napari reader does."""
+    import anndata as ad
+
+    paths, zs, _ = sample_files
+    out = tmp_path / "z.inrst"
+    assert main(["fit", *paths[:2], "--out", str(out), "--steps", "10", "--no-align", "--quiet"]) == 0
+    from napari_inrst.field.model import load_model
+
+    assert load_model(out).stack_meta["z"] == [float(z) for z in zs[:2]]
+    # a file that records no z: one line naming it, nothing written
+    a = ad.read_h5ad(paths[1])
+    del a.uns["z_um"]
+    bare = tmp_path / "bare.h5ad"
+    a.write_h5ad(bare)
+    out2 = tmp_path / "z2.inrst"
+    assert main(["fit", paths[0], str(bare), "--out", str(out2), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "bare.h5ad" in err and "--z" in err and not out2.exists()
+
+
 def test_fit_caps_genes(sample_files, tmp_path):
     from napari_inrst.field.model import load_model
 
@@ -148,3 +169,14 @@ def test_fit_aligns_by_default_and_the_model_keeps_the_transforms(misplaced_file
         expected = np.linalg.inv(truth[ref]) @ t  # section → the reference's frame
         err = np.linalg.norm(apply_transform(np.array(r["matrix"]), x) - apply_transform(expected, x), axis=1)
         assert err.mean() < 20.0, (r["section"], err.mean())  # µm; spots 50 µm apart
+
+
+def test_output_piped_into_head_is_not_an_error(fitted):
+    """`napari-inrst transforms m.inrst | head -1`: the closed pipe ends the command quietly (here
+    the reader, `true`, has gone before the command writes at all)."""
+    import subprocess
+    import sys
+
+    cmd = f'"{sys.executable}" -m napari_inrst.cli transforms "{fitted}" | true'
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr

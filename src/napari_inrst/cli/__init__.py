@@ -43,6 +43,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("napari-inrst: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our stdout went away (`napari-inrst transforms m.inrst | head`): not an
+        # error of ours; keep Python from complaining again when it flushes stdout at exit
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,8 @@ def add_stack_options(p: argparse.ArgumentParser, *, z_required: bool = True):
     # --z is checked in load_stack (so --section-key/--z-key can stand in for it)
     p.add_argument("--z", nargs="+", type=float, metavar="Z",
                    help="z position of each section in µm, in the same order"
-                        + (" (required)" if z_required else ""))
+                        + (" (required unless every file records its z in uns['z_um'], uns['z'] or a "
+                           "constant obs['z'])" if z_required else ""))
     p.set_defaults(_z_required=z_required)
     p.add_argument("--normalize", choices=["log1p", "none"], default="log1p",
                    help="log1p = log1p(counts per 10,000) (default); none = values as given")
@@ -29,13 +30,11 @@ def add_stack_options(p: argparse.ArgumentParser, *, z_required: bool = True):
 
 
 def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
-    from ..io.readers import read_h5ad
+    from ..io.readers import read_h5ad, section_z
     from ..stack import build_stack
 
     if getattr(args, "section_key", None):
         return _load_split_stack(args, min_sections=min_sections, n_top_genes=n_top_genes)
-    if args.z is None and getattr(args, "_z_required", False):
-        raise InputError(None, "give the z position of each section in µm with --z Z1 [Z2 ...]")
     if args.z is not None and len(args.z) != len(args.sections):
         raise InputError(None, f"{len(args.sections)} sections but {len(args.z)} values after --z; "
                                "give one z per section")
@@ -43,12 +42,20 @@ def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
         raise InputError(", ".join(args.sections), f"needs at least {min_sections} sections; got {len(args.sections)}")
     counts = args.normalize == "log1p"
     adatas = [read_h5ad(p, counts_expected=counts) for p in args.sections]
+    z = args.z
+    if z is None and getattr(args, "_z_required", False):
+        # the files may record their own z (as the napari reader uses it); all or none
+        z = [section_z(a) for a in adatas]
+        lacking = [p for p, v in zip(args.sections, z) if v is None]
+        if lacking:
+            raise InputError(lacking[0], "records no z (uns['z_um'], uns['z'] or a constant obs['z']); "
+                                         "give the z position of each section in µm with --z Z1 [Z2 ...]")
     from pathlib import Path
 
     names = [Path(p).stem for p in args.sections]
     if len(set(names)) != len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    return build_stack(adatas, args.z, names=names, sources=list(args.sections),
+    return build_stack(adatas, z, names=names, sources=list(args.sections),
                        normalize=args.normalize, gene_policy=args.gene_policy,
                        unit_factor=args.unit_factor, n_top_genes=n_top_genes,
                        min_sections=min_sections)
