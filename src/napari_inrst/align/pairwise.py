@@ -215,14 +215,34 @@ def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
     tree_b = cKDTree(xb)
     h_a, h_b = spacing(xa), spacing(xb)
     edge_a, edge_b = _EdgeShift(xa, k), _EdgeShift(xb, k)
-    M = M0.copy()
-    for it in range(n_iter):
-        sigma = sigma1 * (sigma0 / sigma1) ** max(0.0, 1.0 - it / (0.7 * n_iter))
-        ya = apply(M, xa)
-        s_a = np.sqrt(abs(np.linalg.det(M[:2, :2])))
+
+    def targets(it, M, ya, s_a):
+        sigma = _anneal(sigma0, sigma1, it, 0.7 * n_iter)
         tb, wab = _soft_targets(ya, xb, Fa, Fb, tree_b, k=k, sigma=sigma, h_q=h_b, edge_q=edge_b(sigma))
         ta, wba = _soft_targets(xb, ya, Fb, Fa, cKDTree(ya), k=k, sigma=sigma, h_q=s_a * h_a,
                                 edge_q=edge_a(sigma, M[:2, :2], s_a))
+        return tb, wab, ta, wba
+
+    return _two_way_icp(xa, xb, M0, targets, n_iter=n_iter, settle=0.7, stop_step=1e-3 * sigma1,
+                        similarity=similarity)
+
+
+def _anneal(start: float, end: float, it: int, over: float) -> float:
+    """Geometric schedule from ``start`` to ``end`` over the first ``over`` iterations."""
+    return end * (start / end) ** max(0.0, 1.0 - it / over)
+
+
+def _two_way_icp(xa, xb, M0, targets, *, n_iter: int, settle: float, stop_step: float, similarity: bool):
+    """The ICP loop both variants share: ``targets(it, M, ya, s_a)`` pairs the moved spots ``ya`` of
+    ``a`` with points of ``b`` and the spots of ``b`` with points of ``ya`` (each with weights);
+    the motion is re-solved from both directions by weighted Kabsch. Stops when fewer than 3 pairs
+    carry weight, or after ``settle`` × ``n_iter`` iterations once a step moves spots by less than
+    ``stop_step`` (median)."""
+    M = M0.copy()
+    for it in range(n_iter):
+        ya = apply(M, xa)
+        s_a = np.sqrt(abs(np.linalg.det(M[:2, :2])))
+        tb, wab, ta, wba = targets(it, M, ya, s_a)
         src = np.concatenate([xa, apply(np.linalg.inv(M), ta)])
         dst = np.concatenate([tb, xb])
         w = np.concatenate([wab, wba])
@@ -234,7 +254,7 @@ def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
             break
         step = np.median(np.linalg.norm(apply(M_new, xa) - ya, axis=1))
         M = M_new
-        if it > 0.7 * n_iter and step < 1e-3 * sigma1:
+        if it > settle * n_iter and step < stop_step:
             break
     return M
 
@@ -271,27 +291,15 @@ def peak_icp(xa, xb, Fa, Fb, M0, *, radius0: float, radius1: float, similarity: 
 
     tree_b = cKDTree(xb)
     h_a, h_b = spacing(xa), spacing(xb)
-    M = M0.copy()
-    for it in range(n_iter):
-        radius = radius1 * (radius0 / radius1) ** max(0.0, 1.0 - it / (0.6 * n_iter))
-        ya = apply(M, xa)
-        s_a = np.sqrt(abs(np.linalg.det(M[:2, :2])))
+
+    def targets(it, M, ya, s_a):
+        radius = _anneal(radius0, radius1, it, 0.6 * n_iter)
         tb, wab = _peak_targets(ya, xb, Fa, Fb, tree_b, radius=radius, k=k, h_q=h_b)
         ta, wba = _peak_targets(xb, ya, Fb, Fa, cKDTree(ya), radius=radius, k=k, h_q=s_a * h_a)
-        src = np.concatenate([xa, apply(np.linalg.inv(M), ta)])
-        dst = np.concatenate([tb, xb])
-        w = np.concatenate([wab, wba])
-        if (w > 1e-12).sum() < 3:
-            break
-        try:
-            M_new = kabsch(src, dst, weights=w, scale=similarity)
-        except ValueError:
-            break
-        step = np.median(np.linalg.norm(apply(M_new, xa) - ya, axis=1))
-        M = M_new
-        if it > 0.6 * n_iter and step < 1e-3 * radius1:
-            break
-    return M
+        return tb, wab, ta, wba
+
+    return _two_way_icp(xa, xb, M0, targets, n_iter=n_iter, settle=0.6, stop_step=1e-3 * radius1,
+                        similarity=similarity)
 
 
 def fit_score(ya, xb, Fa, Fb, scale: float) -> float:

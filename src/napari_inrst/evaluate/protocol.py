@@ -160,12 +160,7 @@ def leave_out(stack, fit_fn: Callable | None, holdout: Sequence[int], *,
     gidx, gene_note = select_genes(stack, kept, genes)
     if single_cell is None:
         single_cell = M.is_single_cell(stack[kept[0]].xy)
-    methods = {}
-    if fit_fn is not None:
-        methods[method_name] = fit_fn
-    for b in baselines:
-        methods[b] = BASELINES[b]
-    methods.update(fit_fns or {})
+    methods = _methods(fit_fn, method_name, baselines, fit_fns)
 
     clf = None
     if labels_key is not None:
@@ -262,6 +257,14 @@ def drop_spots(stack, section: int, frac: float = 0.5, seed: int = 0):
     return out, removed
 
 
+def _methods(fit_fn, method_name: str, baselines: Sequence[str], fit_fns: dict | None) -> dict:
+    """name → fit function, in reporting order: the field, the baselines, any extra variants."""
+    methods = {} if fit_fn is None else {method_name: fit_fn}
+    methods.update({b: BASELINES[b] for b in baselines})
+    methods.update(fit_fns or {})
+    return methods
+
+
 def intra_section(stack, section: int, fit_fn: Callable | None, *, frac: float = 0.5, seed: int = 0,
                   baselines: Sequence[str] = ("knn2d",), genes="auto", other_sections: bool = False,
                   method_name: str = "inr", fit_fns: dict | None = None, single_cell: bool | None = None,
@@ -277,12 +280,7 @@ def intra_section(stack, section: int, fit_fn: Callable | None, *, frac: float =
     truth = s.X[removed][:, gidx]
     if single_cell is None:
         single_cell = M.is_single_cell(s.xy)
-    methods = {}
-    if fit_fn is not None:
-        methods[method_name] = fit_fn
-    for b in baselines:
-        methods[b] = BASELINES[b]
-    methods.update(fit_fns or {})
+    methods = _methods(fit_fn, method_name, baselines, fit_fns)
     result = {
         "task": f"missing spots ({frac:.0%} removed, seed {seed})",
         "section": s.name, "n_removed": int(len(removed)), "n_kept": int(s.n_obs - len(removed)),
