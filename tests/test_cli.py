@@ -69,5 +69,7 @@ def test_missing_z_is_a_clear_error(tmp_path, make_section):
     from napari_inrst import InputError
     from napari_inrst.cli._common import load_stack
 
-    with pytest.raises(InputError, match="--z"):
-        load_stack(_args(sections=["a.h5ad"]))
+    p = tmp_path / "a.h5ad"
+    make_section().write_h5ad(p)  # records no z of its own
+    with pytest.raises(InputError, match=r"a\.h5ad: records no z .*--z"):
+        load_stack(_args(sections=[str(p)]))

@@ -324,7 +324,7 @@ def test_rotation_movie_turns_the_volume_in_mp4_and_gif(view, qtbot, tmp_path):
     viewer.dims.ndisplay = 3
     _wait(qtbot, w, timeout=60000)
     viewer.reset_view()
-    angles = tuple(viewer.camera.angles)
+    angles = tuple(viewer.scene.camera.angles)
     for name in ("turn.mp4", "turn.gif"):
         with qtbot.waitSignal(w.movieFinished, timeout=60000) as sig:
             w.make_movie(tmp_path / name, kind="rotate", frames=6, fps=6)
@@ -333,7 +333,7 @@ def test_rotation_movie_turns_the_volume_in_mp4_and_gif(view, qtbot, tmp_path):
         assert len(frames) == 6 and all(f.std() > 5 for f in frames)
         diffs = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
         assert min(diffs) > 1.0, diffs  # every frame turned
-        assert tuple(viewer.camera.angles) == pytest.approx(angles)
+        assert tuple(viewer.scene.camera.angles) == pytest.approx(angles)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["turn.gif", "turn.mp4"]  # nothing temporary left
 
 

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 from napari.viewer import Viewer
 
 from ..render.cache import LatentCache
+from ..render.export import viewer_camera, viewer_overlay
 from ..render.grids import VOLUME_MAX, VOLUME_MIN, PlaneGrid, plane_for_view, volume_grid
 from ..render.plane import auto_contrast, evaluate_plane, gene_indices, iter_plane, plane_cache_key
 from ..render.volume import iter_volume
@@ -60,11 +61,6 @@ MOVIE_KINDS = {"z sweep": "z", "rotation (3D)": "rotate"}
 #: memory for the planes of a z-sweep movie (the grid is coarsened beyond it)
 MOVIE_BYTES = 512 * 2**20
 MOVIE_KEY = "inrst_movie"
-
-
-def _camera(viewer):
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None else viewer.camera
 
 
 def _canvas_hw(viewer):
@@ -126,7 +122,7 @@ class ViewWidget(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.refresh_plane)
-        cam = _camera(viewer)
+        cam = viewer_camera(viewer)
         self._connections = [
             (cam.events.zoom, self._schedule),
             (cam.events.center, self._schedule),
@@ -322,7 +318,7 @@ class ViewWidget(QWidget):
             return
         lo, hi = (np.asarray(b, dtype=float) for b in self.field.bounds())
         h, w = _canvas_hw(self.viewer)
-        cam = _camera(self.viewer)
+        cam = viewer_camera(self.viewer)
         size = np.maximum(hi[:2] - lo[:2], 1e-6)
         center = list(cam.center)
         center[-2:] = [(lo[1] + hi[1]) / 2, (lo[0] + hi[0]) / 2]
@@ -569,7 +565,7 @@ class ViewWidget(QWidget):
         """The grid that fills the canvas at screen resolution at the current z."""
         if self.field is None:
             return None
-        cam = _camera(self.viewer)
+        cam = viewer_camera(self.viewer)
         center = tuple(cam.center)[-2:]
         return plane_for_view(self.z, center, cam.zoom, _canvas_hw(self.viewer), self.field.bounds())
 
@@ -676,7 +672,7 @@ class ViewWidget(QWidget):
             if cb is not None:
                 cb.visible = on
         if on and self.field_layers():
-            self.viewer.scale_bar.visible = True
+            viewer_overlay(self.viewer, "scale_bar").visible = True
 
     def _to_bottom(self, lyr):
         i = list(self.viewer.layers).index(lyr)
@@ -960,7 +956,7 @@ class ViewWidget(QWidget):
         viewer = self.viewer
         self._movie_worker = None  # its planes are here; what is left runs on this thread
         self._movie_active = True
-        cam = viewer.camera
+        cam = viewer_camera(viewer)
         cam_saved = (tuple(cam.center), cam.zoom)
         vis = {g: lyr.visible for g, lyr in self.plane_layers.items()}
         z_axis = viewer.dims.ndim >= 3  # sections (3D points) share the viewer: their z follows the sweep

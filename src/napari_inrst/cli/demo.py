@@ -19,6 +19,8 @@ def open_demo(aligned: bool = False, ndisplay: int = 3, viewer=None):
     """Load the sample and dock the widgets into ``viewer`` (a new one if None)."""
     import napari
 
+    from ..render.export import viewer_camera, viewer_overlay
+
     viewer = viewer or napari.Viewer(title="napari-inrst demo")
     viewer.open_sample("napari-inrst", "synthetic_aligned" if aligned else "synthetic")
     docks = {}
@@ -28,8 +30,8 @@ def open_demo(aligned: bool = False, ndisplay: int = 3, viewer=None):
     viewer.dims.ndisplay = ndisplay
     viewer.reset_view()
     if ndisplay == 3:
-        viewer.camera.angles = (-15.0, 35.0, 140.0)  # tilted so the stack of sections shows
-    viewer.scale_bar.visible = True
+        viewer_camera(viewer).angles = (-15.0, 35.0, 140.0)  # tilted so the stack of sections shows
+    viewer_overlay(viewer, "scale_bar").visible = True
     return viewer
 
 

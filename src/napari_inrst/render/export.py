@@ -31,6 +31,13 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+
+def viewer_camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` (napari ≥ 0.9; ``viewer.camera`` is deprecated
+    there) or ``viewer.camera`` on older napari."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
 def volume_format(path) -> str:
     """'zarr' or 'tiff' from the file name; InputError otherwise."""
     name = str(path).lower().rstrip("/")
@@ -42,7 +49,7 @@ def volume_format(path) -> str:
 
 
 # --- screenshots ---------------------------------------------------------------------------
-def _overlay(viewer, name):
+def viewer_overlay(viewer, name):
     canvas = getattr(viewer, "canvas", None)
     overlays = getattr(canvas, "overlays", None)
     if overlays is not None and hasattr(overlays, name):
@@ -61,7 +68,7 @@ def figure_style(viewer, layers=(), *, background: str = "black", colorbar: bool
     if canvas is not None and hasattr(canvas, "background_color_override"):
         saved.append((canvas, "background_color_override", canvas.background_color_override))
         canvas.background_color_override = background
-    sb = _overlay(viewer, "scale_bar")
+    sb = viewer_overlay(viewer, "scale_bar")
     if sb is not None:
         saved.append((sb, "visible", sb.visible))
         sb.visible = bool(scale_bar)
@@ -705,7 +712,7 @@ def rotation_movie(viewer, path, *, frames: int = 72, fps: int = 24, elevation: 
         raise InputError(path, f"a movie needs at least 2 frames, got {frames}")
     if viewer.dims.ndisplay != 3:
         raise InputError(path, "a rotation movie needs the 3D view (show the 3D volume first)")
-    cam = viewer.camera
+    cam = viewer_camera(viewer)
     saved = (tuple(cam.angles), cam.zoom, tuple(cam.center))
     segments = frames - 1 if frames <= 9 else max(8, int(np.ceil((frames - 1) / 9)))
     bounds = np.round(np.linspace(0, frames - 1, segments + 1)).astype(int)
