@@ -189,7 +189,7 @@ def test_sections_overlay_toggles_and_high_res_screenshot(view_sections, qtbot, 
     _wait(qtbot, w)
     assert w.z in [float(p.metadata["z_um"]) for p in pts]
     # an on-canvas colorbar per shown gene (default on) and the µm scale bar; the checkbox hides them
-    assert w.plane_layers["LayerB"].colorbar.visible and viewer.scale_bar.visible
+    assert w.plane_layers["LayerB"].colorbar.visible and viewer.canvas.overlays.scale_bar.visible
     with_bar = viewer.screenshot(canvas_only=True, flash=False)
     w.colorbar_box.setChecked(False)
     assert not w.plane_layers["LayerB"].colorbar.visible

@@ -71,9 +71,13 @@ class SectionsWidget(QWidget):
         lo, hi = gene_contrast(self.stack, gene)
         for layer in section_layers(self.viewer, self.stack):
             s = self.stack[layer.metadata["inrst_section"]]
-            layer.features = {gene: s.X[:, g]}
+            values = s.X[:, g]
+            # add the new column and colour by it before dropping the old one (napari warns when
+            # the column the colours come from is removed)
+            layer.features = {**{c: layer.features[c] for c in layer.features.columns}, gene: values}
             layer.face_colormap = self.colormap.currentText()
             layer.face_color = gene
+            layer.features = {gene: values}
             layer.face_contrast_limits = (lo, hi)
             layer.refresh_colors(update_color_mapping=False)
             layer.metadata["gene"] = gene
