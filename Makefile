@@ -28,7 +28,7 @@ demo: $(VENV)/.stamp-qt,export
 	$(VENV)/bin/napari-inrst demo
 
 sysdeps:
-	@if ! command -v xvfb-run >/dev/null || ! ldconfig -p | grep -q libxcb-cursor; then \
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi
