@@ -108,6 +108,15 @@ def test_lazy_bad_input_names_the_file(tmp_path):
         open_lazy_stack([junk], [0])
     with pytest.raises(InputError, match="same z"):
         open_lazy_stack([good, good], [5, 5])
+    # without z: the files' own; a file that records none is named
+    with pytest.raises(InputError, match="good.h5ad: records no z"):
+        open_lazy_stack([good], None)
+
+
+def test_lazy_stack_takes_z_from_the_files(atlas):
+    paths, _, z = atlas
+    st = open_lazy_stack(paths[:3], None, unit_factor=1.0)
+    assert [s.z for s in st.sections] == z[:3]
 
 
 def test_projected_targets_give_the_gene_space_error_exactly(sample):

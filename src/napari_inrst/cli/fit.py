@@ -93,7 +93,7 @@ def align_if_available(stack, reference=None, log=print):
     if reference is not None and not 0 <= reference < len(stack):
         raise InputError(None, f"--reference {reference} is out of range (0..{len(stack) - 1})")
     res = align_stack(stack, reference=reference, method="rigid", progress=None)
-    stack.set_transforms([np.asarray(m, dtype=float) for m in res.matrices])
+    res.apply(stack)
     return res
 
 
@@ -134,9 +134,7 @@ def prepare_stack(args, log=print):
 
     from ..io.lazy import open_lazy_stack
 
-    if args.z is None:
-        raise InputError(None, "give the z position of each section in µm with --z Z1 [Z2 ...]")
-    if len(args.z) != len(args.sections):
+    if args.z is not None and len(args.z) != len(args.sections):
         raise InputError(None, f"{len(args.sections)} sections but {len(args.z)} values after --z; "
                                "give one z per section")
     stack = open_lazy_stack(args.sections, args.z, names=[Path(p).stem for p in args.sections],

@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
+from .readers import section_z
 from ..stack import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, PlacedSection, StackBase
 
 #: rows read per chunk by default (× genes × 4 bytes: 16,384 × 2,000 genes ≈ 131 MB dense)
@@ -178,14 +179,15 @@ class LazyStack(StackBase):
                     pass
 
 
-def open_lazy_stack(paths: Sequence, z: Sequence[float], *, names: Sequence[str] | None = None,
+def open_lazy_stack(paths: Sequence, z: Sequence[float] | None, *, names: Sequence[str] | None = None,
                     normalize: str = "log1p", gene_policy: str = "intersection", unit_factor: float = 1.0,
                     min_sections: int = 1) -> LazyStack:
     """Open ``.h5ad`` sections in backed mode (expression stays on disk) as a :class:`LazyStack`.
 
     Checks what can be checked without reading the expression (file readable, non-empty, 2D
     finite ``obsm['spatial']``, unique cell names, one z per section, distinct z, shared genes);
-    the expression is checked chunk by chunk as it is streamed.
+    the expression is checked chunk by chunk as it is streamed. ``z`` None: each file's own z
+    (``uns['z_um']``, ``uns['z']`` or a constant ``obs['z']``), as the eager readers take it.
     """
     import anndata as ad
 
@@ -197,27 +199,32 @@ def open_lazy_stack(paths: Sequence, z: Sequence[float], *, names: Sequence[str]
         raise InputError(None, f"gene_policy must be one of {GENE_POLICIES}, got '{gene_policy}'")
     if n < min_sections:
         raise InputError(", ".join(map(str, paths)) or None, f"a stack needs at least {min_sections} sections; got {n}")
-    if len(z) != n:
+    if z is not None and len(z) != n:
         raise InputError(None, f"{n} sections but {len(z)} z positions; give one z per section")
-    zs = np.asarray(z, dtype=np.float64) * float(unit_factor)
-    if not np.isfinite(zs).all():
-        raise InputError(None, "z positions must be finite numbers")
-    for i in range(n):
-        for j in range(i):
-            if zs[i] == zs[j]:
-                raise InputError(paths[i], f"has the same z ({zs[i]:g} µm) as {paths[j]}; two sections cannot share a z")
     names = list(names) if names is not None else [p.stem for p in paths]
     sections = []
     try:
-        for p, nm, zz in zip(paths, names, zs):
+        for i, (p, nm) in enumerate(zip(paths, names)):
             if not p.exists():
                 raise InputError(p, "no such file")
             try:
                 a = ad.read_h5ad(p, backed="r")
             except Exception as exc:  # noqa: BLE001 - h5py/anndata raise many types
                 raise InputError(p, f"not a readable .h5ad file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
-            sections.append(LazySection(str(nm), str(p), float(zz), np.zeros((0, 2)), a, list(map(str, a.var_names))))
+            zz = z[i] if z is not None else section_z(a)
+            if zz is None:
+                a.file.close()
+                raise InputError(p, "records no z (uns['z_um'], uns['z'] or a constant obs['z']); "
+                                    "give the z position of each section in µm with --z Z1 [Z2 ...]")
+            zz = float(zz) * float(unit_factor)
+            if not np.isfinite(zz):
+                a.file.close()
+                raise InputError(p, "z positions must be finite numbers")
+            sections.append(LazySection(str(nm), str(p), zz, np.zeros((0, 2)), a, list(map(str, a.var_names))))
             _check_lazy_section(sections[-1], p, float(unit_factor))
+            for prev in sections[:-1]:
+                if prev.z == zz:
+                    raise InputError(p, f"has the same z ({zz:g} µm) as {prev.source}; two sections cannot share a z")
     except BaseException:
         for s in sections:
             try:
