@@ -155,6 +155,43 @@ def test_each_holds_sections_out_one_at_a_time_and_table_equals_json(synth, tmp_
     assert fits == [[0, 1, 3, 4, 6, 7]]
 
 
+def test_missing_spots_predicts_removed_spots_from_the_rest_of_each_section(synth, tmp_path, capsys,
+                                                                           monkeypatch):
+    """--missing-spots: half of each named section's spots removed, one fit per section on its kept
+    spots only, scored against knn2d; every section may be named (each keeps half its spots)."""
+    import anndata as ad
+
+    import napari_inrst.field.train as train
+
+    fits = []
+
+    def fake_fit_field(stack, config=None, *, sections=None, **kw):
+        fits.append((list(sections), [stack[i].n_obs for i in sections]))
+        return _truth_fit_fn()(stack, sections)
+
+    monkeypatch.setattr(train, "fit_field", fake_fit_field)
+    paths, z = synth
+    out = tmp_path / "spots.json"
+    every = [str(i) for i in range(len(paths))]
+    rc = main(["evaluate", *paths, "--z", *z, "--holdout", *every, "--missing-spots", "0.5",
+               "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert "missing spots (50% removed, seed 0)" in res["task"] and "50% of the spots" in text
+    assert set(res["methods"]) == {"inr", "knn2d"}
+    n = [ad.read_h5ad(p).n_obs for p in paths]
+    names = [f"section_{p.split('section_')[1][:2]}" for p in paths]
+    assert res["holdout"] == names
+    assert res["n_removed"] == {nm: int(round(0.5 * k)) for nm, k in zip(names, n)}
+    # one fit per section, on that section alone, with only its kept spots
+    assert fits == [([i], [k - int(round(0.5 * k))]) for i, k in enumerate(n)]
+    assert set(res["methods"]["inr"]["per_section"]) == set(names)
+    # the analytic truth beats 2D interpolation of the kept spots
+    assert res["methods"]["inr"]["pearson"] > res["methods"]["knn2d"]["pearson"]
+    assert res["methods"]["inr"]["rmse"] < res["methods"]["knn2d"]["rmse"]
+
+
 def test_log1p_values_is_discoverable_and_checked(synth, tmp_path, capsys, make_section):
     from napari_inrst.cli import build_parser
     from napari_inrst.cli.evaluate import _looks_unlogged
@@ -202,6 +239,8 @@ def test_evaluate_with_labels_reports_ari(synth, tmp_path, capsys):
     (["--holdout", "2", "--labels", "nope"], "nope"),
     (["--holdout", "2", "--score-genes", "many"], "--score-genes"),
     (["--holdout", "2", "--steps", "0"], "--steps"),
+    (["--holdout", "2", "--missing-spots", "1.5"], "--missing-spots"),
+    (["--holdout", "2", "--missing-spots", "0.5", "--labels", "Region"], "--labels"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(synth, tmp_path, capsys, extra, needle):
     paths, z = synth

@@ -10,8 +10,11 @@ sections; ``adjacent``: mean of the two neighbouring sections) – per-gene Pear
 100 µm bins for single-cell data), RMSE, SSIM on rasterized gene images, ARI of domains when
 ``--labels`` is given, fit time, the hardware – and writes the same as JSON (atomic). The
 held-out sections are left out together (one fit) or, with ``--each``, one at a time (one fit
-per section, averaged: EVALUATION.md's missing-section protocol). Definitions:
-docs/EVALUATION.md (napari_inrst.evaluate).
+per section, averaged: EVALUATION.md's missing-section protocol). With ``--missing-spots FRAC``
+the task is EVALUATION.md's missing spots instead: FRAC of each --holdout section's spots are
+removed at random (``--seed``), a field is fit on the rest of that section, the removed spots are
+predicted and scored against ``knn2d`` (inverse-distance kNN of the 4 nearest kept spots).
+Definitions: docs/EVALUATION.md (napari_inrst.evaluate).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ EPILOG = """examples:
         section_24.h5ad --z 40 90 140 190 240 --normalize none --log1p-values --no-align \\
         --holdout 2 --labels Region
   each interior section held out in turn, averaged:  ... --holdout 1 2 3 --each
+  missing spots, 50 % of sections 0 and 2 removed and predicted (one fit per section):
+    ... --holdout 0 2 --missing-spots 0.5
   raw counts (log1p of counts per 10,000, the default):  napari-inrst evaluate s1.h5ad s2.h5ad \\
         s3.h5ad --z 0 10 20 --holdout 1
 """
@@ -53,6 +58,10 @@ def add_parser(sub):
     p.add_argument("--each", action="store_true",
                    help="hold the --holdout sections out one at a time (one fit each) and average, "
                         "instead of all together in one fit")
+    p.add_argument("--missing-spots", type=float, default=None, metavar="FRAC",
+                   help="missing spots instead of missing sections: remove FRAC (0–1, e.g. 0.5) of each "
+                        "--holdout section's spots at random (--seed), fit on the rest of that section, "
+                        "predict them; baseline knn2d")
     p.add_argument("--labels", metavar="KEY", default=None,
                    help="obs column with domain annotations: adds the ARI of predicted domains")
     p.add_argument("--json", metavar="OUT", default=None, help="write the results as JSON here")
@@ -87,15 +96,16 @@ def _score_genes(value: str):
     return n
 
 
-def check_holdout(holdout, n: int, sources=None) -> list[int]:
-    """Validated, de-duplicated held-out indices (InputError on a bad index or nothing left)."""
+def check_holdout(holdout, n: int, sources=None, *, keep_one: bool = True) -> list[int]:
+    """Validated, de-duplicated held-out indices (InputError on a bad index, or with ``keep_one``
+    when no section is left to fit on)."""
     out = []
     for h in holdout:
         if not 0 <= h < n:
             raise InputError(None, f"--holdout {h} is out of range: {n} sections, indices 0–{n - 1}")
         if h not in out:
             out.append(h)
-    if len(out) >= n:
+    if keep_one and len(out) >= n:
         raise InputError(None, f"--holdout names all {n} sections; keep at least one to fit on")
     return out
 
@@ -127,7 +137,7 @@ def _training_progress(log, every_s: float = 30.0):
 
 def run(args) -> int:
     from ..evaluate.protocol import (format_per_section, format_table, inr_fit_fn, leave_one_section_out,
-                                     leave_out, log1p_values)
+                                     leave_out, log1p_values, missing_spots)
     from ..io.atomic import atomic_path
 
     score_genes = _score_genes(args.score_genes)
@@ -135,10 +145,16 @@ def run(args) -> int:
         raise InputError(None, f"--steps must be ≥ 1; got {args.steps}")
     if args.genes is not None and args.genes < 1:
         raise InputError(None, f"--genes must be ≥ 1; got {args.genes}")
+    spots = args.missing_spots
+    if spots is not None and not 0.0 < spots < 1.0:
+        raise InputError(None, f"--missing-spots takes a fraction between 0 and 1 (e.g. 0.5); got {spots:g}")
+    if spots is not None and args.labels:
+        raise InputError(None, "--labels scores predicted domains of held-out sections; it does not apply "
+                               "to --missing-spots")
     if args.z is not None and getattr(args, "section_key", None) is None:
-        check_holdout(args.holdout, len(args.sections))  # before reading anything
+        check_holdout(args.holdout, len(args.sections), keep_one=spots is None)  # before reading anything
     stack = load_stack(args)
-    holdout = check_holdout(args.holdout, len(stack))
+    holdout = check_holdout(args.holdout, len(stack), keep_one=spots is None)
     if args.reference is not None and not 0 <= args.reference < len(stack):
         raise InputError(None, f"--reference {args.reference} is out of range (0..{len(stack) - 1})")
     if args.labels:
@@ -158,7 +174,9 @@ def run(args) -> int:
     def progress(msg):
         print(f"napari-inrst: {msg}", file=sys.stderr, flush=True)
 
-    if not args.no_align:  # all sections, held-out ones included: they are scored in the stack frame
+    # all sections, held-out ones included: they are scored in the stack frame (missing spots fit
+    # one section at a time: no alignment needed)
+    if not args.no_align and spots is None:
         align_if_available(stack, args.reference, progress)
 
     fit_fn = None
@@ -171,7 +189,13 @@ def run(args) -> int:
         fit_fn = inr_fit_fn(cfg, progress=_training_progress(progress))
 
     kw = dict(labels_key=args.labels, genes=score_genes, progress=progress)
-    if args.each and len(holdout) > 1:
+    if spots is not None:
+        result = missing_spots(stack, fit_fn, holdout, frac=spots, seed=args.seed, genes=score_genes)
+        result["task"] += ", one fit per section on its kept spots"
+        if len(holdout) > 1:
+            result["task"] += ", averaged over sections"
+        kept = "the kept spots of each section, that section only"
+    elif args.each and len(holdout) > 1:
         result = leave_one_section_out(stack, fit_fn, holdout, **kw)
         result["task"] = "missing section, each held out in turn (one fit per section), averaged"
         kept = "all others (excluded ones aside), one fit per held-out section"
@@ -183,7 +207,10 @@ def run(args) -> int:
     result["inputs"] = list(args.sections)
     result["z_um"] = [float(s.z) for s in stack.sections]
     print(f"task: {result['task']}")
-    print(f"held out: {', '.join(result['holdout'])}; fit on: {kept}")
+    held = ", ".join(result["holdout"])
+    if spots is not None:
+        held = f"{spots:.0%} of the spots of {held} (seed {args.seed})"
+    print(f"held out: {held}; fit on: {kept}")
     print(f"scored: {result['gene_selection']}, values: {result['values']}; hardware: {result['hardware']}")
     print(format_table(result))
     if len(result["holdout"]) > 1:

@@ -18,6 +18,7 @@ from .protocol import (
     format_table,
     inr_fit_fn,
     intra_section,
+    missing_spots,
     leave_one_section_out,
     leave_out,
     log1p_values,
@@ -27,6 +28,6 @@ __all__ = [
     "BASELINES", "Adjacent", "KNN2D", "KNN3D", "adjacent", "knn2d", "knn3d",
     "LabelClassifier", "adjusted_rand_score", "binned_pearson", "pearson_per_gene", "rmse",
     "ssim_per_gene", "top_expressed_genes",
-    "FieldPredictor", "format_table", "inr_fit_fn", "intra_section", "leave_one_section_out",
+    "FieldPredictor", "format_table", "inr_fit_fn", "intra_section", "missing_spots", "leave_one_section_out",
     "leave_out", "log1p_values",
 ]

@@ -8,7 +8,8 @@ value space. The baselines (:mod:`.baselines`) and the INR (:func:`inr_fit_fn`) 
   its cells' (x, y) and z and scored (what ``napari-inrst evaluate --holdout`` runs).
 * :func:`leave_one_section_out` – :func:`leave_out` for each interior section in turn, averaged.
 * :func:`intra_section` – 50 % of one section's spots removed at random (fixed seed), fit on the
-  rest, the removed spots predicted and scored.
+  rest, the removed spots predicted and scored; :func:`missing_spots` – that for several sections,
+  averaged (``napari-inrst evaluate --missing-spots``).
 
 Results are plain dicts (JSON-ready): ``{"methods": {name: {metric: value, ...}}, ...}``. With a
 ``labels_key``, ``ari`` is the ARI of a classifier (multinomial logistic regression trained on the
@@ -294,6 +295,22 @@ def intra_section(stack, section: int, fit_fn: Callable | None, *, frac: float =
         entry = score(truth, pred, q_xyz[:, :2], single_cell=single_cell, ssim=ssim)
         entry["fit_seconds"] = float(fit_s)
         entry["predict_seconds"] = float(time.perf_counter() - t0)
+        result["methods"][name] = entry
+    return result
+
+
+def missing_spots(stack, fit_fn: Callable | None, sections: Sequence[int], **kwargs) -> dict:
+    """:func:`intra_section` for each of ``sections`` in turn (one fit each, the same ``frac`` and
+    ``seed``); metrics averaged over them, each section's under ``per_section``."""
+    runs = [intra_section(stack, i, fit_fn, **kwargs) for i in sections]
+    result = {k: v for k, v in runs[0].items() if k not in ("methods", "section", "n_removed", "n_kept")}
+    result["holdout"] = [r["section"] for r in runs]
+    result["n_removed"] = {r["section"]: r["n_removed"] for r in runs}
+    result["n_kept"] = {r["section"]: r["n_kept"] for r in runs}
+    result["methods"] = {}
+    for name in runs[0]["methods"]:
+        entry = _mean_rows([r["methods"][name] for r in runs])
+        entry["per_section"] = {r["section"]: r["methods"][name] for r in runs}
         result["methods"][name] = entry
     return result
 
