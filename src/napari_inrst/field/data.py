@@ -75,11 +75,13 @@ def occupancy_samples(sections, spacing: float, lo, hi, rng, max_per_section: in
 
 
 def gene_scale(mean, sd, standardize: bool):
-    """(mean, std) used to standardize: genes with (near) zero spread keep std 1."""
+    """(mean, std) the targets are centred and scaled by: per-gene std with ``standardize`` (genes
+    with (near) zero spread keep std 1), else 1. Always centred: projected targets need it (their
+    PCA basis spans the centred data only), and the decoder's bias adds the mean back."""
     mean = np.asarray(mean, dtype=np.float32)
     sd = np.asarray(sd, dtype=np.float32)
     if not standardize:
-        return np.zeros_like(mean), np.ones_like(sd)
+        return mean, np.ones_like(sd)
     floor = max(float(sd.max()) * 1e-3, 1e-6) if sd.size else 1e-6
     return mean, np.where(sd > floor, sd, 1.0).astype(np.float32)
 
