@@ -2,10 +2,11 @@
 
 Two kinds of targets, one interface for the training loop (:mod:`.train`):
 
-* :class:`StackData` — **dense**: every training cell's standardized expression (n × genes) is
-  the target; the gene decoder is trained (initialised from PCA). For stacks that fit in memory.
+* :class:`StackData` — **dense**: every training cell's centred expression (n × genes; per gene
+  ÷ std with ``config.standardize``) is the target; the gene decoder is trained (initialised from
+  PCA). For stacks that fit in memory.
 * :class:`ProjectedData` — **projected**: the targets are the cells' coordinates in a fixed
-  orthonormal PCA basis V (genes × r) of the standardized expression, plus each cell's residual
+  orthonormal PCA basis V (genes × r) of the centred (scaled) expression, plus each cell's residual
   energy ‖x − V Vᵀx‖². With the decoder fixed to V, the gene-space squared error equals the
   latent-space squared error plus that residual, exactly (V has orthonormal columns), so training
   on n × r numbers optimizes the same RMSE over all genes as the dense targets would, with memory
@@ -13,8 +14,8 @@ Two kinds of targets, one interface for the training loop (:mod:`.train`):
   (:class:`~napari_inrst.io.lazy.LazyStack`), so peak memory is bounded by the chunk size and the
   n × r projections (10^6 cells × r = 128: 512 MB), whatever the number of genes.
 
-Both hold: ``idx`` (training sections), ``n_genes``, ``mean``/``std`` (per gene, for
-standardization), ``xyz`` (n × 3 µm, float32), ``train``/``val`` (row indices), ``lo``/``hi``,
+Both hold: ``idx`` (training sections), ``n_genes``, ``mean``/``std`` (per gene: the
+targets are (x − mean) / std; std = 1 unless ``standardize``), ``xyz`` (n × 3 µm, float32), ``train``/``val`` (row indices), ``lo``/``hi``,
 ``spacing`` (µm between neighbouring cells/spots), ``z_spacing``, ``occ_xyz``/``occ_lab``
 (occupancy samples), ``X_raw_min``, ``targets`` (n × genes or n × r, float32).
 """

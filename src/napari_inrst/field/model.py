@@ -52,7 +52,7 @@ def build_net(arch: dict):
             return self.to_latent(self.trunk(e))
 
         def forward(self, xyz, occ_xyz=None, decode: bool = True):
-            """→ (latent, standardized expression or None, occupancy logit at ``occ_xyz`` or else at
+            """→ (latent, expression in target space (centred, ÷ std) or None, occupancy logit at ``occ_xyz`` or else at
             ``xyz``). One call covers every output a training step needs (what
             DistributedDataParallel wraps); ``decode=False`` skips the genes (projected targets).
             """

@@ -279,7 +279,7 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
             torch._foreach_lerp_(ema_params, net_params, 1.0 - d)
 
     def sq_err(lat, pred, rows):
-        """Sum over rows of the squared error over all genes (standardized space)."""
+        """Sum over rows of the squared error over all genes (target space: centred, scaled by ``std``)."""
         if projected:
             return ((lat.float() - T[rows]) ** 2).sum() + resid[rows].sum()
         return ((pred.float() - T[rows]) ** 2).sum()
