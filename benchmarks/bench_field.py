@@ -70,11 +70,13 @@ PAPER_LAMBDA_RC = 0.1
 def _variants(cfg):
     """The ablation: the default loss (RMSE + KL; defaults chosen by this benchmark), the paper's
     full eq. 7 (RMSE + consistency + KL), RMSE alone, and the default loss on per-gene z-scores
-    (``standardize=True``: every gene weighted equally) instead of centred values."""
+    (``standardize=True``: every gene weighs the same) and on centred values (``False``: genes
+    weigh by their variance); the default (``"auto"``) is one of the two, by the number of genes."""
     return {"inr": cfg,
             "inr_paper_loss": cfg.replace(lambda_rc=PAPER_LAMBDA_RC, lambda_kl=cfg.lambda_kl or 0.01),
             "inr_rmse_only": cfg.replace(lambda_rc=0.0, lambda_kl=0.0),
-            "inr_zscores": cfg.replace(standardize=not cfg.standardize)}
+            "inr_zscores": cfg.replace(standardize=True),
+            "inr_centred": cfg.replace(standardize=False)}
 
 
 #: --quick: one fit per data set, no ablation, a fixed x/y wavelength (no probe runs) and fewer

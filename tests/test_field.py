@@ -205,11 +205,38 @@ def test_config_json_round_trip_and_validation():
     again = FieldConfig.from_json(cfg.to_json())
     assert again == cfg
     assert json.loads(cfg.to_json())["rank"] == 48
-    for bad in ({"encoding": "wavelet"}, {"rank": -1}, {"width": 0}, {"lambda_kl": -1.0}, {"device": "tpu"}):
+    for bad in ({"encoding": "wavelet"}, {"rank": -1}, {"width": 0}, {"lambda_kl": -1.0}, {"device": "tpu"},
+                {"standardize": "sometimes"}):
         with pytest.raises(InputError):
             FieldConfig(**bad).validate()
     with pytest.raises(InputError):
         FieldConfig.from_dict({"rank": 8, "nonsense": 1})
+
+
+def test_targets_are_z_scores_for_panels_and_centred_values_for_many_genes(aligned, model):
+    """standardize="auto": a panel of ≤ 500 modeled genes trains on per-gene z-scores, more genes
+    on centred values (genes weigh by their variance); the model stores the resolved choice, and
+    its predictions are in the data's units either way."""
+    from napari_inrst.field.config import PANEL_GENES
+    from napari_inrst.field.data import StackData
+
+    stack, tissue = aligned
+    cfg = FieldConfig(**QUICK)
+    assert cfg.standardize == "auto"
+    assert cfg.resolved_standardize(PANEL_GENES) is True and cfg.resolved_standardize(PANEL_GENES + 1) is False
+    assert model.config.standardize is True  # 60 genes: z-scores, stored resolved
+    X = stack.expression(stack.training_sections())
+    z = StackData(stack, cfg.replace(standardize=True))
+    np.testing.assert_allclose(z.std, X.std(0), rtol=1e-4)
+    c = StackData(stack, cfg.replace(standardize=False))
+    assert np.all(c.std == 1.0)
+    np.testing.assert_allclose(c.mean, X.mean(0), rtol=1e-4, atol=1e-6)  # centred, not scaled
+    np.testing.assert_allclose(c.targets.mean(0), 0.0, atol=1e-4)
+    centred = fit_field(stack, cfg.replace(standardize=False))
+    assert centred.config.standardize is False
+    xyz = _plane(tissue, 90.0)
+    truth = tissue.truth(xyz, centred.genes)
+    assert _pearson(centred.predict(xyz), truth) > 0.8
 
 
 def test_hash_grid_encoding_trains(aligned):

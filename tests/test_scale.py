@@ -154,14 +154,16 @@ def test_choose_data_switches_by_size_and_lazy(sample, atlas, monkeypatch):
         choose_data(lazy, FieldConfig(targets="dense"))
 
 
-def test_projected_field_matches_the_truth_like_the_dense_one():
+@pytest.mark.parametrize("standardize", [True, False])
+def test_projected_field_matches_the_truth_like_the_dense_one(standardize):
+    """Both target spaces (z-scores; centred values) through dense and projected targets."""
     from napari_inrst.sample import sample_stack
 
     stack, tissue = sample_stack(n_genes=60)
     stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])
     errs = {}
     for mode in ("dense", "projected"):
-        m = fit_field(stack, FieldConfig(**QUICK, targets=mode))
+        m = fit_field(stack, FieldConfig(**QUICK, targets=mode, standardize=standardize))
         assert m.provenance["targets"] == mode
         xy = tissue.spots(90.0, 60.0, np.random.default_rng(0))  # a missing section
         xyz = np.column_stack([xy, np.full(len(xy), 90.0)])

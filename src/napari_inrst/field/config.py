@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 
 ENCODINGS = ("fourier", "hash")
+#: ``standardize="auto"``: per-gene z-scores up to this many modeled genes, centred values above
+PANEL_GENES = 500
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TARGETS = ("auto", "dense", "projected")
 COMPILE = ("auto", "on", "off")
@@ -37,13 +39,14 @@ class FieldConfig:
     width: int = 128
     depth: int = 3
     rank: int = 0  # low-rank latent → linear gene decoder; 0 = auto (64, or 8 below 2,000 training spots)
-    # Train on the values as normalized (False) or on per-gene z-scores (True: each gene counts
-    # equally). By measurement (benchmarks/bench_field.py): z-scores give genes without spatial
-    # signal (e.g. sparse highly variable genes of ST data) as much weight as expressed ones:
-    # breast ST missing spots with the CLI's default 2,000 genes 0.190 Pearson (below 2D kNN, 0.202)
-    # vs 0.250 without; 500 most expressed 0.258 vs 0.262; synthetic RMSE vs truth 0.264 vs 0.250;
-    # MERFISH (155 genes) 0.381 vs 0.375 (50 µm Pearson, 3 hold-outs).
-    standardize: bool = False
+    # Targets: per-gene z-scores (True: every gene weighs the same) or centred values (False:
+    # genes weigh by their variance); "auto" = z-scores for panels of ≤ PANEL_GENES modeled genes
+    # (targeted panels such as MERFISH: every gene chosen for a reason), centred values above
+    # (transcriptome-wide data, where most highly variable genes are sparse noise). By measurement
+    # (benchmarks/bench_field.py): MERFISH, 155 genes, 50 µm Pearson 0.381 z vs 0.375 centred, SSIM
+    # 0.666 vs 0.621; breast ST missing spots with the CLI's default 2,000 genes 0.190 z (below 2D
+    # kNN, 0.202) vs 0.250 centred; its 500 most expressed genes 0.258 vs 0.262.
+    standardize: object = "auto"
     # --- losses (paper eq. 7) -------------------------------------------------------------
     # Defaults by measurement (benchmarks/bench_field.py, 3 MERFISH holdouts + breast ST): the
     # consistency term did not improve held-out scores (50 µm Pearson 0.375 with λ1 = 0.1 vs 0.381
@@ -83,6 +86,8 @@ class FieldConfig:
             raise InputError(None, f"compile must be one of {COMPILE}, got '{self.compile}'")
         if self.device not in DEVICES:
             raise InputError(None, f"device must be one of {DEVICES}, got '{self.device}'")
+        if self.standardize not in (True, False, "auto"):
+            raise InputError(None, f"standardize must be true, false or 'auto', got {self.standardize!r}")
         if int(self.rank) < 0:
             raise InputError(None, f"rank must be ≥ 0 (0 = auto), got {self.rank}")
         for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch"):
@@ -94,6 +99,12 @@ class FieldConfig:
         if not 0.0 <= self.val_frac < 0.9:
             raise InputError(None, f"val_frac must be in [0, 0.9), got {self.val_frac}")
         return self
+
+    def resolved_standardize(self, n_genes: int) -> bool:
+        """``standardize`` for a model of ``n_genes`` genes (``"auto"`` resolved)."""
+        if self.standardize == "auto":
+            return int(n_genes) <= PANEL_GENES
+        return bool(self.standardize)
 
     def replace(self, **kw) -> "FieldConfig":
         return dataclasses.replace(self, **kw)

@@ -3,7 +3,7 @@
 Two kinds of targets, one interface for the training loop (:mod:`.train`):
 
 * :class:`StackData` — **dense**: every training cell's centred expression (n × genes; per gene
-  ÷ std with ``config.standardize``) is the target; the gene decoder is trained (initialised from
+  ÷ std when ``config.standardize`` resolves to True) is the target; the gene decoder is trained (initialised from
   PCA). For stacks that fit in memory.
 * :class:`ProjectedData` — **projected**: the targets are the cells' coordinates in a fixed
   orthonormal PCA basis V (genes × r) of the centred (scaled) expression, plus each cell's residual
@@ -172,7 +172,7 @@ class StackData(_Base):
         if not np.isfinite(X).all() or not np.isfinite(xyz).all():
             raise InputError(names, "NaN or infinite values in expression or coordinates")
         self.n_genes = X.shape[1]
-        self.mean, self.std = gene_scale(X.mean(0), X.std(0), config.standardize)
+        self.mean, self.std = gene_scale(X.mean(0), X.std(0), config.resolved_standardize(self.n_genes))
         self.X_raw_min = float(X.min())
         self.targets = ((X - self.mean) / self.std).astype(np.float32)
         self.train, self.val = split(len(X), config.val_frac, config.seed)
@@ -219,7 +219,7 @@ class ProjectedData(_Base):
         mu = s1 / m
         cov_raw = (s2 - m * np.outer(mu, mu)) / max(m - 1, 1)  # covariance of the raw values
         sd = np.sqrt(np.maximum(np.diag(cov_raw) * (m - 1) / max(m, 1), 0))
-        self.mean, self.std = gene_scale(mu, sd, config.standardize)
+        self.mean, self.std = gene_scale(mu, sd, config.resolved_standardize(len(mu)))
         cov = cov_raw / np.outer(self.std, self.std)  # covariance of the standardized values
         from ..linalg import top_eigen
 

@@ -404,6 +404,13 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
         net.enc.alpha.fill_(1.0 if anneal == 0 else min(1.0, best_step / max(anneal, 1)) if best_step else 1.0)
     if best_val == float("inf") and n_val_total:
         best_val = validate()
+    if world > 1:
+        # release the DistributedDataParallel wrapper (and its gloo/NCCL hooks) now, closures
+        # included, not at interpreter exit after the process group is gone (an abort there)
+        model = None  # noqa: F841
+        import gc
+
+        gc.collect()
     return net, best_val, history, stopped, best_step
 
 
@@ -475,6 +482,7 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
             raise InputError(resume, "checkpoint was trained on other genes than this stack")
         if m.get("config"):
             cfg = FieldConfig.from_dict(m["config"])
+    cfg = cfg.replace(standardize=cfg.resolved_standardize(stack.n_genes))  # stored resolved
     t_read = time.perf_counter()
     data = choose_data(stack, cfg, sections)
     data.read_seconds = time.perf_counter() - t_read
