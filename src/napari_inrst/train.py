@@ -114,6 +114,9 @@ def main(argv=None) -> int:
             return 2
     finally:
         if distributed and dist.is_initialized():
+            import gc
+
+            gc.collect()  # nothing holding the group's work objects outlives it
             dist.destroy_process_group()
     return 0
 
