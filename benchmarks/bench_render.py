@@ -23,6 +23,10 @@ Figures (medians of several repetitions, milliseconds unless named _s), per enco
   nearest measured section's spots onto the same 512×512 plane (Delaunay included: a new z
   means a new section); ``griddata3d_plane512_ms`` interpolates all spots in 3D instead.
 * ratios ``*_speedup_vs_griddata2d`` = baseline time / field time (> 1: the field is faster).
+* ``ooc.*`` (full run only) — ``napari-inrst render --volume --shape 1024 1024 512 --oversample 4``
+  (2 GiB of values) to OME-Zarr in a child process: ``wall_s``, ``peak_rss_mb`` (the child's), the bytes
+  of values and of the files written, and ``peak_vs_values_ratio`` (< 1: larger than memory works);
+  ``ooc_no_pyramid.*`` the same with ``--no-pyramid`` (what the pyramid costs).
 """
 
 from __future__ import annotations
@@ -109,6 +113,41 @@ def _griddata(stack, grid, gene: int, reps: int, figs: dict):
     figs["griddata3d_plane512_ms"] = _median_ms(lambda: griddata(xyz, vals, q, method="linear"), max(1, reps // 3))
 
 
+def _out_of_core(model, figs: dict, shape=(1024, 1024, 512), extra=(), key="ooc"):
+    """The CLI's streamed volume write in a child process (its own peak memory)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    code = (
+        "import resource, sys, time, json\n"
+        "from napari_inrst.cli import main\n"
+        "t = time.perf_counter()\n"
+        "rc = main(sys.argv[1:])\n"
+        "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t,\n"
+        "  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="inrst_ooc_") as d:
+        mfile, out = Path(d) / "m.inrst", Path(d) / "v.zarr"
+        model.save(mfile)
+        args = ["render", str(mfile), "--gene", model.genes[0], "--volume", "--shape", *map(str, shape),
+                "--oversample", str(OVERSAMPLE), "--out", str(out), *extra]
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-2000:])
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    values_mb = 4.0 * np.prod(shape) / 2**20
+    figs[f"{key}.shape_xyz"] = "x".join(map(str, shape))
+    figs[f"{key}.wall_s"] = round(res["wall_s"], 1)
+    figs[f"{key}.peak_rss_mb"] = round(res["peak_rss_mb"], 0)
+    figs[f"{key}.values_mb"] = round(values_mb, 0)
+    figs[f"{key}.written_mb"] = round(written / 2**20, 0)
+    figs[f"{key}.peak_vs_values_ratio"] = round(res["peak_rss_mb"] / values_mb, 3)
+
+
 def run(quick: bool = False) -> dict:
     import torch
 
@@ -135,6 +174,9 @@ def run(quick: bool = False) -> dict:
         else:  # the pure-PyTorch hash grid is slow on CPU: band-limited volumes only
             volumes = {"exact": [], "band": [128, 256]}
         grid = _bench_model(f"{enc}.", model, stack, reps, volumes, figs)
+        if enc == "fourier" and not quick:
+            _out_of_core(model, figs)
+            _out_of_core(model, figs, extra=["--no-pyramid"], key="ooc_no_pyramid")
     _griddata(stack, grid, 0, reps, figs)
     base = figs["griddata2d_plane512_ms"]
     for enc in encodings:
