@@ -115,29 +115,17 @@ def _griddata(stack, grid, gene: int, reps: int, figs: dict):
 
 def _out_of_core(model, figs: dict, shape=(1024, 1024, 512), extra=(), key="ooc"):
     """The CLI's streamed volume write in a child process (its own peak memory)."""
-    import json
-    import subprocess
-    import sys
     import tempfile
     from pathlib import Path
 
-    code = (
-        "import resource, sys, time, json\n"
-        "from napari_inrst.cli import main\n"
-        "t = time.perf_counter()\n"
-        "rc = main(sys.argv[1:])\n"
-        "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t,\n"
-        "  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
-    )
+    from _child import run_cli
+
     with tempfile.TemporaryDirectory(prefix="inrst_ooc_") as d:
         mfile, out = Path(d) / "m.inrst", Path(d) / "v.zarr"
         model.save(mfile)
         args = ["render", str(mfile), "--gene", model.genes[0], "--volume", "--shape", *map(str, shape),
                 "--oversample", str(OVERSAMPLE), "--out", str(out), *extra]
-        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr[-2000:])
-        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res = run_cli(args)
         written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     values_mb = 4.0 * np.prod(shape) / 2**20
     figs[f"{key}.shape_xyz"] = "x".join(map(str, shape))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,19 +65,10 @@ def atlas_dir(name: str, spec: dict) -> tuple[list[Path], list[float]]:
 
 def _fit_in_child(paths, z, out: Path, extra=()) -> dict:
     """Run the CLI fit in a child process (its own peak RSS); return its timing and memory."""
-    code = (
-        "import resource, sys, time, json\n"
-        "from napari_inrst.cli import main\n"
-        "t = time.perf_counter()\n"
-        "rc = main(sys.argv[1:])\n"
-        "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t,\n"
-        "  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
-    )
-    args = ["fit", *map(str, paths), "--z", *map(str, z), "--out", str(out), "--lazy", "--no-align", "--quiet", *extra]
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    from _child import run_cli
+
+    return run_cli(["fit", *map(str, paths), "--z", *map(str, z), "--out", str(out), "--lazy", "--no-align",
+                    "--quiet", *extra])
 
 
 def _val_cells(model, paths, z, spec):
