@@ -46,7 +46,7 @@ class FieldConfig:
     # (benchmarks/bench_field.py): MERFISH, 155 genes, 50 µm Pearson 0.381 z vs 0.375 centred, SSIM
     # 0.666 vs 0.621; breast ST missing spots with the CLI's default 2,000 genes 0.190 z (below 2D
     # kNN, 0.202) vs 0.250 centred; its 500 most expressed genes 0.258 vs 0.262.
-    standardize: object = "auto"
+    standardize: bool | str = "auto"
     # --- losses (paper eq. 7) -------------------------------------------------------------
     # Defaults by measurement (benchmarks/bench_field.py, 3 MERFISH holdouts + breast ST): the
     # consistency term did not improve held-out scores (50 µm Pearson 0.375 with λ1 = 0.1 vs 0.381
