@@ -30,7 +30,7 @@ def add_stack_options(p: argparse.ArgumentParser, *, z_required: bool = True):
 
 
 def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
-    from ..io.readers import read_h5ad, section_z
+    from ..io.readers import NO_Z_MESSAGE, read_h5ad, section_z
     from ..stack import build_stack
 
     if getattr(args, "section_key", None):
@@ -48,8 +48,7 @@ def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
         z = [section_z(a) for a in adatas]
         lacking = [p for p, v in zip(args.sections, z) if v is None]
         if lacking:
-            raise InputError(lacking[0], "records no z (uns['z_um'], uns['z'] or a constant obs['z']); "
-                                         "give the z position of each section in µm with --z Z1 [Z2 ...]")
+            raise InputError(lacking[0], NO_Z_MESSAGE)
     from pathlib import Path
 
     names = [Path(p).stem for p in args.sections]

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .readers import section_z
+from .readers import NO_Z_MESSAGE, section_z
 from ..stack import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, PlacedSection, StackBase
 
 #: rows read per chunk by default (× genes × 4 bytes: 16,384 × 2,000 genes ≈ 131 MB dense)
@@ -214,8 +214,7 @@ def open_lazy_stack(paths: Sequence, z: Sequence[float] | None, *, names: Sequen
             zz = z[i] if z is not None else section_z(a)
             if zz is None:
                 a.file.close()
-                raise InputError(p, "records no z (uns['z_um'], uns['z'] or a constant obs['z']); "
-                                    "give the z position of each section in µm with --z Z1 [Z2 ...]")
+                raise InputError(p, NO_Z_MESSAGE)
             zz = float(zz) * float(unit_factor)
             if not np.isfinite(zz):
                 a.file.close()

@@ -41,6 +41,11 @@ def _check_exists(path: Path, kind: str = "file"):
         raise InputError(path, f"no such {kind}")
 
 
+#: the error for a section without a z of its own when none was given
+NO_Z_MESSAGE = ("records no z (uns['z_um'], uns['z'] or a constant obs['z']); "
+                "give the z position of each section in µm with --z Z1 [Z2 ...]")
+
+
 def section_z(adata) -> float | None:
     """The z position (µm) a file records for itself: ``uns['z_um']``/``uns['z']`` or a constant ``obs['z']``."""
     for key in ("z_um", "z"):

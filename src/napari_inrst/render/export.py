@@ -31,12 +31,12 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-
 def viewer_camera(viewer):
     """The viewer's camera: ``viewer.scene.camera`` (napari ≥ 0.9; ``viewer.camera`` is deprecated
     there) or ``viewer.camera`` on older napari."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
+
 
 def volume_format(path) -> str:
     """'zarr' or 'tiff' from the file name; InputError otherwise."""
