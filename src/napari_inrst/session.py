@@ -6,6 +6,9 @@ and shows the new field at once (it does not wait for a layer to be added or rem
 
     from napari_inrst.session import field_session
     field_session(viewer).changed.connect(lambda field: ...)
+
+It also carries ``stack_changed`` for in-place changes of the stack (the Sections widget's z,
+unit factor and normalization), which no layer event announces.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from psygnal import Signal
 
 
 class FieldSession:
-    """The current field of one viewer; ``changed`` fires with the new field (or None)."""
+    """The current field of one viewer; ``changed`` fires with the new field (or None).
+    ``stack_changed`` fires with the stack when its sections moved or its values changed in
+    place (z, unit factor, normalization set in the Sections widget)."""
 
     changed = Signal(object)
+    stack_changed = Signal(object)
 
     def __init__(self):
         self.field = None
@@ -58,3 +64,8 @@ def current_field(viewer):
     """The field last published for ``viewer``, or None."""
     entry = _SESSIONS.get(id(viewer))
     return entry[1].field if entry is not None and entry[0]() is viewer else None
+
+
+def stack_changed(viewer, stack):
+    """Tell the widgets of ``viewer`` that ``stack`` changed in place (geometry or values)."""
+    field_session(viewer).stack_changed.emit(stack)

@@ -276,6 +276,9 @@ class TrainWidget(QWidget):
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         viewer.dims.events.point.connect(self._dims_changed)
+        from ..session import field_session
+
+        field_session(viewer).stack_changed.connect(self._stack_changed)
         self._dims_changed()
         self.refresh()
         self._set_running(False)
@@ -304,6 +307,15 @@ class TrainWidget(QWidget):
             modeled = f"up to {DEFAULT_GENE_CAP:,} modeled by default" if n > DEFAULT_GENE_CAP else "all modeled"
             self.status.setText(f"{len(stack.training_sections())} sections to train on, {n:,} genes ({modeled}).")
         self._set_running(self.running)
+
+    def _stack_changed(self, stack):
+        """The stack's z / units / values changed in place: what was prepared for it is stale."""
+        if self._prepared is not None and self._prepared[0] is stack:
+            self._prepared = None
+            if self.checkpoint.exists() and not self.running:
+                self.checkpoint.unlink()
+        self._stack = None
+        self.refresh()
 
     def _set_running(self, running: bool):
         has = self._stack is not None
