@@ -181,6 +181,7 @@ class SectionsWidget(QWidget):
             self._error(exc)
             return False
         self._changed(f"coordinates × {factor:g} → µm")
+        self.viewer.reset_view()  # the sections moved (scaled): frame them again
         return True
 
     def apply_normalize(self, normalize: str):
