@@ -130,6 +130,7 @@ class ViewWidget(ExportMixin, QWidget):
         self._connections.append((field_session(viewer).changed, self._on_field_published))
         for ev, cb in self._connections:
             ev.connect(cb)
+        self._last_dims_z = self._dims_z()
         self._on_layers_changed()
 
     # --- UI ---------------------------------------------------------------------------------
