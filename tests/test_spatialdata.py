@@ -124,6 +124,14 @@ def test_table_rows_without_a_shape_and_non_stores_are_one_line_errors(tmp_path,
     path = _write_store(tmp_path / "bad.zarr", shapes={"s": shp}, table=t)
     with pytest.raises(InputError, match="1 table rows annotate instances missing from element 's'"):
         read_spatialdata(path)
+    import shutil
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(tiny_store["path"], damaged)
+    for f in (damaged / "shapes" / "s_b").glob("*.parquet"):
+        f.unlink()
+    with pytest.raises(InputError, match="not a readable SpatialData store"):
+        read_spatialdata(damaged)
     (tmp_path / "plain").mkdir()
     with pytest.raises(InputError, match="not a SpatialData"):
         read_spatialdata(tmp_path / "plain")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +125,11 @@ def _centroids(sd, element, name: str, kind: str, coordinate_system: str, path):
         raise InputError(path, f"{kind} element '{name}' has no coordinate system '{coordinate_system}' "
                                f"(has: {have}); choose one with --coordinate-system")
     try:
-        cent = sd.get_centroids(element, coordinate_system=coordinate_system)
-        if hasattr(cent, "compute"):
-            cent = cent.compute()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "index not monotonic" notices about its own frames
+            cent = sd.get_centroids(element, coordinate_system=coordinate_system)
+            if hasattr(cent, "compute"):
+                cent = cent.compute()
     except Exception as exc:  # noqa: BLE001 - geometry/transform errors of a damaged element
         raise InputError(path, f"cannot take the centroids of {kind} element '{name}' ({_first_line(exc)})") from None
     if "x" not in cent.columns or "y" not in cent.columns:
@@ -177,9 +180,11 @@ def read_spatialdata(path, *, table: str | None = None, coordinate_system: str =
         raise InputError(path, "not a SpatialData .zarr store (no spatialdata metadata at its root)")
     sd = import_spatialdata(path)
     try:
-        sdata = sd.read_zarr(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # version/format notices of spatialdata, zarr, dask
+            sdata = sd.read_zarr(path)
     except Exception as exc:  # noqa: BLE001 - zarr/parquet/pydantic raise many types
-        raise InputError(path, f"not a readable SpatialData store ({_first_line(exc)})") from None
+        raise InputError(path, f"not a readable SpatialData store ({type(exc).__name__}: {_first_line(exc)})") from None
     tname, tab = _pick_table(sdata, path, table)
     keys = _table_keys(tab)
     if keys is None:
@@ -215,6 +220,9 @@ def read_spatialdata(path, *, table: str | None = None, coordinate_system: str =
     else:
         labels, key = regions, region_key
     X_all = tab.layers[layer] if layer is not None else tab.X
+    if X_all is None:
+        raise InputError(path, f"table '{tname}' has no X (expression); name a layer with --layer "
+                               f"(layers: {', '.join(tab.layers.keys()) or 'none'})")
     out = []
     for label in sorted(np.unique(labels)):
         rows = np.flatnonzero(labels == label)
