@@ -312,3 +312,21 @@ def write_predictions_h5ad(field, xyz, path, *, masked: bool = False):
     if masked and occ is not None:
         pred[occ < OCCUPANCY_THRESHOLD] = np.nan
     return write_h5ad(predictions_anndata(field, xyz, pred, occupancy=occ, masked=bool(masked)), path)
+
+
+def save_virtual_section(field, z: float, path, spacing: float | None = None, **kwargs):
+    """:func:`virtual_section` written to ``path``: a SpatialData store when it ends in ``.zarr``,
+    an ``.h5ad`` otherwise (the View widget's "Save virtual section…"). Returns the AnnData."""
+    vs = virtual_section(field, z, spacing, **kwargs)
+    if str(path).lower().rstrip("/").endswith(".zarr"):
+        write_spatialdata(vs, path)
+    else:
+        write_h5ad(vs, path)
+    return vs
+
+
+def save_qc(stack, rows, path, **settings):
+    """:func:`qc_anndata` written to ``path`` (the QC widget's "Save to AnnData…")."""
+    if not rows:
+        raise InputError(None, "no QC results yet: run 'Check every section' first")
+    return write_h5ad(qc_anndata(stack, rows, settings=settings or None), path)
