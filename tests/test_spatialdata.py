@@ -352,6 +352,8 @@ def test_slice_writes_a_virtual_section_at_an_unmeasured_z(sample_store_model, t
     bad = tmp_path / "none.h5ad"
     assert main(["slice", str(m["model"]), "--z", "30", "--genes", "NOPE", "--out", str(bad)]) == 2
     assert "NOPE" in capsys.readouterr().err and not bad.exists()
+    assert main(["slice", str(m["model"]), "--z", "2000", "--out", str(bad)]) == 2  # far beyond the stack
+    assert "--extrapolate" in capsys.readouterr().err and not bad.exists()
 
 
 def test_predict_writes_anndata_and_impute_places_the_section(sample_store_model, tmp_path):

@@ -31,6 +31,8 @@ def add_parser(sub):
     out.add_argument("--out", metavar="VIRTUAL.h5ad", help="AnnData file to write")
     out.add_argument("--spatialdata", metavar="VIRTUAL.zarr",
                      help="write a SpatialData store (shapes 'virtual_section' + table 'table') instead")
+    p.add_argument("--extrapolate", action="store_true",
+                   help="allow a z farther than one section spacing beyond the measured sections")
     p.add_argument("--quiet", action="store_true", help="no summary line")
     return p
 
@@ -47,6 +49,14 @@ def run(args) -> int:
     if not 0.0 <= args.threshold <= 1.0:
         raise InputError(None, f"--threshold must be within 0–1; got {args.threshold:g}")
     model = load_model(args.model)
+    zs = (model.stack_meta or {}).get("z") or []
+    if zs:
+        zlo, zhi = min(zs), max(zs)
+        reach = float((model.stack_meta or {}).get("z_spacing_um") or 0.0) or max(0.1 * (zhi - zlo), 10.0)
+        if not (zlo - reach <= args.z <= zhi + reach) and not args.extrapolate:
+            raise InputError(args.model, f"z = {args.z:g} µm is far outside the measured sections "
+                                         f"({zlo:g}–{zhi:g} µm, spacing {reach:g} µm); the field there is "
+                                         "a guess: add --extrapolate to write it anyway")
     try:
         vs = virtual_section(model, args.z, args.spacing, threshold=args.threshold, genes=args.genes)
     except KeyError as exc:
@@ -57,6 +67,9 @@ def run(args) -> int:
     else:
         write_spatialdata(vs, args.spatialdata)
     if not args.quiet:
+        if zs and not min(zs) <= args.z <= max(zs):
+            print(f"napari-inrst: note: z = {args.z:g} µm lies outside the measured sections "
+                  f"({min(zs):g}–{max(zs):g} µm): the field is extrapolated there", file=sys.stderr)
         sp = vs.uns["napari_inrst"]["spacing_um"]
         print(f"wrote {target}: {vs.n_obs} pseudo-spots at z = {args.z:g} µm ({sp:g} µm grid), "
               f"{vs.n_vars} genes", file=sys.stderr)
