@@ -418,9 +418,14 @@ def test_merfish_store_fits_slices_predicts_and_qc_prints_json(merfish_dir, tmp_
     assert main(["predict", str(model), "--coords", str(q), "--out", str(tmp_path / "p.h5ad")]) == 0
     assert ad.read_h5ad(tmp_path / "p.h5ad").shape == (1, 30)
     capsys.readouterr()
+    qc_out = tmp_path / "qc.h5ad"
     assert main(["qc", store, "--z-key", "z", "--normalize", "none", "--no-align", "--genes", "30",
-                 "--steps", "30", "--quiet"]) == 0
+                 "--steps", "30", "--quiet", "--out", str(qc_out)]) == 0
     res = json.loads(capsys.readouterr().out)
+    qa = ad.read_h5ad(qc_out)
+    assert qa.n_obs == 3600 and list(qa.obs["section"].cat.categories) == list(shapes)
+    z_by_section = qa.obs.groupby("section", observed=True)["qc_z_score"].first()
+    assert [z_by_section[s["name"]] for s in res["sections"]] == pytest.approx([s["z_score"] for s in res["sections"]])
     assert [s["name"] for s in res["sections"]] == ["section_04", "section_09", "section_14"]
     assert all(isinstance(s["score"], float) and isinstance(s["flagged"], bool) for s in res["sections"])
     assert res["flag_z"] == 3.0 and res["settings"]["steps"] == 30
