@@ -379,6 +379,17 @@ def test_predict_writes_anndata_and_impute_places_the_section(sample_store_model
     xyz = np.column_stack([a.obsm["spatial"], np.full(a.n_obs, 60.0)])
     np.testing.assert_allclose(b.layers["inrst"], model.predict(xyz), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(b.X), np.asarray(a.X))
+    # a file the model was not trained on: placed at the z it records (uns['z_um'])
+    import shutil
+
+    other = tmp_path / "other.h5ad"
+    shutil.copy(m["dir"] / "sec1.h5ad", other)
+    assert main(["impute", str(m["model"]), str(other), "--out", str(tmp_path / "o.h5ad"), "--quiet"]) == 0
+    np.testing.assert_allclose(ad.read_h5ad(tmp_path / "o.h5ad").layers["inrst"], b.layers["inrst"], rtol=1e-5)
+    del a.uns["z_um"]
+    a.write_h5ad(other)
+    assert main(["impute", str(m["model"]), str(other), "--out", str(tmp_path / "o2.h5ad")]) == 2
+    assert not (tmp_path / "o2.h5ad").exists()
 
 
 # --- the bar: three MERFISH sections in a SpatialData store ------------------------------------

@@ -38,7 +38,7 @@ def add_parser(sub):
 def placement(model, path, adata, *, name=None, z=None, unit_factor=None):
     """(xyz in the model's frame, the model section's name or None) for the spots of ``adata``."""
     from ..errors import InputError
-    from ..io.readers import NO_Z_MESSAGE, section_z
+    from ..io.readers import section_z
     from ..stack import apply_transform
 
     meta = model.stack_meta or {}
@@ -65,7 +65,9 @@ def placement(model, path, adata, *, name=None, z=None, unit_factor=None):
     if z is None:
         rec = section_z(adata)
         if rec is None:
-            raise InputError(path, "is not a section of the model and " + NO_Z_MESSAGE.replace(" with --z Z1 [Z2 ...]", " with --z Z"))
+            raise InputError(path, f"is not a section of the model (sections: {', '.join(names) or 'none'}) "
+                                   "and records no z (uns['z_um'], uns['z'] or a constant obs['z']); name its "
+                                   "section with --section NAME, or give its z in µm with --z Z")
         z = rec * uf
     return np.column_stack([xy, np.full(len(xy), float(z))]), (names[k] if k is not None else None)
 
