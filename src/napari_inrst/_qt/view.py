@@ -40,6 +40,7 @@ from ..render.export import viewer_camera, viewer_overlay
 from ..render.grids import VOLUME_MAX, VOLUME_MIN, PlaneGrid, plane_for_view, volume_grid
 from ..render.plane import auto_contrast, evaluate_plane, gene_indices, iter_plane, plane_cache_key
 from ..render.volume import iter_volume
+from .anndata_save import save_virtual_section_dialog
 from .common import GeneBox, find_stack, section_layers
 from .view_export import FIRST_COLORMAP, MOVIE_KINDS, ExportMixin
 
@@ -199,6 +200,10 @@ class ViewWidget(ExportMixin, QWidget):
         self.shot_btn.clicked.connect(self._screenshot_dialog)
         self.save_vol_btn = QPushButton("Save volume…")
         self.save_vol_btn.clicked.connect(self._save_volume_dialog)
+        self.save_vs_btn = QPushButton("Save virtual section…")  # issue 16: anndata_save.py
+        self.save_vs_btn.setToolTip("pseudo-spots inside the tissue at the current z with the field's expression, "
+                                    "as AnnData (.h5ad) or SpatialData (.zarr), for scanpy/squidpy")
+        self.save_vs_btn.clicked.connect(lambda *_: save_virtual_section_dialog(self))
         self.movie_kind = QComboBox()
         self.movie_kind.addItems(list(MOVIE_KINDS))
         self.movie_kind.setToolTip("z sweep: the 2D plane from the bottom to the top of the field (current "
@@ -251,6 +256,7 @@ class ViewWidget(ExportMixin, QWidget):
         row4.addWidget(self.shot_btn, 1)
         ef.addRow(row4)
         ef.addRow(self.save_vol_btn)
+        ef.addRow(self.save_vs_btn)
         row5 = QHBoxLayout()
         row5.addWidget(self.movie_kind, 1)
         row5.addWidget(self.movie_frames)
