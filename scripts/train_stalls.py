@@ -50,7 +50,8 @@ def main(argv=None):
     w = TrainWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.steps.setValue(a.steps)
-    w.genes.setValue(a.genes)
+    if hasattr(w, "genes"):  # (older versions had no Genes control)
+        w.genes.setValue(a.genes)
     loop = QEventLoop()
     QTimer.singleShot(8000, loop.quit)  # the widget's background imports (torch) settle
     loop.exec()

@@ -460,6 +460,7 @@ class TrainWidget(QWidget):
         """A few times a second: progress bar, status line, plot and preview from the newest record."""
         pbar = self._pbar  # a local: a finished run may clear the attribute meanwhile
         d, self._latest = self._latest, None
+        busy = False
         if d is None:
             if self.running and self._run_records == 0:
                 el = time.monotonic() - self._t_start
@@ -467,6 +468,9 @@ class TrainWidget(QWidget):
             elif self.running and self._status_msg != self._status_seen and not self._stop:
                 self._status_seen = self._status_msg
                 self.status.setText(f"{self._status_msg}…")
+            pv, self._pending_preview = self._pending_preview, None
+            if pv is not None:
+                self._show_preview(pv, None)
             return
         self._status_seen = self._status_msg
         if pbar is not None:
@@ -477,7 +481,8 @@ class TrainWidget(QWidget):
                 pbar.update(inc)
             desc = f"Training field: {d.get('phase', '')}"
             if getattr(pbar, "desc", None) != desc:
-                pbar.set_description(desc)
+                pbar.set_description(desc)  # napari re-lays out its activity dock: not with a preview
+                busy = True
         eta = f", about {d['eta_s']:.0f} s left" if d.get("eta_s") is not None else ""
         best = f", best validation RMSE {d['best_val']:.4f}" if d.get("best_val") is not None else ""
         ph = ""
@@ -486,6 +491,8 @@ class TrainWidget(QWidget):
             ph = f"phase {d['phase_index'] + 1}/{d['n_phases']} ({kind}) "
         self.status.setText(f"{ph}{d.get('phase', '')}: step {d['step']:,}/{d['total']:,}{best}{eta}")
         self.plot.update()
+        if busy:
+            return  # the preview waits for the next tick: one redraw of the dock or the canvas per tick
         pv, self._pending_preview = self._pending_preview, None
         if pv is not None:
             self._show_preview(pv, None)
@@ -550,7 +557,7 @@ class TrainWidget(QWidget):
             pbar.total = prov["steps_planned"]
             if pbar.n < pbar.total:
                 pbar.update(pbar.total - pbar.n)
-        self._latest = None
+        self._latest = self._pending_preview = None  # nothing older may replace the final preview
         self.status.setText(self.end_message(field))
         from ..session import publish_field
 
