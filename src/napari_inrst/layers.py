@@ -41,6 +41,7 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
         out_of_slice_display=False,
         metadata={STACK_KEY: stack, SECTION_KEY: i, "gene": gene, "z_um": s.z},
         units="µm",
+        axis_labels=("z", "y", "x"),
     )
     return data, kwargs, "points"
 
@@ -60,3 +61,38 @@ def stack_layer_data(stack: SectionStack, gene: str | None = None, **kwargs) -> 
     gene = gene or default_gene(stack)
     contrast = gene_contrast(stack, gene)
     return [section_points(stack, i, gene, contrast=contrast, **kwargs) for i in range(len(stack))]
+
+
+def refresh_section_layers(layers, stack, *, gene: str | None = None, colormap: str | None = None,
+                           size_factor: float = 1.0) -> list:
+    """Bring the section Points layers of ``stack`` (in a napari ``LayerList``) up to date after
+    the stack changed in place or they were moved onto it: positions (z, y, x), colour by
+    ``gene`` (default: the layers' own gene when the stack still has it), sizes, metadata.
+    Returns the updated layers. No Qt: layer API only."""
+    mine = [lyr for lyr in layers if getattr(lyr, "metadata", {}).get(STACK_KEY) is stack
+            and SECTION_KEY in lyr.metadata]
+    if not mine:
+        return []
+    if gene is None or gene not in stack.genes:
+        gene = next((lyr.metadata.get("gene") for lyr in mine if lyr.metadata.get("gene") in stack.genes), None)
+    gene = gene or default_gene(stack)
+    contrast = gene_contrast(stack, gene)
+    for lyr in mine:
+        i = lyr.metadata[SECTION_KEY]
+        data, kw, _ = section_points(stack, i, gene, colormap=colormap or lyr.face_colormap.name,
+                                     contrast=contrast, size_factor=size_factor)
+        if len(data) == len(lyr.data):
+            lyr.data = data
+        else:  # not expected (a section keeps its cells), but never leave a layer inconsistent
+            lyr.data = data
+        feats = {**{c: lyr.features[c] for c in lyr.features.columns if len(lyr.features) == len(data)},
+                 **kw["features"]}
+        lyr.features = feats
+        lyr.face_colormap = kw["face_colormap"]
+        lyr.face_color = gene
+        lyr.features = kw["features"]
+        lyr.face_contrast_limits = kw["face_contrast_limits"]
+        lyr.refresh_colors(update_color_mapping=False)
+        lyr.size = kw["size"]
+        lyr.metadata.update(kw["metadata"])
+    return mine
