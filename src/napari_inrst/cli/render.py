@@ -6,7 +6,6 @@ memory is bounded by ``--slab-mb`` whatever ``--shape`` is, so volumes larger th
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -151,35 +150,15 @@ def run(args) -> int:
         eta = dt / k1 * (nz - k1)
         print(f"\rplanes {k1}/{nz}  {dt:.0f} s, ~{eta:.0f} s left ", end="", file=sys.stderr, flush=True)
 
-    with _terminate_as_interrupt():  # a killed render removes its temporary files too
-        info = write_field_volume(out, field, grid, idx, names=args.gene, masked=masked,
-                                  oversample=args.oversample, slab_bytes=args.slab_mb * 2**20, contrast=contrast,
-                                  pyramid=not args.no_pyramid, progress=progress)
+    # a killed render (SIGTERM/SIGINT → KeyboardInterrupt, installed by the CLI's main) removes its
+    # temporary files and the folders it created
+    info = write_field_volume(out, field, grid, idx, names=args.gene, masked=masked,
+                              oversample=args.oversample, slab_bytes=args.slab_mb * 2**20, contrast=contrast,
+                              pyramid=not args.no_pyramid, progress=progress)
     print(f"\nwrote {out}: {', '.join(args.gene)}, {grid.nx}×{grid.ny}×{grid.nz} voxels (x×y×z) of "
           f"{grid.dx:.3g}×{grid.dy:.3g}×{grid.dz:.3g} µm, {info.get('mode', 'exact')}, "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt while rendering (main thread only), so the writer's
-    cleanup runs and nothing half-written is left."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _plane(args, out, fmt, field, idx, shape, masked) -> int:

@@ -1,0 +1,132 @@
+"""Fault injection: the CLI under bad input, write failures and signals, as a hostile user drives it.
+
+Every case: exit status 2 (or the signal's status), one line ``napari-inrst: error: <file>: …`` naming
+the file, no traceback, nothing left behind. Read-only and full filesystems are simulated without
+root privileges (CI runs as root, where chmod does not stop a write): ``tests/_fault_runner.py``
+makes every write under a folder fail with EROFS, or caps file size with RLIMIT_FSIZE (EFBIG, as a
+full disk). Subprocesses are used where the process itself matters (signals, a whole run's
+stderr); the rest runs in-process. One small model and three small sections serve the session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_inrst.cli import main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = Path(__file__).resolve().parent / "_fault_runner.py"
+
+
+@pytest.fixture(scope="session")
+def fault_data(tmp_path_factory):
+    """Three small sections (8 genes, ~100 spots each) and a small untrained model over their
+    bounds (the CLI's input and output handling does not depend on training)."""
+    from napari_inrst.sample import make_sample
+
+    d = tmp_path_factory.mktemp("fault_data")
+    sections, _ = make_sample(n_sections=3, n_genes=8, missing=(), spot_spacing=150.0, misplace=False)
+    paths = []
+    for i, a in enumerate(sections):
+        p = d / f"s{i}.h5ad"
+        a.write_h5ad(p)
+        paths.append(str(p))
+    model = d / "m.inrst"
+    small_model(sections[0].var_names).save(model)
+    q = d / "q.csv"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x": rng.uniform(0, 2000, 500), "y": rng.uniform(0, 1500, 500),
+                  "z": rng.uniform(0, 60, 500)}).to_csv(q, index=False)
+    return {"sections": paths, "z": ["0", "30", "60"], "model": str(model), "coords": str(q), "dir": d}
+
+
+def small_model(genes, lo=(0.0, 0.0, 0.0), hi=(2000.0, 1500.0, 60.0)):
+    from napari_inrst.field import FieldConfig
+    from napari_inrst.field.model import FieldModel, build_net
+
+    genes = [str(g) for g in genes]
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
+            "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
+            "rank": 3, "n_genes": len(genes), "seed": 0}
+    return FieldModel(build_net(arch), genes=genes, mean=np.ones(len(genes)), std=np.ones(len(genes)),
+                      arch=arch, config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
+                      stack_meta={"names": ["s0", "s1", "s2"], "z": [0.0, 30.0, 60.0]}, bounds=(lo, hi))
+
+
+def run_cli(fault: str, root, *argv, timeout=120):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(RUNNER), fault, str(root), *map(str, argv)],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(err: str, name) -> str:
+    """The whole stderr is one error line naming ``name`` (no traceback)."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("napari-inrst: error: "), err
+    assert str(name) in lines[0], err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+# --- defect 7: SIGTERM leaves no temporary files, in every command --------------------------------
+def test_sigterm_just_before_the_rename_leaves_nothing_predict(fault_data, tmp_path):
+    """In a real process: SIGTERM arrives when the temporary file is complete and about to be
+    renamed; predict stops with 128 + SIGTERM, no target, no temporary file, no folder made for it."""
+    res = run_cli("term-at-rename", tmp_path, "predict", fault_data["model"], "--coords", fault_data["coords"],
+                  "--out", tmp_path / "out" / "p.csv")
+    assert res.returncode == 128 + signal.SIGTERM, res.stderr
+    assert "Traceback" not in res.stderr
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["fit", "align", "render"])
+def test_sigterm_just_before_the_rename_leaves_nothing(fault_data, tmp_path, monkeypatch, command):
+    """The same for fit's save, align --out and render, in-process (the handler main installs)."""
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **k):
+        if ".tmp" in os.path.basename(os.fspath(src)):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    if command == "fit":
+        argv = ["fit", *fault_data["sections"], "--z", *fault_data["z"], "--no-align", "--steps", "3",
+                "--quiet", "--out", out / "m.inrst"]
+    elif command == "align":
+        argv = ["align", *fault_data["sections"], "--quiet", "--out", out / "t.json"]
+    else:
+        argv = ["render", fault_data["model"], "--gene", "LayerA", "--volume", "--shape", "8",
+                "--out", out / "v.zarr"]
+    assert main([str(a) for a in argv]) == 128 + signal.SIGTERM
+    assert leftovers(tmp_path) == []
+
+
+def test_temp_registry_is_cleaned(tmp_path):
+    """What a writer registers is removed by cleanup_temps (what main runs on every exit)."""
+    from napari_inrst.io.atomic import cleanup_temps, registered_temps, temp_dir_beside, temp_file_beside
+
+    f = temp_file_beside(tmp_path / "a.csv")
+    d = temp_dir_beside(tmp_path / "v.zarr")
+    (d / "0").mkdir()
+    assert {str(f), str(d)} <= set(registered_temps())
+    cleanup_temps()
+    assert leftovers(tmp_path) == [] and registered_temps() == []
