@@ -130,3 +130,56 @@ def test_temp_registry_is_cleaned(tmp_path):
     assert {str(f), str(d)} <= set(registered_temps())
     cleanup_temps()
     assert leftovers(tmp_path) == [] and registered_temps() == []
+
+
+# --- defect 1: predict streams (bounded memory), checks free space first, writes fast -------------
+def test_csv_block_formatting_matches_printf():
+    from napari_inrst.io.tables import format_csv_block
+
+    rng = np.random.default_rng(1)
+    vals = np.concatenate([rng.gamma(1.0, 1.0, 3000), -rng.gamma(1.0, 1.0, 300), 10.0 ** rng.uniform(-40, 38, 3000),
+                           [0.0, 1.0, 10.0, 1e5, 1e6, 999999.5, 9.999995, 1e-4, 9.99999e-5, 123456.0, 1234567.0]])
+    vals = vals.astype(np.float32)
+    got = format_csv_block(vals.reshape(-1, 1)).decode().splitlines()
+    assert got == ["%.6g" % float(v) for v in vals]
+    block = np.array([[1.5, np.nan, -2.0], [0.25, 3e-7, np.nan]], dtype=np.float32)
+    assert format_csv_block(block, header=["a", "b,c", "d"]) == b'a,"b,c",d\n1.5,,-2\n0.25,3e-07,\n'
+
+
+def test_predict_streams_in_blocks_and_matches_the_field(fault_data, tmp_path, monkeypatch, capsys):
+    """Rows are evaluated and written a block at a time (never all at once), in order, and the file
+    equals the field's values; no progress bar when stderr is not a terminal."""
+    from napari_inrst.field import load_model
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.io import tables
+
+    monkeypatch.setattr(tables, "BLOCK_VALUES", 800)  # 100 rows of 8 genes per block
+    sizes = []
+    real = FieldModel.predict
+
+    def spy(self, xyz, *a, **k):
+        sizes.append(len(xyz))
+        return real(self, xyz, *a, **k)
+
+    monkeypatch.setattr(FieldModel, "predict", spy)
+    out = tmp_path / "p.csv"
+    assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(out)]) == 0
+    assert "\r" not in capsys.readouterr().err
+    assert max(sizes) == 100 and sum(sizes) == 500
+    got = pd.read_csv(out)
+    model = load_model(fault_data["model"])
+    assert list(got.columns) == model.genes
+    xyz = pd.read_csv(fault_data["coords"]).to_numpy()
+    np.testing.assert_allclose(got.to_numpy(), real(model, xyz), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_checks_free_space_first(fault_data, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    out = tmp_path / "p.csv"
+    assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(out)]) == 2
+    assert "not enough disk space" in one_line_error(capsys.readouterr().err, out)
+    assert leftovers(tmp_path) == []

@@ -1,60 +1,88 @@
-"""``napari-inrst predict``: evaluate a model at query points from a CSV."""
+"""``napari-inrst predict``: evaluate a model at query points from a CSV.
+
+Streams: the queries are read, evaluated and written block by block (:mod:`napari_inrst.io.tables`),
+so memory is bounded whatever the number of rows. The output format is chosen by the suffix of
+``--out`` through :data:`napari_inrst.io.tables.TABLE_WRITERS` (CSV; another format is one more
+writer class there).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
+import time
 
 import numpy as np
-
-from ..errors import InputError
 
 HELP = "predict every modeled gene at query points (CSV with columns x,y,z in µm, stack frame)"
 
 
 def add_parser(sub):
-    p = sub.add_parser("predict", help=HELP, description=HELP + "; writes one column per gene, one row per query.")
+    p = sub.add_parser("predict", help=HELP, description=HELP + "; writes one column per gene, one row per "
+                       "query, in blocks (memory bounded whatever the number of rows; free disk space is "
+                       "checked first).")
     p.add_argument("model", metavar="MODEL", help="model file written by 'napari-inrst fit'")
     p.add_argument("--coords", required=True, metavar="Q.csv", help="CSV with columns x, y, z (µm, stack frame)")
     p.add_argument("--out", required=True, metavar="P.csv", help="CSV to write (header = gene names)")
     p.add_argument("--masked", action="store_true", help="leave points outside tissue empty (occupancy < 0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
     return p
 
 
 def read_coords(path) -> np.ndarray:
-    import pandas as pd
+    """All query coordinates of a CSV as (n, 3) float64 (see :func:`napari_inrst.io.tables.iter_coords`)."""
+    from ..io.tables import read_coords as _read
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    try:
-        df = pd.read_csv(path)
-    except Exception as exc:
-        raise InputError(path, f"not a readable CSV ({str(exc).splitlines()[0][:120]})") from None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    missing = [c for c in "xyz" if c not in cols]
-    if missing:
-        raise InputError(path, f"needs columns x, y, z; missing {', '.join(missing)} "
-                               f"(columns: {', '.join(map(str, df.columns)) or 'none'})")
-    try:
-        xyz = df[[cols["x"], cols["y"], cols["z"]]].to_numpy(dtype=np.float64)
-    except (ValueError, TypeError):
-        raise InputError(path, "columns x, y, z must be numbers") from None
-    bad = ~np.isfinite(xyz).all(axis=1)
-    if bad.any():
-        raise InputError(path, f"row {int(np.argmax(bad)) + 2} has a missing or non-finite coordinate")
-    return xyz
+    return _read(path)
+
+
+def block_rows(n_genes: int) -> int:
+    from ..io.tables import BLOCK_VALUES
+
+    return int(max(16, min(262_144, BLOCK_VALUES // max(int(n_genes), 1))))
+
+
+def predict_to(model, coords_path, out_path, *, masked: bool = False, progress=None) -> int:
+    """Evaluate ``model`` at every row of ``coords_path`` and write ``out_path`` block by block
+    (atomically; the writer is chosen by the suffix). Returns the number of rows written."""
+    from ..io.atomic import check_free_space, check_writable
+    from ..io.tables import coords_rows, iter_coords, table_writer_for
+
+    writer_cls = table_writer_for(out_path)
+    n = coords_rows(coords_path)  # checks the header too
+    check_writable(out_path)
+    check_free_space(out_path, writer_cls.estimate_bytes(n, len(model.genes)), what="")
+    with writer_cls(out_path, model.genes, n_rows=n) as w:
+        for r0, xyz in iter_coords(coords_path, block_rows(len(model.genes))):
+            w.write(model.predict(xyz, masked=masked))
+            if progress is not None:
+                progress(r0 + len(xyz), n)
+    return n
+
+
+def _bar(stream):
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        dt = time.perf_counter() - t0
+        rate = done / dt if dt > 0 else 0.0
+        frac = done / total if total else 1.0
+        width = 30
+        fill = int(round(frac * width))
+        eta = (total - done) / rate if rate > 0 else 0.0
+        print(f"\r[{'#' * fill}{'.' * (width - fill)}] {done:,}/{total:,} rows, {rate:,.0f} rows/s, "
+              f"~{eta:.0f} s left ", end="", file=stream, flush=True)
+
+    return progress
 
 
 def run(args) -> int:
-    import pandas as pd
-
     from ..field.model import load_model
-    from ..io.atomic import atomic_path
 
     model = load_model(args.model)
-    xyz = read_coords(args.coords)
-    pred = model.predict(xyz, masked=args.masked)
-    df = pd.DataFrame(pred, columns=model.genes)
-    with atomic_path(args.out) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+    tty = sys.stderr.isatty() and not args.quiet
+    n = predict_to(model, args.coords, args.out, masked=args.masked, progress=_bar(sys.stderr) if tty else None)
+    if tty:
+        print(file=sys.stderr)
+    if not args.quiet:
+        print(f"wrote {args.out}: {n:,} rows × {len(model.genes)} genes", file=sys.stderr)
     return 0
