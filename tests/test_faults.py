@@ -183,3 +183,87 @@ def test_predict_checks_free_space_first(fault_data, tmp_path, monkeypatch, caps
     assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(out)]) == 2
     assert "not enough disk space" in one_line_error(capsys.readouterr().err, out)
     assert leftovers(tmp_path) == []
+
+
+# --- defect 2: write failures are one line, exit 2; fit checks its output before training ---------
+def test_predict_on_a_read_only_filesystem(fault_data, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    res = run_cli("ro", ro, "predict", fault_data["model"], "--coords", fault_data["coords"], "--out", ro / "p.csv")
+    assert res.returncode == 2
+    assert "read-only" in one_line_error(res.stderr, ro / "p.csv")
+    assert leftovers(ro) == []
+
+
+def test_predict_on_a_full_disk(fault_data, tmp_path):
+    """Files cannot grow beyond 4 KiB (RLIMIT_FSIZE): the write fails midway with EFBIG."""
+    res = run_cli("full", tmp_path, "predict", fault_data["model"], "--coords", fault_data["coords"],
+                  "--out", tmp_path / "p.csv")
+    assert res.returncode == 2
+    assert "cannot write" in one_line_error(res.stderr, tmp_path / "p.csv")
+    assert leftovers(tmp_path) == []
+
+
+def _read_only(monkeypatch, folder):
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("target", ["out", "checkpoint"])
+def test_fit_refuses_an_unwritable_output_before_training(fault_data, tmp_path, monkeypatch, capsys, target):
+    import napari_inrst.field.train as ftrain
+
+    def no_training(*a, **k):
+        raise AssertionError("fit trained although its output cannot be written")
+
+    monkeypatch.setattr(ftrain, "fit_field", no_training)
+    _read_only(monkeypatch, tmp_path / "ro")
+    (tmp_path / "ro").mkdir()
+    out = tmp_path / "ro" / "m.inrst" if target == "out" else tmp_path / "m.inrst"
+    extra = ["--checkpoint", str(tmp_path / "ro" / "c.ckpt")] if target == "checkpoint" else []
+    assert main(["fit", *fault_data["sections"], "--z", *fault_data["z"], "--no-align", "--quiet",
+                 "--out", str(out), *extra]) == 2
+    bad = out if target == "out" else tmp_path / "ro" / "c.ckpt"
+    assert "read-only" in one_line_error(capsys.readouterr().err, bad)
+    assert leftovers(tmp_path) == ["ro"] and leftovers(tmp_path / "ro") == []
+
+
+def test_fit_save_on_a_full_disk(fault_data, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import safetensors.torch
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    out = tmp_path / "m.inrst"
+    assert main(["fit", *fault_data["sections"], "--z", *fault_data["z"], "--no-align", "--steps", "3", "--quiet",
+                 "--out", str(out)]) == 2
+    assert "not enough disk space" in one_line_error(capsys.readouterr().err, out)
+    assert leftovers(tmp_path) == []
+
+
+def test_align_out_unwritable_and_parent_a_file(fault_data, tmp_path, monkeypatch, capsys):
+    (tmp_path / "ro").mkdir()
+    _read_only(monkeypatch, tmp_path / "ro")
+    out = tmp_path / "ro" / "t.json"
+    assert main(["align", *fault_data["sections"], "--quiet", "--out", str(out)]) == 2
+    assert "read-only" in one_line_error(capsys.readouterr().err, out)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for argv in (["align", *fault_data["sections"], "--quiet"],
+                 ["predict", fault_data["model"], "--coords", fault_data["coords"]]):
+        out = blocker / "sub" / "o.csv"
+        assert main([*argv, "--out", str(out)]) == 2
+        assert f"{blocker} is a file, not a folder" in one_line_error(capsys.readouterr().err, out)
+    assert leftovers(tmp_path) == ["file.txt", "ro"] and leftovers(tmp_path / "ro") == []

@@ -129,6 +129,10 @@ def run(args) -> int:
     from ..field import load_model
 
     field = load_model(args.model)  # InputError for missing/corrupt/foreign files
+    if not volume:
+        from ..io.atomic import check_writable
+
+        check_writable(out)  # before evaluating (volumes: the writer checks as it opens)
     from ..render.plane import auto_contrast, gene_indices
 
     idx = gene_indices(field, args.gene)
