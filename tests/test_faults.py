@@ -267,3 +267,26 @@ def test_align_out_unwritable_and_parent_a_file(fault_data, tmp_path, monkeypatc
         assert main([*argv, "--out", str(out)]) == 2
         assert f"{blocker} is a file, not a folder" in one_line_error(capsys.readouterr().err, out)
     assert leftovers(tmp_path) == ["file.txt", "ro"] and leftovers(tmp_path / "ro") == []
+
+
+# --- defect 3: duplicate gene names are refused --------------------------------------------------
+def test_duplicate_gene_names_are_refused(fault_data, tmp_path, capsys):
+    import anndata as ad
+
+    a = ad.read_h5ad(fault_data["sections"][1])
+    names = list(a.var_names)
+    names[1] = names[0]  # e.g. LayerA twice
+    a.var_names = names
+    bad = tmp_path / "dup_genes.h5ad"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata may warn about non-unique names
+        a.write_h5ad(bad)
+    sections = [fault_data["sections"][0], str(bad), fault_data["sections"][2]]
+    for argv in (["fit", *sections, "--z", *fault_data["z"], "--no-align", "--quiet", "--out", str(tmp_path / "m.inrst")],
+                 ["align", *sections, "--quiet"]):
+        assert main(argv) == 2
+        line = one_line_error(capsys.readouterr().err, bad)
+        assert f"1 duplicate gene names (first: '{names[0]}')" in line
+    assert leftovers(tmp_path) == ["dup_genes.h5ad"]

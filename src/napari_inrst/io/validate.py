@@ -18,7 +18,8 @@ def _values(X) -> np.ndarray:
 
 def validate_layout(adata, source, *, spatial_key: str = SPATIAL_KEY):
     """The checks that need no expression values: non-empty, finite 2D coordinates in
-    ``obsm[spatial_key]`` (stored back as float64 where writable), unique cell/spot names."""
+    ``obsm[spatial_key]`` (stored back as float64 where writable), unique gene names, unique
+    cell/spot names."""
     if adata.n_obs == 0:
         raise InputError(source, "empty section: it has no cells/spots")
     if adata.n_vars == 0:
@@ -47,6 +48,15 @@ def validate_layout(adata, source, *, spatial_key: str = SPATIAL_KEY):
         )
     if not adata.isbacked:
         adata.obsm[spatial_key] = xy
+    names = adata.var_names.astype(str)
+    if not names.is_unique:
+        # refused, not renamed: two columns of one name are a mistake upstream (a merge, a
+        # header-less CSV), and which one to keep is not ours to guess
+        dup = names[names.duplicated()].unique()
+        raise InputError(
+            source, f"{len(dup)} duplicate gene names (first: '{dup[0]}'); gene names must be unique "
+                    "(var_names: rename or drop the duplicates, e.g. anndata's var_names_make_unique())"
+        )
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()]
         raise InputError(
