@@ -290,3 +290,60 @@ def test_duplicate_gene_names_are_refused(fault_data, tmp_path, capsys):
         line = one_line_error(capsys.readouterr().err, bad)
         assert f"1 duplicate gene names (first: '{names[0]}')" in line
     assert leftovers(tmp_path) == ["dup_genes.h5ad"]
+
+
+# --- defects 4 and 5: crafted model files ----------------------------------------------------------
+def _crafted(src, dst, edit=None, raw_meta=None):
+    """A copy of model ``src`` with its metadata changed by ``edit(meta)`` (or replaced by ``raw_meta``)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as fh:
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+        md = fh.metadata()
+    meta = json.loads(md["meta"])
+    if edit is not None:
+        edit(meta)
+    save_file(state, str(dst), metadata={"format": md["format"], "meta": raw_meta or json.dumps(meta)})
+    return dst
+
+
+CRAFTED = {
+    "format_version_two": (lambda m: m.update(format_version="two"), "format_version must be a whole number"),
+    "list_metadata": ("[1, 2, 3]", "metadata is a JSON list"),
+    "transforms_not_numbers": (lambda m: m["stack_meta"].update(transforms=[[["a", 0, 0], [0, 1, 0], [0, 0, 1]]] * 3),
+                               "'stack_meta.transforms[0]' is not a list of numbers"),
+    "nan_bounds": (lambda m: m["bounds"][0].__setitem__(0, float("nan")), "'bounds' holds NaN"),
+    "unknown_config_key": (lambda m: m["config"].update(surprise=1), "unknown field config keys: surprise"),
+    "width_12000": (lambda m: m["arch"].update(width=12000), "'arch' asks for (12000,"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_model_metadata_is_one_line_naming_the_file(fault_data, tmp_path, monkeypatch, capsys, case):
+    """Each crafted file: exit 2 and one line naming it, from every command that reads models; a
+    network is never built from an arch whose shapes the file's tensors do not match (defect 5)."""
+    import torch
+
+    import napari_inrst.field.model as fm
+
+    edit, needle = CRAFTED[case]
+    bad = tmp_path / f"{case}.inrst"
+    _crafted(fault_data["model"], bad, None if isinstance(edit, str) else edit, edit if isinstance(edit, str) else None)
+    real_build, built = fm.build_net, []
+
+    def build_net(arch):
+        if torch.get_default_device().type != "meta":
+            built.append(arch)
+        return real_build(arch)
+
+    monkeypatch.setattr(fm, "build_net", build_net)
+    for argv in (["transforms", str(bad)],
+                 ["render", str(bad), "--gene", "LayerA", "--z", "30", "--out", str(tmp_path / "p.png")],
+                 ["predict", str(bad), "--coords", fault_data["coords"], "--out", str(tmp_path / "p.csv")]):
+        assert main(argv) == 2
+        assert needle in one_line_error(capsys.readouterr().err, bad)
+    assert built == []
+    assert leftovers(tmp_path) == [bad.name]
