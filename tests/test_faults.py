@@ -347,3 +347,41 @@ def test_crafted_model_metadata_is_one_line_naming_the_file(fault_data, tmp_path
         assert needle in one_line_error(capsys.readouterr().err, bad)
     assert built == []
     assert leftovers(tmp_path) == [bad.name]
+
+
+# --- defect 6 (and 11: a NaN coordinate is the coordinates file's) : CSV pairs ----------------------
+def _pair(tmp_path, header=True, nan=False, genes=("G1", "G2", "G3", "G4", "G5")):
+    rng = np.random.default_rng(0)
+    ids = [f"s{i}" for i in range(12)]
+    counts = pd.DataFrame(rng.poisson(3, (12, len(genes))), index=ids, columns=list(genes))
+    coords = pd.DataFrame({"x": rng.uniform(0, 100, 12), "y": rng.uniform(0, 100, 12)}, index=ids)
+    if nan:
+        coords.iloc[4, 1] = np.nan
+    c, xy = tmp_path / "counts.csv", tmp_path / "coords.csv"
+    counts.to_csv(c, header=header)
+    coords.to_csv(xy, header=header)
+    return c, xy
+
+
+def test_csv_pair_headerless_swapped_nan_duplicate(tmp_path):
+    from napari_inrst.errors import InputError
+    from napari_inrst.io.readers import read_csv_pair
+
+    c, xy = _pair(tmp_path)
+    assert read_csv_pair(c, xy).shape == (12, 5)  # the good pair reads
+    with pytest.raises(InputError, match=r"coords\.csv: .*swapped|counts\.csv: .*swapped"):
+        read_csv_pair(xy, c)
+    c, xy = _pair(tmp_path, header=False)
+    with pytest.raises(InputError, match=r"counts\.csv: the first line holds numbers, not gene names"):
+        read_csv_pair(c, xy)
+    c, xy = _pair(tmp_path)
+    lines = xy.read_text().splitlines()[1:]  # the coordinates without their header
+    xy.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"coords\.csv: the first line holds numbers, not column names"):
+        read_csv_pair(c, xy)
+    c, xy = _pair(tmp_path, nan=True)
+    with pytest.raises(InputError, match=r"coords\.csv: 1 spots have a missing or non-finite coordinate \(first: 's4'\)"):
+        read_csv_pair(c, xy)
+    c, xy = _pair(tmp_path, genes=("G1", "G2", "G1", "G4", "G5"))
+    with pytest.raises(InputError, match=r"counts\.csv: 1 duplicate gene names \(first: 'G1'\)"):
+        read_csv_pair(c, xy)
