@@ -385,3 +385,30 @@ def test_csv_pair_headerless_swapped_nan_duplicate(tmp_path):
     c, xy = _pair(tmp_path, genes=("G1", "G2", "G1", "G4", "G5"))
     with pytest.raises(InputError, match=r"counts\.csv: 1 duplicate gene names \(first: 'G1'\)"):
         read_csv_pair(c, xy)
+
+
+# --- defect 10: the stack checks run whether or not it is aligned ------------------------------------
+@pytest.mark.parametrize("flaw", ["few_spots", "collinear", "two_genes"])
+def test_no_align_still_refuses_a_bad_stack(fault_data, tmp_path, capsys, flaw):
+    import anndata as ad
+
+    a = ad.read_h5ad(fault_data["sections"][1])
+    if flaw == "few_spots":
+        a = a[:7].copy()
+        needle = "has 7 spots; a section of a stack needs at least 10"
+    elif flaw == "collinear":
+        t = np.linspace(0, 1, a.n_obs)
+        a.obsm["spatial"] = np.column_stack([1000 * t, 500 * t + 3])
+        needle = "has collinear coordinates"
+    else:
+        a = a[:, :2].copy()
+        needle = "only 2 shared genes; a stack needs at least 3"
+    bad = tmp_path / "bad.h5ad"
+    a.write_h5ad(bad)
+    sections = [fault_data["sections"][0], str(bad), fault_data["sections"][2]]
+    for lazy in ([], ["--lazy"]):
+        assert main(["fit", *sections, "--z", *fault_data["z"], "--no-align", "--quiet", *lazy,
+                     "--out", str(tmp_path / "m.inrst")]) == 2
+        line = one_line_error(capsys.readouterr().err, "bad.h5ad")
+        assert needle in line
+    assert leftovers(tmp_path) == ["bad.h5ad"]

@@ -7,6 +7,10 @@ import numpy as np
 from ..errors import InputError
 
 SPATIAL_KEY = "spatial"
+#: a section of a stack needs at least this many cells/spots (fewer: no 2D layout to align or fit)
+MIN_SPOTS = 10
+#: a stack needs at least this many genes shared by its sections
+MIN_SHARED_GENES = 3
 
 
 def _values(X) -> np.ndarray:
@@ -85,3 +89,23 @@ def validate_section(adata, source, *, counts_expected: bool = False, spatial_ke
             "for normalize='log1p'; pass normalize='none' for already-normalized values",
         )
     return adata
+
+
+def validate_stack_section(xy, source):
+    """The checks a section must pass to join a stack (whether or not it is aligned): at least
+    :data:`MIN_SPOTS` cells/spots, not all on one line."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if len(xy) < MIN_SPOTS:
+        raise InputError(source, f"has {len(xy)} spots; a section of a stack needs at least {MIN_SPOTS}")
+    c = xy - xy.mean(axis=0)
+    sv = np.linalg.svd(c, compute_uv=False)
+    if sv[0] <= 0 or sv[-1] / sv[0] < 1e-6:
+        raise InputError(source, "has collinear coordinates (all spots on one line); a section must "
+                                 "span an area")
+
+
+def validate_shared_genes(genes, sources, gene_policy: str):
+    if len(genes) < MIN_SHARED_GENES:
+        what = "shared genes" if gene_policy == "intersection" else "genes"
+        raise InputError(", ".join(map(str, sources)) or None,
+                         f"only {len(genes)} {what}; a stack needs at least {MIN_SHARED_GENES}")
