@@ -412,3 +412,58 @@ def test_no_align_still_refuses_a_bad_stack(fault_data, tmp_path, capsys, flaw):
         line = one_line_error(capsys.readouterr().err, "bad.h5ad")
         assert needle in line
     assert leftovers(tmp_path) == ["bad.h5ad"]
+
+
+# --- defect 9: coordinates centred in float64 before the network's float32 ------------------------------
+def test_far_offset_stack_fits_like_the_same_stack_at_the_origin(fault_data, tmp_path, capsys):
+    """+1e12 µm on x, y and z: centred in float64, the field equals the one fitted at the origin
+    (float32 before centring collapsed the tissue to one point: a constant field)."""
+    import anndata as ad
+
+    from napari_inrst.field import load_model
+
+    off = 1e12
+    moved = []
+    for i, p in enumerate(fault_data["sections"]):
+        a = ad.read_h5ad(p)
+        a.obsm["spatial"] = a.obsm["spatial"] + off
+        moved.append(tmp_path / f"far{i}.h5ad")
+        a.write_h5ad(moved[-1])
+    common = ["--no-align", "--quiet", "--steps", "3", "--seed", "1"]
+    assert main(["fit", *fault_data["sections"], "--z", "0", "30", "60", *common, "--out", str(tmp_path / "a.inrst")]) == 0
+    assert main(["fit", *map(str, moved), "--z", str(off), str(off + 30), str(off + 60), *common,
+                 "--out", str(tmp_path / "b.inrst")]) == 0
+    near, far = load_model(tmp_path / "a.inrst"), load_model(tmp_path / "b.inrst")
+    q = pd.read_csv(fault_data["coords"]).to_numpy()
+    pn, pf = near.predict(q), far.predict(q + off)
+    assert pf.std(axis=0).min() > 1e-3  # not a constant field
+    np.testing.assert_allclose(pf, pn, atol=0.02 * float(np.abs(pn).max()))
+
+
+def test_unrepresentable_coordinates_are_refused(fault_data, tmp_path, capsys):
+    import anndata as ad
+
+    a = ad.read_h5ad(fault_data["sections"][1])
+    a.obsm["spatial"] = a.obsm["spatial"] + 1e17  # float64 resolves 16 µm there
+    bad = tmp_path / "far.h5ad"
+    a.write_h5ad(bad)
+    sections = [fault_data["sections"][0], str(bad), fault_data["sections"][2]]
+    assert main(["fit", *sections, "--z", *fault_data["z"], "--no-align", "--quiet", "--out", str(tmp_path / "m.inrst")]) == 2
+    assert "resolved only to 16 µm" in one_line_error(capsys.readouterr().err, bad)
+    # z that only float64 tells apart, far from each other in float32 after centring: accepted
+    # by the check; z that collapse even after centring: refused
+    from napari_inrst.errors import InputError
+    from napari_inrst.io.validate import validate_z_precision
+
+    validate_z_precision([1e12, 1.00000001e12], ["a", "b"])
+    with pytest.raises(InputError, match="b: its z .* cannot be told apart from that of a"):
+        validate_z_precision([0.0, 1e-9, 1e6], ["a", "b", "c"])
+
+
+def test_render_grid_points_keep_their_precision_far_from_the_origin():
+    from napari_inrst.render.grids import PlaneGrid
+
+    near = PlaneGrid(30.0, 0.0, 0.0, 1.0, 1.0, 4, 4).points()
+    far = PlaneGrid(1e12 + 30.0, 1e12, 1e12, 1.0, 1.0, 4, 4).points()
+    assert near.dtype == np.float32  # the usual case stays light
+    np.testing.assert_array_equal(far - 1e12, near)

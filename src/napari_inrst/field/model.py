@@ -121,6 +121,8 @@ class FieldModel:
         self.history = list(history or [])
         self.value_floor = value_floor
         self._gene_pos = {g: i for i, g in enumerate(self.genes)}
+        origin = self.arch.get("origin")  # absent in models written before it (their frame is absolute)
+        self._origin = None if origin is None else np.asarray(origin, dtype=np.float64)
         self._refresh_decoder()
 
     # --- decoder in numpy -----------------------------------------------------------------
@@ -159,15 +161,36 @@ class FieldModel:
         return out
 
     # --- ExpressionField ------------------------------------------------------------------
+    def _net_input(self, xyz) -> np.ndarray:
+        """Points (µm) → the network's float32 frame: the origin subtracted in float64 first."""
+        if self._origin is None:
+            return np.ascontiguousarray(xyz, dtype=np.float32)
+        return (np.asarray(xyz, dtype=np.float64) - self._origin).astype(np.float32)
+
+    def _clamped(self, xyz) -> np.ndarray:
+        """Points beyond the field's bounds (+ 5 % of the extent) moved to the nearest point of that
+        box: the field is not extrapolated (a far query gets the value at the edge, not a
+        runaway value of the network's linear terms)."""
+        xyz = np.asarray(xyz)
+        lo, hi = self._bounds
+        pad = 0.05 * (hi - lo) + 1e-6
+        lo, hi = lo - pad, hi + pad
+        if xyz.size and ((xyz < lo).any() or (xyz > hi).any()):
+            return np.clip(np.asarray(xyz, dtype=np.float64), lo, hi)
+        return xyz
+
     def _run(self, fn, xyz, chunk: int = 65536) -> np.ndarray:
         import torch
 
-        xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
+        xyz = np.asarray(xyz)
+        if xyz.dtype not in (np.float32, np.float64):
+            xyz = xyz.astype(np.float64)
+        xyz = xyz.reshape(-1, 3)
         dev = self.device
         outs = []
         with torch.inference_mode():
             for s in range(0, max(len(xyz), 1), chunk):
-                part = torch.from_numpy(np.ascontiguousarray(xyz[s:s + chunk])).to(dev)
+                part = torch.from_numpy(self._net_input(xyz[s:s + chunk])).to(dev)
                 if len(part) == 0:
                     break
                 outs.append(fn(part).float().cpu().numpy())

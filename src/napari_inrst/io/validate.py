@@ -98,6 +98,14 @@ def validate_stack_section(xy, source):
     if len(xy) < MIN_SPOTS:
         raise InputError(source, f"has {len(xy)} spots; a section of a stack needs at least {MIN_SPOTS}")
     c = xy - xy.mean(axis=0)
+    ext = float(np.ptp(xy, axis=0).max())
+    big = float(np.abs(xy).max())
+    res = float(np.spacing(big))
+    if ext > 0 and res > 1e-6 * ext:
+        # float64 itself cannot hold these coordinates finely enough (centring comes too late)
+        raise InputError(source, f"coordinates reach {big:.3g} µm, where numbers are resolved only to "
+                                 f"{res:.3g} µm, too coarse for a section {ext:.3g} µm wide; subtract "
+                                 "the offset (or check --unit-factor)")
     sv = np.linalg.svd(c, compute_uv=False)
     if sv[0] <= 0 or sv[-1] / sv[0] < 1e-6:
         raise InputError(source, "has collinear coordinates (all spots on one line); a section must "
@@ -109,3 +117,17 @@ def validate_shared_genes(genes, sources, gene_policy: str):
         what = "shared genes" if gene_policy == "intersection" else "genes"
         raise InputError(", ".join(map(str, sources)) or None,
                          f"only {len(genes)} {what}; a stack needs at least {MIN_SHARED_GENES}")
+
+
+def validate_z_precision(z, sources):
+    """z positions must stay distinct in the network's float32 frame after centring in float64."""
+    z = np.asarray(z, dtype=np.float64)
+    if len(z) < 2:
+        return
+    zc = (z - (z.min() + z.max()) / 2).astype(np.float32)
+    order = np.argsort(z, kind="stable")
+    for a, b in zip(order[:-1], order[1:]):
+        if z[a] != z[b] and zc[a] == zc[b]:
+            raise InputError(sources[b], f"its z ({z[b]:.17g} µm) cannot be told apart from that of "
+                                         f"{sources[a]} ({z[a]:.17g} µm) at the field's precision; "
+                                         "give z positions that differ by more")
