@@ -467,3 +467,97 @@ def test_render_grid_points_keep_their_precision_far_from_the_origin():
     far = PlaneGrid(1e12 + 30.0, 1e12, 1e12, 1.0, 1.0, 4, 4).points()
     assert near.dtype == np.float32  # the usual case stays light
     np.testing.assert_array_equal(far - 1e12, near)
+
+
+# --- defect 11: the smaller ones -------------------------------------------------------------------------
+def test_far_queries_are_clamped_to_the_field_box(fault_data):
+    """Unmasked predictions far outside the tissue take the value at the edge of the field's box
+    (bounds + 5 %), never the runaway values of the network's linear terms (~1e26 before)."""
+    from napari_inrst.field import load_model
+
+    m = load_model(fault_data["model"])
+    lo, hi = m.bounds()
+    edge = hi + 0.05 * (hi - lo) + 1e-6
+    far = np.array([[1e25, 700.0, 30.0], [-1e12, -1e12, 1e9]])
+    at_box = np.array([[edge[0], 700.0, 30.0], [lo[0] - 0.05 * (hi - lo)[0] - 1e-6, lo[1] - 0.05 * (hi - lo)[1] - 1e-6, edge[2]]])
+    np.testing.assert_allclose(m.predict(far), m.predict(at_box), rtol=1e-5, atol=1e-6)
+    inside = np.array([[1000.0, 700.0, 30.0]])
+    np.testing.assert_array_equal(m.latent(inside), m._run(m.net.latent, inside))  # inside: untouched
+
+
+def test_usage_errors_are_one_line(fault_data, tmp_path, capsys):
+    for argv, needle in ((["render", fault_data["model"], "--gene", "LayerA", "--z", "abc", "--out", "x.png"],
+                          "argument --z: invalid float value: 'abc'"),
+                         (["predict", fault_data["model"], "--out", "x.csv"], "--coords")):
+        with pytest.raises(SystemExit) as ex:
+            main(argv)
+        assert ex.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and needle in err and "usage:" not in err
+    for z, needle in (("nan", "--z must be a finite number of µm, got nan"), ("inf", "got inf")):
+        assert main(["render", fault_data["model"], "--gene", "LayerA", "--z", z, "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "np.float64" not in err and len(err.strip().splitlines()) == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_render_removes_the_folders_it_made(fault_data, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import napari_inrst.render.volume as vol
+
+    real = vol.stream_volume
+
+    def fails_midway(*a, **k):
+        for i, item in enumerate(real(*a, **k)):
+            if i == 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            yield item
+
+    monkeypatch.setattr(vol, "stream_volume", fails_midway)
+    out = tmp_path / "new" / "deeper" / "v.zarr"
+    assert main(["render", fault_data["model"], "--gene", "LayerA", "--volume", "--shape", "16", "--slab-mb", "0.001",
+                 "--out", str(out)]) == 2
+    assert "not enough disk space" in one_line_error(capsys.readouterr().err, out)
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite_keeps_the_mode_and_writes_through_a_symlink(fault_data, tmp_path):
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    os.chmod(target, 0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(link), "--quiet"]) == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert len(pd.read_csv(target)) == 500
+    assert leftovers(tmp_path) == ["link.csv", "real.csv"]
+
+
+def test_replacing_a_zarr_folder_is_atomic_under_concurrent_writers(tmp_path):
+    """Many writers replacing the same folder at once: each rename succeeds (no ENOTEMPTY), the
+    folder is always one writer's complete result, and no old copy is left behind."""
+    import threading
+
+    from napari_inrst.io.atomic import replace_dir, temp_dir_beside
+
+    path = tmp_path / "v.zarr"
+    errors = []
+
+    def writer(i):
+        try:
+            for _ in range(10):
+                tmp = temp_dir_beside(path)
+                (tmp / "done").write_text(str(i))
+                replace_dir(tmp, path)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert leftovers(tmp_path) == ["v.zarr"] and leftovers(path) == ["done"]

@@ -123,6 +123,15 @@ def run(args) -> int:
         raise InputError(None, f"--oversample must be ≥ 1, got {args.oversample}")
     if args.extent is not None and volume:
         raise InputError(None, "--extent applies to planes only")
+    import math
+
+    if args.z is not None and not math.isfinite(args.z):
+        raise InputError(None, f"--z must be a finite number of µm, got {args.z:g}")
+    if args.extent is not None:
+        xmin, xmax, ymin, ymax = args.extent
+        if not all(map(math.isfinite, args.extent)) or not (xmax > xmin and ymax > ymin):
+            raise InputError(None, f"--extent needs finite XMIN < XMAX and YMIN < YMAX, got "
+                                   f"{' '.join(f'{v:g}' for v in args.extent)}")
     if args.contrast is not None and not args.contrast[1] > args.contrast[0]:
         raise InputError(None, f"--contrast needs LO < HI, got {args.contrast[0]:g} {args.contrast[1]:g}")
 
@@ -149,7 +158,9 @@ def run(args) -> int:
     contrast = [tuple(args.contrast)] * len(idx) if args.contrast else auto_contrast(field, idx)
     t0 = time.perf_counter()
 
-    def progress(k1, nz):
+    tty = sys.stderr.isatty()
+
+    def progress(k1, nz):  # on a terminal only (a log gets the final line)
         dt = time.perf_counter() - t0
         eta = dt / k1 * (nz - k1)
         print(f"\rplanes {k1}/{nz}  {dt:.0f} s, ~{eta:.0f} s left ", end="", file=sys.stderr, flush=True)
@@ -158,8 +169,8 @@ def run(args) -> int:
     # temporary files and the folders it created
     info = write_field_volume(out, field, grid, idx, names=args.gene, masked=masked,
                               oversample=args.oversample, slab_bytes=args.slab_mb * 2**20, contrast=contrast,
-                              pyramid=not args.no_pyramid, progress=progress)
-    print(f"\nwrote {out}: {', '.join(args.gene)}, {grid.nx}×{grid.ny}×{grid.nz} voxels (x×y×z) of "
+                              pyramid=not args.no_pyramid, progress=progress if tty else None)
+    print(f"{chr(10) if tty else ''}wrote {out}: {', '.join(args.gene)}, {grid.nx}×{grid.ny}×{grid.nz} voxels (x×y×z) of "
           f"{grid.dx:.3g}×{grid.dy:.3g}×{grid.dz:.3g} µm, {info.get('mode', 'exact')}, "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0

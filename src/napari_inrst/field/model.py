@@ -199,8 +199,9 @@ class FieldModel:
         return np.concatenate(outs, axis=0)
 
     def latent(self, xyz) -> np.ndarray:
-        """(n, 3) points (µm) → (n, r) float32 latent features."""
-        return self._run(self.net.latent, xyz).astype(np.float32, copy=False)
+        """(n, 3) points (µm) → (n, r) float32 latent features. Points beyond the field's bounds
+        (+ 5 % of its extent) take the value at the nearest point of that box (no extrapolation)."""
+        return self._run(self.net.latent, self._clamped(xyz)).astype(np.float32, copy=False)
 
     def decode(self, latent, genes: Sequence[int] | None = None) -> np.ndarray:
         """(n, r) latent → (n, len(genes)) float32 expression (gene indices; None = all)."""

@@ -99,8 +99,11 @@ def plane_from_extent(z: float, extent, shape) -> PlaneGrid:
     ny, nx = (int(v) for v in shape)
     if ny < 1 or nx < 1 or ny > PLANE_MAX or nx > PLANE_MAX:
         raise InputError(None, f"plane shape must be 1…{PLANE_MAX} pixels per side, got {ny}×{nx}")
-    if not (xmax > xmin and ymax > ymin) or not all(map(math.isfinite, (xmin, xmax, ymin, ymax, z))):
-        raise InputError(None, f"empty or invalid extent {extent} (need xmin < xmax, ymin < ymax)")
+    if not math.isfinite(float(z)):
+        raise InputError(None, f"the plane's z must be a finite number of µm, got {float(z):g}")
+    if not (xmax > xmin and ymax > ymin) or not all(map(math.isfinite, (xmin, xmax, ymin, ymax))):
+        shown = ", ".join(f"{v:g}" for v in (xmin, xmax, ymin, ymax))
+        raise InputError(None, f"empty or invalid extent ({shown}) (need finite xmin < xmax, ymin < ymax)")
     dx, dy = (xmax - xmin) / nx, (ymax - ymin) / ny
     return PlaneGrid(float(z), ymin + dy / 2, xmin + dx / 2, dy, dx, ny, nx)
 
