@@ -26,7 +26,9 @@ def _under(root: str, path) -> bool:
     return p == root or p.startswith(root + os.sep)
 
 
-def _read_only(root: str):
+def read_only(root: str, patch=setattr):
+    """Make every write under ``root`` fail with EROFS; ``patch(obj, name, value)`` installs each
+    replacement (``setattr``, or pytest's ``monkeypatch.setattr`` to have them undone)."""
     def deny(path):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
 
@@ -53,9 +55,11 @@ def _read_only(root: str):
             deny(dst)
         return real_replace(src, dst, *a, **k)
 
-    builtins.open = open_
-    os.open, os.mkdir, os.replace = os_open, mkdir, replace
-    os.rename = lambda s, d, *a, **k: replace(s, d) if _under(root, d) else real_rename(s, d, *a, **k)
+    patch(builtins, "open", open_)
+    patch(os, "open", os_open)
+    patch(os, "mkdir", mkdir)
+    patch(os, "replace", replace)
+    patch(os, "rename", lambda s, d, *a, **k: replace(s, d) if _under(root, d) else real_rename(s, d, *a, **k))
 
 
 def _term_at_rename(root: str):
@@ -72,7 +76,7 @@ def _term_at_rename(root: str):
 def main():
     fault, root, argv = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3:]
     if fault == "ro":
-        _read_only(root)
+        read_only(root)
     elif fault == "full":
         import resource
 

@@ -186,12 +186,19 @@ def test_predict_checks_free_space_first(fault_data, tmp_path, monkeypatch, caps
 
 
 # --- defect 2: write failures are one line, exit 2; fit checks its output before training ---------
-def test_predict_on_a_read_only_filesystem(fault_data, tmp_path):
+def test_predict_on_a_read_only_filesystem(fault_data, tmp_path, monkeypatch, capsys):
+    """Every write under ro/ fails with EROFS, as on a read-only mount (in-process, through the
+    same patches the fault runner applies in a child)."""
+    monkeypatch.syspath_prepend(str(RUNNER.parent))
+    from _fault_runner import read_only
+
     ro = tmp_path / "ro"
     ro.mkdir()
-    res = run_cli("ro", ro, "predict", fault_data["model"], "--coords", fault_data["coords"], "--out", ro / "p.csv")
-    assert res.returncode == 2
-    assert "read-only" in one_line_error(res.stderr, ro / "p.csv")
+    read_only(str(ro), monkeypatch.setattr)
+    out = ro / "new" / "p.csv"
+    assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(out)]) == 2
+    assert "read-only" in one_line_error(capsys.readouterr().err, out)
+    monkeypatch.undo()
     assert leftovers(ro) == []
 
 
