@@ -51,12 +51,62 @@ def predict_to(model, coords_path, out_path, *, masked: bool = False, progress=N
     n = coords_rows(coords_path)  # checks the header too
     check_writable(out_path)
     check_free_space(out_path, writer_cls.estimate_bytes(n, len(model.genes)), what="")
-    with writer_cls(out_path, model.genes, n_rows=n) as w:
+    with writer_cls(out_path, model.genes, n_rows=n) as w, _Pipeline(w.write) as pipe:
         for r0, xyz in iter_coords(coords_path, block_rows(len(model.genes))):
-            w.write(model.predict(xyz, masked=masked))
+            pipe.put(model.predict(xyz, masked=masked))  # formatted and written while the next block is evaluated
             if progress is not None:
                 progress(r0 + len(xyz), n)
     return n
+
+
+class _Pipeline:
+    """``put(block)`` hands blocks to ``consume`` on one worker thread, at most ``depth`` waiting
+    (memory stays bounded); the worker's error is raised in the caller at the next ``put`` or at
+    exit. On an error or interruption in the caller, the worker is stopped and joined."""
+
+    def __init__(self, consume, depth: int = 2):
+        import queue
+        import threading
+
+        self._consume, self._q = consume, queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._t = threading.Thread(target=self._work, name="napari-inrst-writer", daemon=True)
+
+    def _work(self):
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is not None or self._stop:
+                continue
+            try:
+                self._consume(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._error = exc
+
+    def put(self, block):
+        if self._error is not None:
+            raise self._error
+        self._q.put(block)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._stop = True
+            while True:  # drop what waits; the worker finishes the block in hand
+                try:
+                    self._q.get_nowait()
+                except Exception:  # noqa: BLE001 - queue.Empty
+                    break
+        self._q.put(None)
+        self._t.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
+        return False
 
 
 def _bar(stream):
