@@ -339,6 +339,17 @@ class CsvTableWriter(TableWriter):
 TABLE_WRITERS: dict[str, type] = {".csv": CsvTableWriter}
 
 
+#: suffixes of binary formats that no registered writer handles: refused rather than written as CSV
+_NOT_CSV = (".h5ad", ".h5", ".hdf5", ".zarr", ".parquet", ".npy", ".npz", ".xlsx", ".png", ".tif", ".tiff")
+
+
 def table_writer_for(path) -> type:
-    """The writer class for ``path`` by its suffix (CSV when the suffix is not registered)."""
-    return TABLE_WRITERS.get(Path(path).suffix.lower(), CsvTableWriter)
+    """The writer class for ``path`` by its suffix (CSV when the suffix is not registered; an
+    InputError for the suffix of a binary format no writer handles)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in TABLE_WRITERS:
+        return TABLE_WRITERS[suffix]
+    if suffix in _NOT_CSV:
+        known = ", ".join(sorted(TABLE_WRITERS))
+        raise InputError(path, f"cannot write {suffix} here; give a file ending in {known}")
+    return CsvTableWriter
