@@ -199,9 +199,8 @@ class FieldModel:
         return np.concatenate(outs, axis=0)
 
     def latent(self, xyz) -> np.ndarray:
-        """(n, 3) points (µm) → (n, r) float32 latent features. Points beyond the field's bounds
-        (+ 5 % of its extent) take the value at the nearest point of that box (no extrapolation)."""
-        return self._run(self.net.latent, self._clamped(xyz)).astype(np.float32, copy=False)
+        """(n, 3) points (µm) → (n, r) float32 latent features."""
+        return self._run(self.net.latent, xyz).astype(np.float32, copy=False)
 
     def decode(self, latent, genes: Sequence[int] | None = None) -> np.ndarray:
         """(n, r) latent → (n, len(genes)) float32 expression (gene indices; None = all)."""
@@ -223,13 +222,15 @@ class FieldModel:
     def bounds(self):
         return self._bounds[0].copy(), self._bounds[1].copy()
 
-    def predict(self, xyz, genes=None, *, masked: bool = False) -> np.ndarray:
+    def predict(self, xyz, genes=None, *, masked: bool = False, clamp: bool = True) -> np.ndarray:
         """Expression at (n, 3) points for ``genes`` (names or indices; None = all) → (n, k) float32.
 
-        ``masked=True`` sets points outside tissue (occupancy < 0.5) to NaN.
+        ``masked=True`` sets points outside tissue (occupancy < 0.5) to NaN. ``clamp`` (default):
+        points beyond the field's bounds (+ 5 % of its extent) take the value at the nearest point
+        of that box — the field is not extrapolated; ``clamp=False`` evaluates the network there.
         """
         idx = self.gene_indices(genes)
-        out = self.decode(self.latent(xyz), idx)
+        out = self.decode(self.latent(self._clamped(xyz) if clamp else xyz), idx)
         if masked:
             out[self.occupancy(xyz) < 0.5] = np.nan
         return out
