@@ -195,7 +195,11 @@ class EnsembleUncertainty:
 
     def uncertainty(self, xyz, genes: Sequence[int] | None = None) -> np.ndarray:
         """(n,) std across members in units of each gene's data std, averaged over ``genes`` (all)."""
-        preds = np.stack([np.asarray(m.predict(xyz), dtype=np.float64) for m in self.members])
+        from .field.model import FieldModel
+
+        # unclamped: beyond the field's box the members' disagreement (extrapolation) is the signal
+        preds = np.stack([np.asarray(m.predict(xyz, clamp=False) if isinstance(m, FieldModel) else m.predict(xyz),
+                                     dtype=np.float64) for m in self.members])
         if genes is not None:
             preds = preds[:, :, list(genes)]
             scale = self.scale[list(genes)]

@@ -148,8 +148,14 @@ def progress_printer(log):
 def run(args) -> int:
     from ..field.train import fit_field
 
+    from ..io.atomic import check_writable
+
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     cfg = config_from_args(args)
+    # before any long work: an output that cannot be written fails now, not after training
+    check_writable(args.out, what="model file")
+    if args.checkpoint:
+        check_writable(args.checkpoint, what="checkpoint")
     stack = prepare_stack(args, log)
     t0 = time.perf_counter()
     model = fit_field(stack, cfg, progress=progress_printer(log), checkpoint=args.checkpoint, resume=args.resume)

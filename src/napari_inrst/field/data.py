@@ -72,7 +72,7 @@ def occupancy_samples(sections, spacing: float, lo, hi, rng, max_per_section: in
         lbl = np.concatenate([inside[keep].astype(np.float32), np.ones(k, np.float32)])
         pts.append(np.column_stack([p, np.full(len(p), s.z)]))
         lab.append(lbl)
-    return np.concatenate(pts).astype(np.float32), np.concatenate(lab).astype(np.float32)
+    return np.concatenate(pts), np.concatenate(lab).astype(np.float32)  # float64 points (centred by the caller)
 
 
 def gene_scale(mean, sd, standardize: bool):
@@ -110,13 +110,19 @@ class _Base:
     projected = False
 
     def _geometry(self, stack, xyz, config):
-        self.xyz = xyz.astype(np.float32)
+        xyz = np.asarray(xyz, dtype=np.float64)
         self.lo, self.hi = xyz.min(0), xyz.max(0)
+        # the network sees coordinates centred in float64, then cast to float32 (a stack far from
+        # the origin keeps its resolution); ``origin`` is stored in the arch and subtracted by
+        # FieldModel before every evaluation
+        self.origin = (self.lo + self.hi) / 2
+        self.xyz = (xyz - self.origin).astype(np.float32)
         secs = [stack.sections[i] for i in self.idx]
         self.spacing = spacing_of(secs)
         self.z_spacing = z_spacing_of(xyz[:, 2])
         rng = np.random.default_rng(config.seed + 17)
-        self.occ_xyz, self.occ_lab = occupancy_samples(secs, self.spacing, self.lo, self.hi, rng)
+        occ, self.occ_lab = occupancy_samples(secs, self.spacing, self.lo, self.hi, rng)
+        self.occ_xyz = (occ - self.origin).astype(np.float32)
 
     def default_rank(self, cfg) -> int:
         if cfg.rank:
@@ -124,7 +130,7 @@ class _Base:
         return SMALL_RANK if len(self.train) < SMALL_DATA else DEFAULT_RANK
 
     def arch(self, cfg, wl_xy: float, wl_z: float) -> dict:
-        lo, hi = self.lo.copy(), self.hi.copy()
+        lo, hi = self.lo - self.origin, self.hi - self.origin  # the network's frame: centred
         if hi[2] - lo[2] < 1e-6:  # one section: a thin slab
             lo[2] -= 1.0
             hi[2] += 1.0
@@ -149,6 +155,7 @@ class _Base:
             "rank": self.rank_for(cfg),
             "n_genes": self.n_genes,
             "seed": cfg.seed,
+            "origin": self.origin.tolist(),  # µm, subtracted in float64 before the network
         }
 
     def rank_for(self, cfg) -> int:
