@@ -183,7 +183,11 @@ def test_predict_checks_free_space_first(fault_data, tmp_path, monkeypatch, caps
     assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(out)]) == 2
     assert "not enough disk space" in one_line_error(capsys.readouterr().err, out)
     assert leftovers(tmp_path) == []
-    out = tmp_path / "p.h5ad"  # no writer for it (yet): refused, not CSV under a wrong name
+    out = tmp_path / "p.h5ad"  # the AnnData writer checks the space too
+    assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(out)]) == 2
+    assert "not enough disk space" in one_line_error(capsys.readouterr().err, out)
+    assert leftovers(tmp_path) == []
+    out = tmp_path / "p.parquet"  # no writer for it: refused, not CSV under a wrong name
     assert main(["predict", fault_data["model"], "--coords", fault_data["coords"], "--out", str(out)]) == 2
     assert "give a file ending in .csv" in one_line_error(capsys.readouterr().err, out)
 

@@ -334,5 +334,6 @@ def check_free_space(path, nbytes: int, *, what: str = "(uncompressed)"):
     except OSError:
         return
     if free < nbytes:
-        raise InputError(path, f"not enough disk space: needs up to {nbytes / 1e9:.2f} GB {what}, "
-                               f"{free / 1e9:.2f} GB free")
+        size = f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e7 else f"{nbytes / 1e6:.2f} MB"
+        room = f"{free / 1e9:.2f} GB" if free >= 1e7 else f"{free / 1e6:.3f} MB"
+        raise InputError(path, f"not enough disk space: needs up to {size}{' ' + what if what else ''}, {room} free")

@@ -351,5 +351,5 @@ def table_writer_for(path) -> type:
         return TABLE_WRITERS[suffix]
     if suffix in _NOT_CSV:
         known = ", ".join(sorted(TABLE_WRITERS))
-        raise InputError(path, f"cannot write {suffix} here; give a file ending in {known}")
+        raise InputError(path, f"cannot write {suffix} here; give a file ending in {known} (or .h5ad for AnnData)")
     return CsvTableWriter
