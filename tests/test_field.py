@@ -275,3 +275,30 @@ def test_network_compiles_as_one_graph_through_annealing(aligned, encoding):
     finally:
         dynamo.config.error_on_recompile = old
         dynamo.reset()
+
+
+def test_fast_pca_init_matches_the_exact_eigendecomposition():
+    """The decoder's PCA start comes from randomized subspace iteration on the data (seconds at
+    thousands of genes); on small data it equals the exact eigen-decomposition of the covariance."""
+    from napari_inrst.field.train import _pca_init
+    from napari_inrst.linalg import top_components
+
+    rng = np.random.default_rng(3)
+    n, d, r = 900, 120, 6
+    scales = np.array([9.0, 7.0, 5.0, 4.0, 3.0, 2.0])
+    X = (rng.normal(size=(n, r)) * scales) @ np.linalg.qr(rng.normal(size=(d, r)))[0].T
+    X = (X + 0.2 * rng.normal(size=(n, d)) + rng.normal(size=d)).astype(np.float32)
+    Xc = X.astype(np.float64) - X.mean(0)
+    ev, V = np.linalg.eigh(Xc.T @ Xc / n)
+    ev, V = ev[::-1][:r], V[:, ::-1][:, :r]
+    w, U = top_components(Xc, r, np.random.default_rng(0))
+    np.testing.assert_allclose(w, ev, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(np.sum(U * V, axis=0)), 1.0, atol=1e-6)  # same axes (up to sign)
+
+    net = torch.nn.Module()
+    net.decoder = torch.nn.Linear(r, d)
+    _pca_init(net, X, r, seed=0)
+    W = net.decoder.weight.detach().double().numpy()
+    W_exact = V * np.sqrt(ev)
+    np.testing.assert_allclose(W @ W.T, W_exact @ W_exact.T, atol=1e-4 * ev[0])
+    np.testing.assert_allclose(net.decoder.bias.detach().numpy(), X.mean(0), rtol=1e-5, atol=1e-6)

@@ -116,22 +116,23 @@ def _dist():
 # --- initialisation and schedule ---------------------------------------------------------
 def _pca_init(net, Xs: np.ndarray, rank: int, seed: int):
     """Decoder ← the top principal axes of the training profiles (scaled so the latent starts at
-    unit variance), bias ← the mean profile. Eigen-decomposition of the gene covariance (cheap)."""
+    unit variance), bias ← the mean profile. Randomized subspace iteration on (a subsample of)
+    the centred data (:func:`~napari_inrst.linalg.top_components`): never the genes × genes
+    covariance, so thousands of genes cost seconds, not minutes."""
     import torch
+
+    from ..linalg import top_components
 
     rng = np.random.default_rng(seed)
     sub = Xs if len(Xs) <= 8000 else Xs[rng.choice(len(Xs), 8000, replace=False)]
-    sub = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32)).double()
+    sub = np.asarray(sub, dtype=np.float64)
     sub = sub - sub.mean(0)
-    C = sub.T @ sub / max(len(sub), 1)
-    evals, evecs = torch.linalg.eigh(C)
-    order = torch.argsort(evals, descending=True)
-    r = min(rank, C.shape[0])
-    top = order[:r]
-    W = torch.zeros(Xs.shape[1], rank, dtype=torch.float64)
-    W[:, :r] = evecs[:, top] * torch.sqrt(torch.clamp(evals[top], min=0))
+    r = min(rank, sub.shape[1])
+    evals, evecs = top_components(sub, r, rng)
+    W = np.zeros((Xs.shape[1], rank), dtype=np.float64)
+    W[:, :r] = evecs * np.sqrt(evals)[None, :]
     with torch.no_grad():
-        net.decoder.weight.copy_(W.float())
+        net.decoder.weight.copy_(torch.from_numpy(W).float())
         net.decoder.bias.copy_(torch.tensor(Xs.mean(0), dtype=torch.float32))
 
 
