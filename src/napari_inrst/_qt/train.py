@@ -381,8 +381,13 @@ class TrainWidget(QWidget):
                 layer.metadata[FIELD_KEY] = field
         prov = field.provenance
         verb = "Stopped" if prov.get("cancelled") else "Trained"
-        self.status.setText(f"{verb}: {len(field.genes)} genes, validation RMSE {prov.get('val_rmse', float('nan')):.4f}, "
-                            f"{prov.get('steps_run')} steps, {prov.get('fit_seconds', 0):.0f} s on {prov.get('device')}.")
+        from ..field.report import format_validation, validation_warning
+
+        v = getattr(field, "validation", None)
+        warn = validation_warning(v)
+        self.status.setText(f"{verb}: {len(field.genes)} genes, {prov.get('steps_run')} steps, "
+                            f"{prov.get('fit_seconds', 0):.0f} s on {prov.get('device')}.\n{format_validation(v)}"
+                            + (f"\nWarning: {warn}" if warn else ""))
 
     def _on_error(self, exc):
         from napari.utils.notifications import show_error
