@@ -25,6 +25,7 @@ row is appended to ``GENERALIZE_OUT`` (JSON lines) as soon as it is measured.
 
     python benchmarks/run.py --only generalize [--quick]      # quick: one row per data set
     GENERALIZE_ROWS=synth python benchmarks/bench_generalize.py
+    python benchmarks/bench_generalize.py --table rows.jsonl [more.jsonl …]   # table of saved rows
 """
 
 from __future__ import annotations
@@ -344,7 +345,22 @@ def run(quick: bool = True) -> dict:
     return figs
 
 
+def table_from_files(paths) -> str:
+    """The table and summary of rows saved in ``GENERALIZE_OUT`` files (the last run of a row wins)."""
+    rows = {}
+    for p in paths:
+        for line in Path(p).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows[r["row"]] = r
+    table = list(rows.values())
+    return format_rows(table) + "\n\n" + json.dumps(summarize(table))
+
+
 if __name__ == "__main__":
+    if "--table" in sys.argv:  # python benchmarks/bench_generalize.py --table a.jsonl b.jsonl
+        print(table_from_files(sys.argv[sys.argv.index("--table") + 1:]))
+        sys.exit(0)
     res = run(quick="--quick" in sys.argv)
     print(res.pop("table"))
     print(json.dumps(res, indent=1))
