@@ -124,7 +124,7 @@ class _Tissue:
             def programs(self, xyz):
                 p = super().programs(xyz)
                 z = np.asarray(xyz, dtype=np.float64)[:, 2]
-                mod = 0.5 * (1 + np.sin(2 * np.pi * z / period + np.arange(p.shape[1])[None, :]))
+                mod = 0.5 * (1 + np.sin(2 * np.pi * z[:, None] / period + np.arange(p.shape[1])[None, :]))
                 return p * (0.4 + 1.2 * mod)
 
         return ZWave(n_genes=84, depth=depth, seed=5)
