@@ -227,7 +227,8 @@ def spots_row(name, data, stack, i, cfg, labels_key=None, ssim=False):
         preds = {"inr": rec.model.predict(q)[:, gidx], "knn2d": knn2d(k.xyz, k.X, q)[:, gidx]}
         for meth, p in preds.items():
             extra[f"ari_{meth}"] = round(float(M.adjusted_rand_score(lab_r[ok_r], clf.predict(p))), 4)
-        extra["ari_measured"] = round(float(M.adjusted_rand_score(lab_r[ok_r], clf.predict(s.X[removed][ok_r][:, gidx]))), 4)
+        measured = s.X[removed][ok_r][:, gidx]
+        extra["ari_measured"] = round(float(M.adjusted_rand_score(lab_r[ok_r], clf.predict(measured))), 4)
     if ssim:
         extra["ssim_inr"] = round(res["methods"]["inr"]["ssim"], 4)
         extra["ssim_knn2d"] = round(res["methods"]["knn2d"]["ssim"], 4)
@@ -310,7 +311,8 @@ def summarize(table: list[dict]) -> dict:
 
 
 def format_rows(table: list[dict]) -> str:
-    head = "| row | task | metric | field | best baseline | margin | blend w | fit s |\n|---|---|---|---|---|---|---|---|"
+    head = ("| row | task | metric | field | best baseline | margin | blend w | fit s |\n"
+            "|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in table:
         lines.append(f"| {r['row']} | {r['data']}: {r['task']} | {r['metric']} | {r['field']:.3f} | "

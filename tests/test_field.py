@@ -197,7 +197,8 @@ def test_checkpoint_and_resume_continue_where_training_stopped(tmp_path, aligned
               should_stop=lambda: bool(seen) and seen[-1]["phase"] == "fit" and seen[-1]["step"] >= 70)
     assert load_checkpoint(ck)["meta"]["phase"] == "final"
     steps = []
-    again = fit_field(stack, cfg, sections=[0, 1, 2], resume=ck, progress=lambda d: steps.append((d["phase"], d["step"])))
+    again = fit_field(stack, cfg, sections=[0, 1, 2], resume=ck,
+                      progress=lambda d: steps.append((d["phase"], d["step"])))
     assert {p for p, _ in steps} == {"fit"} and 70 < steps[0][1] <= 80
     assert again.validation == done.validation
     (tmp_path / "bad.pt").write_bytes(b"nonsense")
@@ -383,13 +384,14 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
     kept = [i for i in range(len(stack)) if i not in pos]
     q = np.concatenate([stack[p].xyz for p in pos])
     truth = np.concatenate([stack[p].X for p in pos])
-    assert v["interpolation"] == pytest.approx(pearson_per_gene(truth, knn3d(stack.coords(kept), stack.expression(kept), q)),
-                                               abs=2e-3)
+    knn = knn3d(stack.coords(kept), stack.expression(kept), q)
+    assert v["interpolation"] == pytest.approx(pearson_per_gene(truth, knn), abs=2e-3)
     # the blend weight is chosen on this split, so the field is at least the better of its two parts
     assert v["field"] >= max(v["network"], v["interpolant_stored"]) - 1e-4
     assert v["better"] == (v["field"] > v["interpolation"])
     line = format_validation(v)
-    assert line.startswith("held-out sections (") and f"field {v['field']:.2f}, interpolation {v['interpolation']:.2f}" in line
+    assert line.startswith("held-out sections (")
+    assert f"field {v['field']:.2f}, interpolation {v['interpolation']:.2f}" in line
     assert (validation_warning(v) is None) == (v["better"] and v["blend_weight"] < 1)
     m.save(tmp_path / "m.inrst")
     m2 = load_model(tmp_path / "m.inrst")

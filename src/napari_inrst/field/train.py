@@ -704,7 +704,8 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
                                 resume_state=resume_state if ck_meta.get("phase") == "final" else None,
                                 step_offset=step_offset, total_all=total + (k_members - 1) * stop_at,
                                 t_start=t0, meta_for_ckpt=meta_ck, rows=(all_rows, all_rows[:0]), stop_at=stop_at)
-            net_k, _, hist_k, stopped_k, _ = yield from _forward(gen, progress, lambda n, a=arch_k: make_model(n, a, cfg))
+            net_k, _, hist_k, stopped_k, _ = yield from _forward(
+                gen, progress, lambda n, a=arch_k: make_model(n, a, cfg))
             nets.append(net_k)
             history += [dict(h, step=h["step"] + step_offset) for h in hist_k]
             step_offset += stop_at
