@@ -411,7 +411,10 @@ class TrainWidget(QWidget):
         if prepared is None:
             prepared = prepare_for_field(stack, genes, copy=True, log=self._set_status_msg)
         self._prepared = (stack, genes, prepared)
-        gen = iter_fit(prepared, cfg, should_stop=lambda: self._stop, checkpoint=self.checkpoint,
+        # checkpoints (Resume) are for single-network fits: an ensemble's final run averages
+        # several networks, which one checkpoint cannot hold
+        ckpt = self.checkpoint if int(cfg.ensemble) <= 1 else None
+        gen = iter_fit(prepared, cfg, should_stop=lambda: self._stop, checkpoint=ckpt,
                        resume=resume_path, on_status=self._set_status_msg)
         best_before = math.inf  # best validation of the phases before the current one
         phase, phase_best = None, math.inf
