@@ -243,13 +243,14 @@ class UncertaintyField:
 
 def member_fit_fn(config=None, **fit_kwargs) -> Callable:
     """``fit_fn(stack, sections, seed)`` training one ensemble member: the real field with
-    ``config`` (default config otherwise), the given seed and a single network (``ensemble=1``:
-    the field's own small-data averaging would hide the disagreement this ensemble measures)."""
+    ``config`` (default config otherwise), the given seed, a single network (``ensemble=1``) and
+    no interpolant blend (``blend=False``): averaging networks, or blending each with the same
+    interpolation of the data, would hide the disagreement this ensemble measures."""
 
     def fit(st, secs, seed):
         from .field import FieldConfig, fit_field
 
-        cfg = (config or FieldConfig()).replace(seed=int(seed), ensemble=1)
+        cfg = (config or FieldConfig()).replace(seed=int(seed), ensemble=1, blend=False)
         return fit_field(st, cfg, sections=list(secs), **fit_kwargs)
 
     return fit

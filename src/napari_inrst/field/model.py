@@ -19,7 +19,66 @@ from ..errors import InputError
 from .config import FieldConfig
 
 FORMAT = "napari-inrst-field"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional interpolant tensors ("interp.*") and meta["interp"], meta["validation"]
+INTERP_KEYS = ("interp.xyz", "interp.coef", "interp.basis")
+
+
+class Interpolant:
+    """The local interpolant a field is blended with: inverse-distance weighted mean of the ``k``
+    nearest training cells/spots (3D, or 2D in x, y for one section: the baselines ``knn3d`` and
+    ``knn2d`` of :mod:`napari_inrst.evaluate.baselines`), of their expression in a low-rank basis.
+
+    ``xyz`` (n, 3) training coordinates (µm, in the network's frame: the stack frame less the
+    field's ``origin``), ``coef`` (n, q) their centred (÷ std)
+    expression in the orthonormal gene basis ``basis`` (genes × q), ``weight`` w ∈ [0, 1]: the
+    model predicts (1 − w) · network + w · interpolant. Both parts are linear in a latent, so the
+    blend is one latent (the network's r features, then the interpolant's q) and one linear
+    decoder: rendering, caching and gene switching work unchanged.
+    """
+
+    def __init__(self, xyz, coef, basis, weight: float, k: int = 5, dims: int = 3):
+        self.xyz = np.ascontiguousarray(xyz, dtype=np.float32)
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.basis = np.ascontiguousarray(basis, dtype=np.float32)
+        self.weight = float(weight)
+        self.k = int(k)
+        self.dims = int(dims)
+        self._tree = None
+
+    @property
+    def q(self) -> int:
+        return int(self.coef.shape[1])
+
+    def __call__(self, xyz) -> np.ndarray:
+        """(m, 3) points → (m, q) interpolated coefficients."""
+        from scipy.spatial import cKDTree
+
+        from ..evaluate.baselines import EPS_UM
+
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if len(xyz) == 0:
+            return np.zeros((0, self.q), dtype=np.float32)
+        if self._tree is None:
+            self._tree = cKDTree(self.xyz[:, :self.dims].astype(np.float64))
+        k = int(min(self.k, len(self.xyz)))
+        d, idx = self._tree.query(xyz[:, :self.dims], k=k)
+        d = d.reshape(len(xyz), k)
+        idx = idx.reshape(len(xyz), k)
+        w = 1.0 / np.maximum(d, EPS_UM)
+        w /= w.sum(axis=1, keepdims=True)
+        out = np.zeros((len(xyz), self.q), dtype=np.float32)
+        for j in range(k):
+            out += w[:, j:j + 1].astype(np.float32) * self.coef[idx[:, j]]
+        return out
+
+    def tensors(self) -> dict:
+        import torch
+
+        return {"interp.xyz": torch.from_numpy(self.xyz), "interp.coef": torch.from_numpy(self.coef),
+                "interp.basis": torch.from_numpy(self.basis)}
+
+    def meta(self) -> dict:
+        return {"weight": self.weight, "k": self.k, "dims": self.dims, "n": int(len(self.xyz)), "q": self.q}
 
 
 def build_net(arch: dict):
@@ -102,13 +161,18 @@ class FieldModel:
 
     Attributes: ``genes``, ``normalize`` (the value space of predictions), ``stack_meta``
     (section names, z, transforms, sources), ``config`` (:class:`FieldConfig`, resolved),
-    ``arch`` (network shape), ``provenance``, ``history`` (losses and validation per step).
+    ``arch`` (network shape), ``provenance``, ``history`` (losses and validation per step),
+    ``interp`` (the :class:`Interpolant` blended in, or None), ``validation`` (the fit's report on
+    its task-mimicking validation split: field vs interpolation, see :mod:`.report`).
     """
 
     def __init__(self, net, *, genes, mean, std, arch, config: FieldConfig, normalize: str,
                  stack_meta: dict, bounds, provenance: dict | None = None, history: list | None = None,
-                 value_floor: float | None = None):
+                 value_floor: float | None = None, interp: Interpolant | None = None,
+                 validation: dict | None = None):
         self.net = net.eval()
+        self.interp = interp if interp is not None and interp.weight > 0 else None
+        self.validation = dict(validation or {})
         self.genes = list(genes)
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
@@ -129,12 +193,25 @@ class FieldModel:
     def _refresh_decoder(self):
         W = self.net.decoder.weight.detach().float().cpu().numpy()  # (G, r)
         b = self.net.decoder.bias.detach().float().cpu().numpy()
-        self._W = np.ascontiguousarray((W * self.std[:, None]).T.astype(np.float32))  # (r, G)
-        self._b = (b * self.std + self.mean).astype(np.float32)
+        ip = self.interp
+        if ip is None:
+            self._W = np.ascontiguousarray((W * self.std[:, None]).T.astype(np.float32))  # (r, G)
+            self._b = (b * self.std + self.mean).astype(np.float32)
+        else:  # (1 − w) · network + w · interpolant, one decoder over both latents
+            w = ip.weight
+            Wn = (1.0 - w) * W * self.std[:, None]
+            Wi = w * ip.basis.astype(np.float64) * self.std[:, None]
+            self._W = np.ascontiguousarray(np.concatenate([Wn, Wi], axis=1).T.astype(np.float32))  # (r + q, G)
+            self._b = ((1.0 - w) * b * self.std + self.mean).astype(np.float32)
 
     @property
     def rank(self) -> int:
         return int(self._W.shape[0])
+
+    @property
+    def blend_weight(self) -> float:
+        """w of (1 − w) · network + w · interpolant (0: the network alone)."""
+        return 0.0 if self.interp is None else float(self.interp.weight)
 
     @property
     def device(self):
@@ -199,8 +276,16 @@ class FieldModel:
         return np.concatenate(outs, axis=0)
 
     def latent(self, xyz) -> np.ndarray:
-        """(n, 3) points (µm) → (n, r) float32 latent features."""
-        return self._run(self.net.latent, xyz).astype(np.float32, copy=False)
+        """(n, 3) points (µm) → (n, r) float32 latent features (the network's, then the
+        interpolant's when the field is blended with one)."""
+        lat = self._run(self.net.latent, xyz).astype(np.float32, copy=False)
+        if self.interp is None:
+            return lat
+        # the interpolant's points are stored in the network's frame (the origin subtracted)
+        pts = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if self._origin is not None:
+            pts = pts - self._origin
+        return np.concatenate([lat, self.interp(pts)], axis=1)
 
     def decode(self, latent, genes: Sequence[int] | None = None) -> np.ndarray:
         """(n, r) latent → (n, len(genes)) float32 expression (gene indices; None = all)."""
@@ -251,6 +336,8 @@ class FieldModel:
             "provenance": self.provenance,
             "history": self.history[-2000:],
             "value_floor": self.value_floor,
+            "interp": self.interp.meta() if self.interp is not None else None,
+            "validation": self.validation,
         }
 
     def save(self, path):
@@ -260,6 +347,8 @@ class FieldModel:
         from ..io.atomic import atomic_path
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        if self.interp is not None:
+            state.update(self.interp.tensors())
         meta = {"format": FORMAT, "meta": json.dumps(_jsonable(self.meta()))}
         with atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata=meta)
@@ -469,11 +558,18 @@ def load_model(path, device: str | None = "cpu") -> FieldModel:
         raise InputError(path, f"model file has a bad config ({reason})") from None
     try:
         net = build_net(meta["arch"])
+        it = {k: state.pop(k) for k in INTERP_KEYS if k in state}
+        interp = None
+        if meta.get("interp"):
+            m = meta["interp"]
+            interp = Interpolant(it["interp.xyz"].numpy(), it["interp.coef"].numpy(), it["interp.basis"].numpy(),
+                                 float(m["weight"]), int(m.get("k", 5)), int(m.get("dims", 3)))
         net.load_state_dict(state, strict=True)
         model = FieldModel(net, genes=meta["genes"], mean=meta["mean"], std=meta["std"], arch=meta["arch"],
                            config=config, normalize=meta["normalize"], stack_meta=meta["stack_meta"],
                            bounds=meta["bounds"], provenance=meta.get("provenance"),
-                           history=meta.get("history"), value_floor=meta.get("value_floor"))
+                           history=meta.get("history"), value_floor=meta.get("value_floor"),
+                           interp=interp, validation=meta.get("validation"))
     except InputError:
         raise
     except Exception as exc:
