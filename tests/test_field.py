@@ -424,7 +424,8 @@ def test_blended_field_predicts_renders_and_saves_consistently(aligned, tmp_path
     Xs = (X - m.mean) / m.std
     G = Xs.shape[1]
     for w in (0.0, 0.4, 1.0):
-        m.interp = Interpolant(stack.coords(), Xs, np.eye(G), w) if w > 0 else None
+        frame = stack.coords() - np.asarray(m.arch.get("origin", (0.0, 0.0, 0.0)))  # the network's frame
+        m.interp = Interpolant(frame, Xs, np.eye(G), w) if w > 0 else None
         m._refresh_decoder()
         xyz = _plane(tissue, 90.0)[:300]
         lat = m.latent(xyz)

@@ -494,6 +494,28 @@ def check_meta(meta, path) -> dict:
     return meta
 
 
+def _interp_shapes(meta: dict, path) -> dict:
+    """Shapes of the interpolant's tensors that ``meta["interp"]`` announces ({} without one);
+    its fields checked first (weight in [0, 1], k ≥ 1, dims 2 or 3, whole n and q)."""
+    m = meta.get("interp")
+    if not m:
+        return {}
+    if not isinstance(m, dict):
+        _bad(path, "'interp' must be a JSON object")
+    try:
+        w, k, dims, n, q = float(m["weight"]), m.get("k", 5), m.get("dims", 3), m["n"], m["q"]
+    except (KeyError, TypeError, ValueError):
+        _bad(path, "'interp' needs a numeric weight, n and q")
+    if not (0.0 <= w <= 1.0):
+        _bad(path, f"'interp.weight' must be in [0, 1], got {w!r}")
+    for name, v in (("k", k), ("n", n), ("q", q)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            _bad(path, f"'interp.{name}' must be a whole number ≥ 1, got {v!r}")
+    if dims not in (2, 3):
+        _bad(path, f"'interp.dims' must be 2 or 3, got {dims!r}")
+    return {"interp.xyz": (n, 3), "interp.coef": (n, q), "interp.basis": (len(meta["genes"]), q)}
+
+
 def expected_shapes(arch: dict) -> dict:
     """Tensor name → shape of the network ``arch`` describes, computed on torch's meta device
     (no memory is allocated, whatever the sizes)."""
@@ -536,6 +558,7 @@ def load_model(path, device: str | None = "cpu") -> FieldModel:
             except Exception as exc:  # noqa: BLE001 - an arch our builder cannot make sense of
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
                 _bad(path, f"'arch' describes no network ({reason})")
+            want.update(_interp_shapes(meta, path))
             if set(want) != set(header):
                 extra, missing = sorted(set(header) - set(want)), sorted(set(want) - set(header))
                 _bad(path, f"tensors do not match 'arch' (unexpected: {', '.join(extra[:3]) or 'none'}; "
