@@ -145,15 +145,16 @@ def test_fit_refines_by_default_and_stores_the_result(moved, tmp_path, monkeypat
     calls = []
 
     def quick(stack, cfg, **kw):
-        calls.append(kw)
-        return real(stack, cfg, rounds=0, field_steps=10, max_cells=200, **kw)
+        calls.append(dict(kw))
+        kw.update(rounds=0, field_steps=10, max_cells=200)
+        return real(stack, cfg, **kw)
 
     monkeypatch.setattr(refine, "refine_stack", quick)
     paths, _, _, base = moved
     out = tmp_path / "r.inrst"
     assert main(["fit", *paths, "--unit-factor", "1000", "--out", str(out), "--steps", "20", "--seed", "0",
                  "--quiet"]) == 0
-    assert len(calls) == 1
+    assert len(calls) == 1 and calls[0]["field_steps"] == 20  # never longer than the final fit (--steps 20)
     m, b = load_model(out), load_model(base)
     info = m.stack_meta["refinement"]
     assert info["kept"] is False and len(info["scores"]) == 1  # nothing to compare with: the rigid start kept

@@ -171,11 +171,13 @@ def refine_if_aligned(stack, args, cfg, log=print):
         return None
     if len(stack.training_sections()) < 2:
         return None
-    from ..align.refine import refine_stack
+    from ..align import refine
 
     target = stack.subsample(3000, seed=args.seed) if getattr(stack, "lazy", False) else stack
     log("refining the alignment against the field (--no-refine skips this)")
-    res = refine_stack(target, cfg, reference=args.reference, log=log)
+    # the half fields are never longer than the final fit (a quick --steps fit stays quick)
+    res = refine.refine_stack(target, cfg, reference=args.reference, log=log,
+                              field_steps=min(refine.FIELD_STEPS, int(cfg.steps)))
     stack.set_transforms(res.matrices)
     return res
 
