@@ -45,7 +45,7 @@ def test_refine_stack_recovers_a_known_perturbation_and_keeps_the_reference(plac
     ref_before = work[2].transform.copy()
     res = refine_stack(work, reference=2, rounds=1, field_steps=150, steps=60, max_cells=800)
     assert res.kept and res.round_kept == 1
-    assert res.scores[1]["rmse"] < res.scores[0]["rmse"]  # held-out sections predicted better
+    assert res.scores[1]["rmse"] <= 0.995 * res.scores[0]["rmse"]  # held-out sections predicted better (the margin)
     after = _error(work, 1, res.matrices[1])
     assert after < 0.3 * before, (before, after)
     np.testing.assert_array_equal(res.matrices[2], ref_before)  # the reference never moves

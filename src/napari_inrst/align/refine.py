@@ -16,7 +16,7 @@ that decides whether a refinement is kept: each half's sections predicted by the
 field (error per gene ÷ the gene's spread, over all modeled genes). Rounds alternate: train the
 two half fields on the current transforms → score → refine. The transforms of the round with the
 best held-out score are kept; the rigid start is kept (the refinement reverted) unless a refined
-round scores at least ``min_gain`` (1 %) better.
+round scores at least ``min_gain`` (0.5 %) better.
 
 Safeguards: the reference section never moves; each step is bounded (``|Δθ| ≤ max_angle_deg``,
 ``|Δt| ≤ max_shift`` per round, through a tanh); a section is placed only where the other half's
@@ -58,8 +58,10 @@ MAX_SHIFT_SPACINGS = 3.0
 MAX_CELLS = 2500
 LR = 0.08
 #: a refined round is kept only when its held-out RMSE is at least this fraction below the rigid
-#: start's (smaller gains are within what re-training the half fields changes by itself)
-MIN_GAIN = 0.01
+#: start's. Measured on the synthetic sample: refinements that moved well-placed sections away from
+#: the truth gained 0.25 %; one that brought a section moved by 41 µm back to 8 µm gained 0.83 %,
+#: one that brought 3 of 7 poorly placed sections closer 1.4 %. A margin from few cases.
+MIN_GAIN = 0.005
 
 
 @dataclass
