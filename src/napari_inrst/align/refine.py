@@ -294,9 +294,19 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
     settings = {"rounds": int(rounds), "field_steps": int(field_steps), "steps": int(steps),
                 "max_angle_deg": float(max_angle_deg), "max_shift_spacings": float(max_shift_spacings),
                 "max_cells": int(max_cells), "min_gain": float(min_gain)}
-    if len(A) < 1 or len(B) < 1:
-        return RefineResult(initial, initial, ref, False, 0, [], [None] * n, 0.0, list(stack.names), settings)
     say = log or (lambda *_: None)
+    # a section is placed only where the other half's field interpolates (its z strictly between
+    # that half's sections): beyond them the field is an extrapolation and would pull it astray
+    zA, zB = [stack[k].z for k in A], [stack[k].z for k in B]
+    inside = lambda k, zs: len(zs) > 0 and min(zs) < stack[k].z < max(zs)  # noqa: E731
+    movers_B = [k for k in B if k != ref and inside(k, zA)]
+    movers_A = [k for k in A if k != ref and inside(k, zB)]
+    if not movers_A and not movers_B:
+        say("refinement skipped: no section but the reference lies between two sections of the other half "
+            "(needs ≥ 4 sections)")
+        return RefineResult(initial, initial, ref, False, 0, [], [None if k == ref else
+                            {"angle_deg": 0.0, "tx_um": 0.0, "ty_um": 0.0} for k in range(n)],
+                            time.perf_counter() - t0, list(stack.names), settings, [initial])
     cfg = half_config(config, field_steps)
     seed = int(getattr(cfg, "seed", 0))
     spacing = spacing_of([stack.sections[k] for k in A + B])
@@ -319,12 +329,7 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
         if r == int(rounds) or (should_stop is not None and should_stop()):
             break
         mats = [m.copy() for m in rounds_mats[-1]]
-        # a section is placed only where the other half's field interpolates (its z between that
-        # half's sections): beyond them the field is an extrapolation and would pull it astray
-        zA, zB = [work[k].z for k in A], [work[k].z for k in B]
-        inside = lambda k, zs: min(zs) < work[k].z < max(zs)  # noqa: E731
-        for fld, movers in ((fa, [k for k in B if k != ref and inside(k, zA)]),
-                            (fb, [k for k in A if k != ref and inside(k, zB)])):
+        for fld, movers in ((fa, movers_B), (fb, movers_A)):
             new, _, _ = refine_sections(fld, work, movers, steps=steps, max_angle_deg=max_angle_deg,
                                         max_shift_um=max_shift, max_cells=max_cells, seed=seed + r)
             for k, m in zip(movers, new):
