@@ -41,8 +41,8 @@ def _map_error(stack, meta_transforms, truth) -> np.ndarray:
     """Per section: mean |map(section, its input xy) − true position| (µm)."""
     from napari_inrst.align.mapping import map_points
 
-    meta = {"names": list(stack.names), "z": list(stack.z), "transforms": [np.asarray(m).tolist() for m in meta_transforms],
-            "unit_factor": 1.0}
+    meta = {"names": list(stack.names), "z": list(stack.z), "unit_factor": 1.0,
+            "transforms": [np.asarray(m).tolist() for m in meta_transforms]}
     out = []
     for k, (s, t) in enumerate(zip(stack.sections, truth)):
         xyz = map_points(meta, k, s.xy_input / float(getattr(stack, "unit_factor", 1.0)))

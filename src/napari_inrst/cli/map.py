@@ -40,7 +40,8 @@ def read_xy(path) -> np.ndarray:
     except pd.errors.EmptyDataError:
         raise InputError(path, "is empty; needs a header line with columns x, y") from None
     except Exception as exc:  # noqa: BLE001 - parser errors, bad encodings
-        raise InputError(path, f"not a readable CSV ({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(path, f"not a readable CSV ({reason})") from None
     cols = {str(c).strip().lower(): c for c in df.columns}
     missing = [c for c in "xy" if c not in cols]
     if missing:
