@@ -39,6 +39,7 @@ from ..render.cache import LatentCache
 from ..render.export import viewer_camera, viewer_overlay
 from ..render.grids import VOLUME_MAX, VOLUME_MIN, PlaneGrid, plane_for_view, volume_grid
 from ..render.plane import auto_contrast, evaluate_plane, gene_indices, iter_plane, plane_cache_key
+from ..render.display import preview_levels, set_layer_image, set_progress
 from ..render.volume import iter_volume
 from .common import GeneBox, find_stack, section_layers
 from .view_export import FIRST_COLORMAP, MOVIE_KINDS, ExportMixin
@@ -390,7 +391,6 @@ class ViewWidget(ExportMixin, QWidget):
         i = self.genes.index(old)
         self.genes[i] = new
         self.colormaps.setdefault(new, self.colormaps.get(old, FIRST_COLORMAP))
-        self._ensure_contrast([new])
         # reuse the old gene's layers (no layer removal/insertion: napari keeps the view)
         for d, suffix in ((self.plane_layers, "field"), (self.volume_layers, "field 3D")):
             lyr = d.pop(old, None)
@@ -398,7 +398,8 @@ class ViewWidget(ExportMixin, QWidget):
                 lyr.metadata.update(gene=new, grid_key=None)
                 lyr.name = f"{new} · {suffix}"
                 lyr.colormap = self.colormaps[new]
-                lyr.contrast_limits = self.contrast[new]
+                if new in self.contrast:  # else set when the worker's contrast arrives
+                    lyr.contrast_limits = self.contrast[new]
                 d[new] = lyr
         self.gene_list.item(i).setText(new)
         self._after_genes_changed()
@@ -450,8 +451,7 @@ class ViewWidget(ExportMixin, QWidget):
                 d[gene].colormap = cmap
 
     def _after_genes_changed(self):
-        self._shown_plane = None
-        self._ensure_contrast(self.genes)
+        self._shown_plane = None  # contrast of new genes: computed by the plane/volume worker
         if self.viewer.dims.ndisplay == 3:
             self.show_volume()
         else:
@@ -597,10 +597,14 @@ class ViewWidget(ExportMixin, QWidget):
             return
         rid, field, grid, genes, idx, ov = req
         cache = self.cache
+        levels = preview_levels(field, grid, ov, COARSE_FACTOR)
+        missing = [(g, i) for g, i in zip(genes, idx) if g not in self.contrast]
 
         @thread_worker
         def work():
-            levels = [grid.coarsened(COARSE_FACTOR), grid] if grid.n >= 128 * 128 else [grid]
+            if missing:  # the first look at a gene samples the whole field: here, not on the UI thread
+                lims = auto_contrast(field, [i for _, i in missing], cache=cache)
+                yield ("contrast", field, {g: lim for (g, _), lim in zip(missing, lims)})
             for lvl in levels:
                 vals = yield from iter_plane(field, lvl, idx, cache=cache, oversample=ov)
                 yield ("plane", rid, lvl, genes, vals, lvl is grid)
@@ -614,7 +618,12 @@ class ViewWidget(ExportMixin, QWidget):
 
     def _on_plane_yield(self, item):
         if not isinstance(item, tuple):
-            self.progress.setValue(int(100 * float(item)))
+            set_progress(self.progress, item)
+            return
+        if item[0] == "contrast":
+            if item[1] is self.field:
+                for g, lim in item[2].items():
+                    self.contrast.setdefault(g, lim)
             return
         _, rid, grid, genes, vals, fine = item
         if rid != self._plane_rid:  # stale: a newer request exists
@@ -643,10 +652,12 @@ class ViewWidget(ExportMixin, QWidget):
                 self.plane_layers[gene] = lyr
                 self._to_bottom(lyr)
             else:
-                lyr.scale = grid.scale
-                lyr.translate = grid.translate
-                lyr.data = data
-            lyr.visible = True
+                set_layer_image(lyr, data, grid.scale, grid.translate)
+                lim = self.contrast.get(gene)
+                if lim is not None and tuple(lyr.contrast_limits) != tuple(lim):
+                    lyr.contrast_limits = lim
+            if not lyr.visible:
+                lyr.visible = True
             lyr.metadata.update(z_um=grid.z, grid=grid, fine=fine)
         self._fix_blending(self.plane_layers)
         self._apply_colorbars()
@@ -715,8 +726,13 @@ class ViewWidget(ExportMixin, QWidget):
         cache = self.cache
         self.status.setText(f"rendering {', '.join(genes)} at {grid.nx}×{grid.ny}×{grid.nz} voxels…")
 
+        missing = [(g, i) for g, i in zip(genes, idx) if g not in self.contrast]
+
         @thread_worker
         def work():
+            if missing:
+                lims = auto_contrast(field, [i for _, i in missing], cache=cache)
+                yield ("contrast", field, {g: lim for (g, _), lim in zip(missing, lims)})
             vals = yield from iter_volume(field, grid, idx, cache=cache, oversample=ov)
             yield ("volume", rid, grid, genes, vals, ov)
 
@@ -729,7 +745,10 @@ class ViewWidget(ExportMixin, QWidget):
 
     def _on_volume_yield(self, item):
         if not isinstance(item, tuple):
-            self.progress.setValue(int(100 * float(item)))
+            set_progress(self.progress, item)
+            return
+        if item[0] == "contrast":
+            self._on_plane_yield(item)
             return
         _, rid, grid, genes, vals, ov = item
         if rid != self._vol_rid:
