@@ -36,10 +36,45 @@ class ExportMixin:
         return [d[g] for g in self.genes if g in d]
 
     def screenshot(self, path=None, *, scale=None, background=None):
+        """The canvas at ×``scale`` (same field of view, sharper): the 2D planes are re-evaluated
+        at ×``scale`` resolution for the capture, colorbars carry the gene names."""
         from ..render.export import screenshot
 
-        return screenshot(self.viewer, path, scale=float(scale or self.shot_scale.value()),
-                          layers=self.field_layers(), background=background or self.background.currentText())
+        scale = float(scale or self.shot_scale.value())
+        layers = self.field_layers()
+        with self._sharp_planes(scale):
+            return screenshot(self.viewer, path, scale=scale, layers=layers, labels=[lyr.metadata["gene"] for lyr in layers],
+                              background=background or self.background.currentText())
+
+    @contextlib.contextmanager
+    def _sharp_planes(self, factor: float):
+        """Temporarily the plane layers at ``factor`` × the screen resolution of the current view."""
+        from ..render.display import set_layer_image
+        from ..render.grids import plane_for_view
+        from ..render.plane import evaluate_plane
+
+        layers = [self.plane_layers[g] for g in self.genes if g in self.plane_layers]
+        if factor <= 1 or self.viewer.dims.ndisplay != 2 or not layers or self.field is None:
+            yield
+            return
+        cam = viewer_camera(self.viewer)
+        h, w = self.viewer.canvas.size
+        grid = plane_for_view(self.z, tuple(cam.center)[-2:], cam.zoom, (h, w), self.field.bounds(),
+                              oversample=factor, max_side=int(2048 * factor))
+        if grid is None:
+            yield
+            return
+        genes = [lyr.metadata["gene"] for lyr in layers]
+        vals = evaluate_plane(self.field, grid, gene_indices(self.field, genes), cache=self.cache,
+                              oversample=self.oversample)
+        saved = [(lyr, lyr.data, tuple(lyr.scale), tuple(lyr.translate)) for lyr in layers]
+        try:
+            for lyr, v in zip(layers, vals):
+                set_layer_image(lyr, v, grid.scale, grid.translate)
+            yield
+        finally:
+            for lyr, data, sc, tr in saved:
+                set_layer_image(lyr, data, sc, tr)
 
     def _screenshot_dialog(self):
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "field.png", "PNG (*.png);;TIFF (*.tif)")
