@@ -28,8 +28,19 @@ def section_color(i: int, *, before: bool = False) -> np.ndarray:
     return c
 
 
-def overlay_points(xys, *, before: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 2) (y, x) points of all sections and their (n, 4) colours, one colour per section."""
+#: most cells of one section drawn in the overlay (a stable subsample beyond: large sections)
+OVERLAY_CAP = 20_000
+
+
+def overlay_points(xys, *, before: bool = False, cap: int = OVERLAY_CAP) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 2) (y, x) points of all sections and their (n, 4) colours, one colour per section;
+    at most ``cap`` cells per section (a fixed random subsample of larger ones)."""
+    def sub(xy):
+        if len(xy) <= cap:
+            return xy
+        return xy[np.sort(np.random.default_rng(0).choice(len(xy), cap, replace=False))]
+
+    xys = [sub(np.asarray(xy)) for xy in xys]
     data = np.concatenate([np.column_stack([xy[:, 1], xy[:, 0]]) for xy in xys])
     colors = np.concatenate([np.tile(section_color(i, before=before), (len(xy), 1)) for i, xy in enumerate(xys)])
     return data, colors

@@ -16,43 +16,50 @@ SECTION_KEY = "inrst_section"
 
 
 def default_gene(stack: SectionStack) -> str:
-    """The most variable gene across the stack (a good first colouring)."""
-    X = stack.expression()
-    return stack.genes[int(np.argmax(X.var(axis=0)))]
+    """The most variable gene across the stack (a good first colouring), over a sample of at most
+    20,000 cells (never a dense concatenation of a large stack)."""
+    from .render.sections import default_gene_sampled
+
+    return default_gene_sampled(stack)
 
 
 def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "viridis",
                    contrast: tuple[float, float] | None = None, size_factor: float = 1.0):
-    """Layer data tuple for section ``i``: a Points layer at its z, coloured by ``gene``."""
+    """Layer data tuple for section ``i``: a Points layer at its z, coloured by ``gene``.
+
+    Colours are computed once (face = border colour: no grey haze when points are small).
+    Sections with more than :data:`~.render.sections.LOD_CAP` cells start as a stable subsample
+    of that many (``metadata['inrst_lod']['idx']``); the View widget then shows all cells in view
+    when few enough are (level of detail, see :mod:`.render.sections`)."""
+    from .render.sections import LOD_KEY, section_update
+
     s = stack[i]
-    xy = s.xy
-    data = np.column_stack([np.full(len(xy), s.z), xy[:, 1], xy[:, 0]])
-    values = s.X[:, stack.gene_index(gene)]
     if contrast is None:
         contrast = gene_contrast(stack, gene)
+    idx, data, values, rgba = section_update(s, stack.gene_index(gene), contrast, colormap)
+    metadata = {STACK_KEY: stack, SECTION_KEY: i, "gene": gene, "z_um": s.z}
+    if idx is not None:
+        metadata[LOD_KEY] = {"idx": idx}
     kwargs = dict(
         name=s.name,
         features={gene: values},
-        face_color=gene,
-        face_colormap=colormap,
-        face_contrast_limits=tuple(float(c) for c in contrast),
+        face_color=rgba,
+        border_color=rgba,
         border_width=0,
         size=s.spot_diameter_um() * size_factor,
         out_of_slice_display=False,
-        metadata={STACK_KEY: stack, SECTION_KEY: i, "gene": gene, "z_um": s.z},
+        metadata=metadata,
         units="µm",
     )
     return data, kwargs, "points"
 
 
 def gene_contrast(stack: SectionStack, gene: str) -> tuple[float, float]:
-    """Shared contrast limits for a gene across sections: 1st–99.5th percentile."""
-    g = stack.gene_index(gene)
-    v = np.concatenate([s.X[:, g] for s in stack])
-    lo, hi = np.percentile(v, [1, 99.5]) if len(v) else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+    """Shared contrast limits for a gene across sections: 1st–99.5th percentile (over a sample of
+    at most 200,000 cells; every cell of smaller stacks)."""
+    from .render.sections import gene_contrast_sampled
+
+    return gene_contrast_sampled(stack, gene)
 
 
 def stack_layer_data(stack: SectionStack, gene: str | None = None, **kwargs) -> list:

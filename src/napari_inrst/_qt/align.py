@@ -10,6 +10,7 @@ from napari.viewer import Viewer
 
 from ..align_overlay import ManualEdits, correction, legend_html, overlay_points, table_rows
 from ..layers import SECTION_KEY
+from ..render.sections import LOD_KEY, points_zyx
 from .common import find_stack, section_layers
 
 OVERLAY_AFTER = "Align: sections overlaid"
@@ -131,10 +132,9 @@ class AlignWidget(QWidget):
         """Move the section layers (and the overlay) to the stack's current transforms."""
         if self.stack is None:
             return
-        for layer in section_layers(self.viewer, self.stack):
+        for layer in section_layers(self.viewer, self.stack):  # large sections: the cells drawn (LOD)
             s = self.stack[layer.metadata[SECTION_KEY]]
-            xy = s.xy
-            layer.data = np.column_stack([np.full(len(xy), s.z), xy[:, 1], xy[:, 0]])
+            layer.data = points_zyx(s, layer.metadata.get(LOD_KEY, {}).get("idx"))
         self._set_overlay(OVERLAY_AFTER, [s.xy for s in self.stack], opacity=0.8)
 
     def _set_overlay(self, name, xys, opacity=0.8, visible=True):

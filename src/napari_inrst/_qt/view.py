@@ -43,6 +43,7 @@ from ..render.display import preview_levels, set_layer_image, set_progress
 from ..render.volume import iter_volume
 from .common import GeneBox, find_stack, section_layers
 from .view_export import FIRST_COLORMAP, MOVIE_KINDS, ExportMixin
+from .view_sections import SectionsMixin
 
 #: metadata keys on the layers this widget owns
 RENDER_KEY = "inrst_render"
@@ -81,7 +82,7 @@ def _find_field_in(viewer):
     return None
 
 
-class ViewWidget(ExportMixin, QWidget):
+class ViewWidget(SectionsMixin, ExportMixin, QWidget):
     """Gene picker, z in µm, 2D plane at screen resolution, 3D volume, sections overlay, export."""
 
     #: a movie was written (its path) or failed (the exception)
@@ -126,6 +127,7 @@ class ViewWidget(ExportMixin, QWidget):
         ]
         for ev, cb in self._connections:
             ev.connect(cb)
+        self._init_sections(DEBOUNCE_MS)
         self._on_layers_changed()
 
     # --- UI ---------------------------------------------------------------------------------
@@ -449,9 +451,12 @@ class ViewWidget(ExportMixin, QWidget):
         for d in (self.plane_layers, self.volume_layers):
             if gene in d:
                 d[gene].colormap = cmap
+        if self.genes and gene == self.genes[0]:
+            self.refresh_sections()
 
     def _after_genes_changed(self):
         self._shown_plane = None  # contrast of new genes: computed by the plane/volume worker
+        self.refresh_sections()  # measured spots coloured by the gene shown
         if self.viewer.dims.ndisplay == 3:
             self.show_volume()
         else:
@@ -536,6 +541,7 @@ class ViewWidget(ExportMixin, QWidget):
     def _toggle_sections(self, on):
         for lyr in section_layers(self.viewer):
             lyr.visible = bool(on)
+        self.refresh_sections()
 
     # --- 2D plane ---------------------------------------------------------------------------
     @property
@@ -564,7 +570,7 @@ class ViewWidget(ExportMixin, QWidget):
     @property
     def busy(self) -> bool:
         return (self._plane_worker is not None or self._vol_worker is not None or self._timer.isActive()
-                or self._plane_pending is not None or self._vol_pending is not None)
+                or self._plane_pending is not None or self._vol_pending is not None or self.sections_busy)
 
     def refresh_plane(self, *_, sync: bool = False):
         """Evaluate the plane for the current view (cache hit or ``sync``: now; else in a worker)."""
@@ -808,6 +814,7 @@ class ViewWidget(ExportMixin, QWidget):
 
     # --- teardown ---------------------------------------------------------------------------
     def _cancel_workers(self):
+        self._cancel_sections()
         self._plane_pending = self._vol_pending = None
         for w in (self._plane_worker, self._vol_worker, self._movie_worker):
             if w is not None:
@@ -817,6 +824,7 @@ class ViewWidget(ExportMixin, QWidget):
     def cleanup(self):
         """Stop workers and disconnect from the viewer (called when the widget closes)."""
         self._timer.stop()
+        self._sec_timer.stop()
         self._cancel_workers()
         for ev, cb in self._connections:
             with contextlib.suppress(Exception):
