@@ -6,7 +6,6 @@ layers of the field overlay exactly.
 
 from __future__ import annotations
 
-import numpy as np
 
 from .stack import SectionStack
 

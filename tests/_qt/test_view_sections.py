@@ -25,11 +25,20 @@ def test_sections_follow_the_gene_shown_in_view(make_napari_viewer, qtbot, sampl
     viewer.window.resize(760, 480)
     for data, kw, _ in stack_layer_data(stack, gene="BlobA"):
         viewer.add_points(data, **kw)
+    # finished results of other widgets: Train's preview (additive) and Align's overlay
+    preview = viewer.add_image(np.ones((8, 8), np.float32), name="Field preview", blending="additive",
+                               metadata={"inrst_preview": True}, scale=(300.0, 300.0))
+    overlay = viewer.add_points(np.zeros((3, 2)), name="Align: sections overlaid", metadata={"inrst_overlay": True})
     w = ViewWidget(viewer)
     qtbot.addWidget(w)
     field = TruthField(SyntheticTissue(n_genes=12, depth=270.0, seed=0), ["LayerA", "LayerB"])
     w.set_field(field, genes=["LayerB"])
     _wait(qtbot, w)
+    assert not preview.visible and not overlay.visible  # hidden once the field view appears
+    overlay.visible = True
+    w.set_z(w.z + 5.0)
+    _wait(qtbot, w)
+    assert overlay.visible  # …once: the user can show it again
 
     def check(gene):
         lo_hi = gene_contrast_sampled(stack, gene)

@@ -39,10 +39,10 @@ from ..render.cache import LatentCache
 from ..render.export import viewer_camera, viewer_overlay
 from ..render.grids import VOLUME_MAX, VOLUME_MIN, PlaneGrid, plane_for_view, volume_grid
 from ..render.plane import auto_contrast, evaluate_plane, gene_indices, iter_plane, plane_cache_key
-from ..render.display import preview_levels, set_layer_image, set_progress
+from ..render.display import canvas_hw, hide_superseded, preview_levels, set_layer_image, set_progress
 from ..render.volume import iter_volume
 from .common import GeneBox, find_stack, section_layers
-from .view_export import FIRST_COLORMAP, MOVIE_KINDS, ExportMixin
+from .view_export import FIRST_COLORMAP, ExportMixin
 from .view_sections import SectionsMixin
 
 #: metadata keys on the layers this widget owns
@@ -55,13 +55,6 @@ DEBOUNCE_MS = 80
 COARSE_FACTOR = 4
 #: samples per finest field scale when band-limited sampling is on (see render/resample.py)
 OVERSAMPLE = 4.0
-
-
-def _canvas_hw(viewer):
-    size = getattr(getattr(viewer, "canvas", None), "size", None)
-    if size is None or min(size) <= 1:
-        return (600, 800)
-    return tuple(size)
 
 
 def _find_field_in(viewer):
@@ -111,6 +104,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         self._movie_active = False
         self.plane_layers: dict = {}
         self.volume_layers: dict = {}
+        self._stepped_back: set = set()  # (field id, ndisplay) whose first view hid the previews
         self._build_ui()
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -189,25 +183,6 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         self.progress.setMaximumHeight(12)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.shot_scale = QSpinBox(minimum=1, maximum=8, value=4, prefix="×")
-        self.background = QComboBox()
-        self.background.addItems(["black", "white"])
-        self.shot_btn = QPushButton("Screenshot…")
-        self.shot_btn.clicked.connect(self._screenshot_dialog)
-        self.save_vol_btn = QPushButton("Save volume…")
-        self.save_vol_btn.clicked.connect(self._save_volume_dialog)
-        self.movie_kind = QComboBox()
-        self.movie_kind.addItems(list(MOVIE_KINDS))
-        self.movie_kind.setToolTip("z sweep: the 2D plane from the bottom to the top of the field (current "
-                                   "view); rotation: one turn of the 3D volume around z")
-        self.movie_frames = QSpinBox(minimum=2, maximum=600, value=48, suffix=" frames")
-        self.movie_fps = QSpinBox(minimum=1, maximum=60, value=12, suffix=" fps")
-        self.movie_btn = QPushButton("Movie…")
-        self.movie_btn.setToolTip("Through napari-animation: .mp4, .gif, or a name without suffix for a folder "
-                                  "of PNG frames. Frames are captured from the canvas on the main thread "
-                                  "(the viewer pauses meanwhile; the progress bar counts them).")
-        self.movie_btn.clicked.connect(self._movie_dialog)
-
         top = QHBoxLayout()
         top.addWidget(self.field_label, 1)
         top.addWidget(self.load_btn)
@@ -240,20 +215,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         vf.addRow("Resolution", self.resolution)
         vf.addRow("Rendering", self.rendering)
         vf.addRow(self.volume_btn)
-        exp = QGroupBox("Export")
-        ef = QFormLayout(exp)
-        row4 = QHBoxLayout()
-        row4.addWidget(self.shot_scale)
-        row4.addWidget(self.background)
-        row4.addWidget(self.shot_btn, 1)
-        ef.addRow(row4)
-        ef.addRow(self.save_vol_btn)
-        row5 = QHBoxLayout()
-        row5.addWidget(self.movie_kind, 1)
-        row5.addWidget(self.movie_frames)
-        row5.addWidget(self.movie_fps)
-        row5.addWidget(self.movie_btn)
-        ef.addRow(row5)
+        exp = self._build_export_box()
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         for box in (genes, plane, vol, exp):
@@ -312,7 +274,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         if self.field is None:
             return
         lo, hi = (np.asarray(b, dtype=float) for b in self.field.bounds())
-        h, w = _canvas_hw(self.viewer)
+        h, w = canvas_hw(self.viewer)
         cam = viewer_camera(self.viewer)
         size = np.maximum(hi[:2] - lo[:2], 1e-6)
         center = list(cam.center)
@@ -565,7 +527,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
             return None
         cam = viewer_camera(self.viewer)
         center = tuple(cam.center)[-2:]
-        return plane_for_view(self.z, center, cam.zoom, _canvas_hw(self.viewer), self.field.bounds())
+        return plane_for_view(self.z, center, cam.zoom, canvas_hw(self.viewer), self.field.bounds())
 
     @property
     def busy(self) -> bool:
@@ -666,6 +628,9 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
                 lyr.visible = True
             lyr.metadata.update(z_um=grid.z, grid=grid, fine=fine)
         self._fix_blending(self.plane_layers)
+        if fine and (id(self.field), 2) not in self._stepped_back:  # once per field and view:
+            self._stepped_back.add((id(self.field), 2))  # finished previews/overlays step back
+            hide_superseded(self.viewer, keep=self.plane_layers.values())
         self._apply_colorbars()
         self.status.setText(f"z = {grid.z:.1f} µm · {grid.nx}×{grid.ny} px at {grid.dx:.2f} µm/px"
                             + ("" if fine else " (coarse)"))
@@ -791,6 +756,9 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
                 lyr.data = data
             lyr.metadata.update(grid_key=(grid.key(), ov), grid=grid)
             lyr.visible = self.viewer.dims.ndisplay == 3
+        if (id(self.field), 3) not in self._stepped_back:
+            self._stepped_back.add((id(self.field), 3))
+            hide_superseded(self.viewer, keep=self.volume_layers.values())
         self._apply_colorbars()
         self.progress.setValue(100)
         self.status.setText(f"volume {grid.nx}×{grid.ny}×{grid.nz} voxels of {grid.dx:.1f}×{grid.dy:.1f}×"

@@ -15,6 +15,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 
 from ..layers import SECTION_KEY, STACK_KEY
+from ..render.display import canvas_hw
 from ..render.export import viewer_camera
 from ..render.sections import LOD_CAP, apply_section_update, gene_contrast_sampled, lod_rank, needs_lod, \
     section_update, view_rect
@@ -73,8 +74,7 @@ class SectionsMixin:
         rect = None
         if self.viewer.dims.ndisplay == 2:
             cam = viewer_camera(self.viewer)
-            size = getattr(self.viewer.canvas, "size", (600, 800))
-            rect = view_rect(tuple(cam.center)[-2:], cam.zoom, size)
+            rect = view_rect(tuple(cam.center)[-2:], cam.zoom, canvas_hw(self.viewer))
         if self._sec_stack is not stack:
             self._sec_ranks, self._sec_stack = {}, stack
         self._sec_rid += 1

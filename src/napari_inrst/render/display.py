@@ -8,8 +8,20 @@ from __future__ import annotations
 import numpy as np
 
 #: metadata key marking a layer as a temporary preview/overlay that a later result supersedes
-#: (Train's "Field preview", Align's before/after overlay); ``hide_superseded`` hides them
+#: (Align's before/after overlay); ``hide_superseded`` hides them, and Train's preview
+#: (``PREVIEW_KEY``) too
 OVERLAY_KEY = "inrst_overlay"
+PREVIEW_KEY = "inrst_preview"
+#: metadata key of the View widget's field layers (planes, volumes)
+RENDER_KEY = "inrst_render"
+
+
+def canvas_hw(viewer) -> tuple:
+    """(height, width) of the viewer's canvas in pixels ((600, 800) before it is shown)."""
+    size = getattr(getattr(viewer, "canvas", None), "size", None)
+    if size is None or min(size) <= 1:
+        return (600, 800)
+    return tuple(size)
 
 
 def set_layer_image(layer, data, scale, translate) -> None:
@@ -52,8 +64,8 @@ def superseded(layers, keep=()) -> list:
     """Visible layers marked as temporary previews/overlays (``OVERLAY_KEY`` in their metadata),
     except those in ``keep``: what a new result should hide."""
     keep_ids = {id(k) for k in keep}
-    return [lyr for lyr in layers
-            if getattr(lyr, "metadata", {}).get(OVERLAY_KEY) and lyr.visible and id(lyr) not in keep_ids]
+    return [lyr for lyr in layers if lyr.visible and id(lyr) not in keep_ids
+            and any(getattr(lyr, "metadata", {}).get(k) for k in (OVERLAY_KEY, PREVIEW_KEY))]
 
 
 def hide_superseded(viewer, keep=()) -> list:
@@ -84,3 +96,47 @@ def move_above(viewer, layer, below) -> None:
     top = max(idx)
     if i < top:
         viewer.layers.move(i, top + 1)
+
+
+def field_layers(viewer) -> list:
+    """The View widget's field layers (planes and volumes) in the viewer."""
+    return [lyr for lyr in viewer.layers if RENDER_KEY in getattr(lyr, "metadata", {})]
+
+
+def colorbar_of(layer):
+    """A layer's colorbar overlay: ``colorbar`` (Image) or ``face_colorbar`` (Points); None if none."""
+    return getattr(layer, "colorbar", None) or getattr(layer, "face_colorbar", None)
+
+
+def show_own_colorbars(viewer, layers) -> None:
+    """Colorbars of ``layers`` on, every other layer's off: the canvas explains what was just shown
+    (QC panels, uncertainty), not an earlier result's colour scale."""
+    own = {id(lyr) for lyr in layers}
+    for lyr in viewer.layers:
+        cb = colorbar_of(lyr)
+        if cb is not None:
+            cb.visible = id(lyr) in own
+
+
+def result_on_top(viewer, layer, *, above_points: bool = False) -> None:
+    """Place a new result over the earlier ones: above the View's field planes/volumes (never
+    buried under an opaque plane); with ``above_points`` on top of everything."""
+    if above_points:
+        move_to_top(viewer, layer)
+    else:
+        move_above(viewer, layer, field_layers(viewer))
+    hide_superseded(viewer, keep=[layer])
+
+
+def labels_legend_html(layer, labels, names=None) -> str:
+    """Rich text: a colour swatch per label value of a Labels layer and its name (default
+    "domain k"), so the user can tell which colour is which domain."""
+    import html
+
+    items = []
+    for k, lab in enumerate(labels):
+        c = np.asarray(layer.get_color(int(lab)), dtype=float).ravel()
+        hexc = "#" + "".join(f"{int(round(255 * v)):02x}" for v in c[:3]) if c.size >= 3 else "#888888"
+        name = names[k] if names is not None else f"domain {int(lab)}"
+        items.append(f"<span style='color:{hexc}'>&#9632;</span>&nbsp;{html.escape(str(name))}")
+    return " &nbsp; ".join(items)
