@@ -106,5 +106,5 @@ def test_large_section_level_of_detail_and_no_long_stalls(make_napari_viewer, qt
     st = meter.summary()
     with capsys.disabled():
         print(f"\nlevel of detail, 60,000 cells, zoom in/out: {st}")
-    assert st["max_ms"] < 1500  # generous (software GL, shared CI); benchmarks/bench_gui.py has the figure
+    assert st["max_ms"] < 3000  # generous (software GL, shared CI); benchmarks/bench_gui.py has the figure
     w.cleanup()

@@ -17,7 +17,7 @@ from napari.utils.notifications import show_error
 from ..layers import SECTION_KEY, STACK_KEY
 from ..render.display import canvas_hw
 from ..render.export import viewer_camera
-from ..render.sections import LOD_CAP, apply_section_update, gene_contrast_sampled, lod_rank, needs_lod, \
+from ..render.sections import LOD_CAP, LOD_KEY, apply_section_update, gene_contrast_sampled, lod_rank, needs_lod, \
     section_update, view_rect
 from .common import section_layers
 
@@ -30,7 +30,7 @@ class SectionsMixin:
         from qtpy.QtCore import QTimer
 
         self._sec_rid, self._sec_worker, self._sec_pending = 0, None, None
-        self._sec_ranks, self._sec_stack = {}, None
+        self._sec_ranks, self._sec_stack, self._sec_rect = {}, None, None
         self._sec_timer = QTimer(self)
         self._sec_timer.setSingleShot(True)
         self._sec_timer.setInterval(debounce_ms)
@@ -67,17 +67,22 @@ class SectionsMixin:
             return
         layers = [lyr for lyr in section_layers(self.viewer, stack)
                   if not lod_only or needs_lod(stack[lyr.metadata[SECTION_KEY]], LOD_CAP)]
-        if lod_only:
-            layers = [lyr for lyr in layers if lyr.visible]
+        if lod_only:  # only sections whose cells for this view are not on screen yet
+            layers = [lyr for lyr in layers if lyr.visible and lyr.metadata.get("gene") == gene]
         if not layers:
             return
         rect = None
         if self.viewer.dims.ndisplay == 2:
             cam = viewer_camera(self.viewer)
             rect = view_rect(tuple(cam.center)[-2:], cam.zoom, canvas_hw(self.viewer))
+        if lod_only:
+            layers = [lyr for lyr in layers if lyr.metadata.get(LOD_KEY, {}).get("rect") != rect]
+            if not layers:
+                return
         if self._sec_stack is not stack:
             self._sec_ranks, self._sec_stack = {}, stack
         self._sec_rid += 1
+        self._sec_rect = rect
         self._sec_pending = (self._sec_rid, stack, gene, cmap, rect,
                              [(lyr, lyr.metadata[SECTION_KEY]) for lyr in layers])
         if self._sec_worker is not None:
@@ -118,6 +123,8 @@ class SectionsMixin:
             return  # stale or gone
         with contextlib.suppress(ValueError):
             apply_section_update(layer, gene, update, move=False)
+        if LOD_KEY in layer.metadata:
+            layer.metadata[LOD_KEY]["rect"] = self._sec_rect
 
     def _on_sections_done(self):
         self._sec_worker = None
