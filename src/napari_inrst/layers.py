@@ -26,7 +26,8 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
                    contrast: tuple[float, float] | None = None, size_factor: float = 1.0):
     """Layer data tuple for section ``i``: a Points layer at its z, coloured by ``gene``.
 
-    Colours are computed once (face = border colour: no grey haze when points are small).
+    Colours are computed once; the border is transparent (napari's default grey border turns small
+    points into a grey haze when zoomed out).
     Sections with more than :data:`~.render.sections.LOD_CAP` cells start as a stable subsample
     of that many (``metadata['inrst_lod']['idx']``); the View widget then shows all cells in view
     when few enough are (level of detail, see :mod:`.render.sections`)."""
@@ -43,7 +44,7 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
         name=s.name,
         features={gene: values},
         face_color=rgba,
-        border_color=rgba,
+        border_color="transparent",
         border_width=0,
         size=s.spot_diameter_um() * size_factor,
         out_of_slice_display=False,

@@ -147,10 +147,10 @@ class AlignWidget(QWidget):
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = data
-            layer.face_color = layer.border_color = colors
+            layer.face_color = colors
             layer.visible = visible
         else:
-            layer = self.viewer.add_points(data, name=name, face_color=colors, border_color=colors,
+            layer = self.viewer.add_points(data, name=name, face_color=colors, border_color="transparent",
                                            border_width=0, size=size, opacity=opacity, visible=visible,
                                            units="µm", axis_labels=("y", "x"), metadata={OVERLAY_KEY: True})
         self.legend.setText(legend_html(self.stack.names, before_shown=self.show_before.isChecked()))
