@@ -146,7 +146,7 @@ def apply_section_update(layer, gene: str, update, *, move: bool = True) -> None
     idx, zyx, values, rgba = update
     md = layer.metadata
     old = md.get(LOD_KEY, {}).get("idx") if isinstance(md.get(LOD_KEY), dict) else None
-    same = (idx is None and old is None and len(layer.data) == len(zyx)) or \
+    same = zyx is None or (idx is None and old is None and len(layer.data) == len(zyx)) or \
         (idx is not None and old is not None and len(old) == len(idx) and np.array_equal(old, idx))
     # every setter below would re-send all points to the GPU node (napari converts each point's
     # symbol on each); hold the layer's events and send once: 4× less UI time per update
@@ -162,3 +162,19 @@ def apply_section_update(layer, gene: str, update, *, move: bool = True) -> None
         md[LOD_KEY] = {"idx": idx}
     else:
         md.pop(LOD_KEY, None)
+
+
+def recolor_sections(layers, stack, gene: str, colormap: str = "viridis", contrast=None) -> None:
+    """Colour section layers by ``gene`` (UI thread; small stacks, or the Sections widget's pick):
+    shared contrast over a sample of cells, colours computed once per layer, and for large sections
+    the cells already drawn (their level-of-detail subset) — never a full-length column on a
+    subsampled layer."""
+    g = stack.gene_index(gene)
+    contrast = gene_contrast_sampled(stack, gene) if contrast is None else contrast
+    for layer in layers:
+        s = stack[layer.metadata["inrst_section"]]
+        idx = (layer.metadata.get(LOD_KEY) or {}).get("idx")
+        values = gene_values(s, g)
+        if idx is not None:
+            values = values[idx]
+        apply_section_update(layer, gene, (idx, None, values, point_rgba(values, contrast, colormap)), move=False)
