@@ -116,6 +116,13 @@ def read_volume_layers(path):
     return out
 
 
+def _is_spatialdata(p: Path) -> bool:
+    """A SpatialData .zarr store (sections = the regions its table annotates; reads root metadata only)."""
+    from .io.spatialdata import is_spatialdata_store
+
+    return is_spatialdata_store(p)
+
+
 def get_reader(path):
     """npe2 reader hook: return a reader function for paths we understand, else None."""
     paths = path if isinstance(path, list) else [path]
@@ -127,6 +134,7 @@ def get_reader(path):
             p.suffix.lower() == ".h5ad"
             or p.name.endswith("_counts.csv")
             or (p.is_dir() and ((p / "filtered_feature_bc_matrix.h5").exists() or any(p.glob("*.h5ad"))))
+            or _is_spatialdata(p)
         )
         if not ok:
             return None

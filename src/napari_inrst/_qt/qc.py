@@ -28,6 +28,7 @@ from napari.viewer import Viewer
 
 from ..layers import SECTION_KEY
 from ..render.display import labels_legend_html, result_on_top, show_own_colorbars
+from .anndata_save import save_qc_dialog
 from .common import GeneBox, find_stack
 
 LAYER_MEASURED = "QC measured"
@@ -207,6 +208,10 @@ class QCWidget(QWidget):
         self.check_btn.setToolTip("train without each section in turn and score how well it agrees "
                                   "(one fit per section)")
         self.check_btn.clicked.connect(self.start_consistency)
+        self.save_qc_btn = QPushButton("Save to AnnData…")  # issue 16: anndata_save.py
+        self.save_qc_btn.setToolTip("the sections with their consistency scores and damaged flags in obs, "
+                                    "the per-section table in uns['napari_inrst_qc'] (.h5ad)")
+        self.save_qc_btn.clicked.connect(lambda *_: save_qc_dialog(self))
         self.unc_btn = QPushButton("Uncertainty")
         self.unc_btn.clicked.connect(self.start_uncertainty)
         self.dom_btn = QPushButton("3D domains")
@@ -244,6 +249,7 @@ class QCWidget(QWidget):
         more = QHBoxLayout()
         for b in (self.check_btn, self.unc_btn, self.dom_btn):
             more.addWidget(b)
+        more.addWidget(self.save_qc_btn)
         lay = QVBoxLayout(self)
         lay.addWidget(QLabel("Sections (tick = missing/damaged: left out of training)"))
         lay.addWidget(self.sections)

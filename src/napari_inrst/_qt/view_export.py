@@ -35,6 +35,8 @@ class ExportMixin:
         """The "Export" group: screenshot scale and background, volume files, movies."""
         from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSpinBox
 
+        from .anndata_save import save_virtual_section_dialog
+
         self.shot_scale = QSpinBox(minimum=1, maximum=8, value=4, prefix="×")
         self.background = QComboBox()
         self.background.addItems(["black", "white"])
@@ -42,6 +44,10 @@ class ExportMixin:
         self.shot_btn.clicked.connect(self._screenshot_dialog)
         self.save_vol_btn = QPushButton("Save volume…")
         self.save_vol_btn.clicked.connect(self._save_volume_dialog)
+        self.save_vs_btn = QPushButton("Save virtual section…")  # issue 16: anndata_save.py
+        self.save_vs_btn.setToolTip("pseudo-spots inside the tissue at the current z with the field's expression, "
+                                    "as AnnData (.h5ad) or SpatialData (.zarr), for scanpy/squidpy")
+        self.save_vs_btn.clicked.connect(lambda *_: save_virtual_section_dialog(self))
         self.movie_kind = QComboBox()
         self.movie_kind.addItems(list(MOVIE_KINDS))
         self.movie_kind.setToolTip("z sweep: the 2D plane from the bottom to the top of the field (current "
@@ -62,6 +68,7 @@ class ExportMixin:
         row4.addWidget(self.shot_btn, 1)
         ef.addRow(row4)
         ef.addRow(self.save_vol_btn)
+        ef.addRow(self.save_vs_btn)
         row5 = QHBoxLayout()
         row5.addWidget(self.movie_kind, 1)
         row5.addWidget(self.movie_frames)

@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import InputError
 
 #: subcommand → module (each has ``add_parser(subparsers)`` and ``run(args) -> int``)
-COMMANDS = ["demo", "fit", "predict", "align", "transforms", "render", "evaluate"]
+COMMANDS = ["demo", "fit", "predict", "align", "transforms", "render", "evaluate", "slice", "impute", "qc"]
 
 
 def build_parser() -> argparse.ArgumentParser:

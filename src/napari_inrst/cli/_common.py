@@ -9,7 +9,8 @@ from ..errors import InputError
 
 def add_stack_options(p: argparse.ArgumentParser, *, z_required: bool = True):
     p.add_argument("sections", nargs="+", metavar="SECTION.h5ad",
-                   help="one .h5ad per section, in stack order (2D obsm['spatial'] in µm)")
+                   help="one .h5ad per section, in stack order (2D obsm['spatial'] in µm), or a SpatialData "
+                        ".zarr store (one section per annotated region, sorted)")
     # --z is checked in load_stack (so --section-key/--z-key can stand in for it)
     p.add_argument("--z", nargs="+", type=float, metavar="Z",
                    help="z position of each section in µm, in the same order"
@@ -26,13 +27,20 @@ def add_stack_options(p: argparse.ArgumentParser, *, z_required: bool = True):
                    help="one .h5ad holding all sections: split it by obs[KEY] (sections in sorted "
                         "label order, or by --z-key)")
     p.add_argument("--z-key", metavar="KEY",
-                   help="with --section-key: the obs column holding each section's z (µm before --unit-factor)")
+                   help="with --section-key or a SpatialData store: the obs column holding each section's "
+                        "z (µm before --unit-factor)")
+    from ._spatialdata import add_spatialdata_options
+
+    add_spatialdata_options(p)
 
 
 def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
     from ..io.readers import NO_Z_MESSAGE, read_h5ad, section_z
     from ..stack import build_stack
+    from ._spatialdata import any_store, load_store_stack
 
+    if any_store(args.sections):  # SpatialData .zarr stores (napari_inrst.io.spatialdata)
+        return load_store_stack(args, min_sections=min_sections, n_top_genes=n_top_genes)
     if getattr(args, "section_key", None):
         return _load_split_stack(args, min_sections=min_sections, n_top_genes=n_top_genes)
     if args.z is not None and len(args.z) != len(args.sections):

@@ -35,7 +35,9 @@ def format_json(rows) -> str:
 def run(args) -> int:
     from ..align import align_stack, check_sections
 
-    if args.z is None and not args.section_key:  # z does not enter a 2D alignment
+    from ._spatialdata import any_store
+
+    if args.z is None and not args.section_key and not any_store(args.sections):  # z does not enter a 2D alignment
         args.z = [10.0 * i for i in range(len(args.sections))]
     stack = load_stack(args, min_sections=2)
     check_sections(stack, args.method, args.reference)  # fail before any long work

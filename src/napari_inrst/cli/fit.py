@@ -114,7 +114,9 @@ def _values_in_files(paths) -> float:
 
 
 def use_lazy(args) -> bool:
-    if getattr(args, "section_key", None):
+    from ._spatialdata import any_store
+
+    if getattr(args, "section_key", None) or any_store(args.sections):  # stores are read eagerly
         return False
     return bool(getattr(args, "lazy", False)) or _values_in_files(args.sections) > LAZY_VALUES
 

@@ -15,7 +15,9 @@ def add_parser(sub):
     p = sub.add_parser("predict", help=HELP, description=HELP + "; writes one column per gene, one row per query.")
     p.add_argument("model", metavar="MODEL", help="model file written by 'napari-inrst fit'")
     p.add_argument("--coords", required=True, metavar="Q.csv", help="CSV with columns x, y, z (µm, stack frame)")
-    p.add_argument("--out", required=True, metavar="P.csv", help="CSV to write (header = gene names)")
+    p.add_argument("--out", required=True, metavar="P.csv",
+                   help="CSV to write (header = gene names), or P.h5ad: an AnnData (X predictions, "
+                        "obsm['spatial'] the query x, y, obs['z'], obs['occupancy'], uns['napari_inrst'])")
     p.add_argument("--masked", action="store_true", help="leave points outside tissue empty (occupancy < 0.5)")
     return p
 
@@ -53,6 +55,11 @@ def run(args) -> int:
 
     model = load_model(args.model)
     xyz = read_coords(args.coords)
+    if Path(args.out).suffix.lower() == ".h5ad":  # AnnData for scanpy users (napari_inrst.io.anndata_out)
+        from ..io.anndata_out import write_predictions_h5ad
+
+        write_predictions_h5ad(model, xyz, args.out, masked=args.masked)
+        return 0
     pred = model.predict(xyz, masked=args.masked)
     df = pd.DataFrame(pred, columns=model.genes)
     with atomic_path(args.out) as tmp:

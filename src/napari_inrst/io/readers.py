@@ -245,10 +245,15 @@ def _is_visium_outs(path: Path) -> bool:
 
 
 def read_path(path, *, counts_expected: bool = False, unit_factor: float = 1.0) -> list[SectionInput]:
-    """Read whatever a path holds: a ``.h5ad`` file, a Visium ``outs/`` folder, or a folder of
-    ``.h5ad`` files (one per section, in name order)."""
+    """Read whatever a path holds: a ``.h5ad`` file, a Visium ``outs/`` folder, a SpatialData
+    ``.zarr`` store (defaults of :func:`~napari_inrst.io.spatialdata.read_spatialdata`), or a
+    folder of ``.h5ad`` files (one per section, in name order)."""
     path = Path(path)
     _check_exists(path, "file or folder")
+    from .spatialdata import is_spatialdata_store, read_spatialdata
+
+    if is_spatialdata_store(path):  # one section per annotated region (napari_inrst.io.spatialdata)
+        return read_spatialdata(path, counts_expected=counts_expected, unit_factor=unit_factor)
     if _is_visium_outs(path):
         name = path.parent.name if path.name == "outs" else path.name
         return [SectionInput(name, read_visium(path, counts_expected=counts_expected), str(path))]
