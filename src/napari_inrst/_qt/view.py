@@ -657,7 +657,9 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         """Bottom field layer translucent (NaN stays transparent), the others add on top."""
         order = sorted(layers.values(), key=lambda lyr: list(self.viewer.layers).index(lyr))
         for k, lyr in enumerate(order):
-            lyr.blending = "translucent_no_depth" if k == 0 else "additive"
+            want = "translucent_no_depth" if k == 0 else "additive"
+            if str(lyr.blending) != want:  # the setter always redraws
+                lyr.blending = want
 
     # --- 3D volume --------------------------------------------------------------------------
     def volume_grid(self):
