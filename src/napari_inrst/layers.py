@@ -37,7 +37,7 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
     if contrast is None:
         contrast = gene_contrast(stack, gene)
     idx, data, values, rgba = section_update(s, stack.gene_index(gene), contrast, colormap)
-    metadata = {STACK_KEY: stack, SECTION_KEY: i, "gene": gene, "z_um": s.z}
+    metadata = {STACK_KEY: stack, SECTION_KEY: i, "gene": gene, "z_um": s.z, "colormap": colormap}
     if idx is not None:
         metadata[LOD_KEY] = {"idx": idx}
     kwargs = dict(
@@ -50,6 +50,7 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
         out_of_slice_display=False,
         metadata=metadata,
         units="µm",
+        axis_labels=("z", "y", "x"),
     )
     return data, kwargs, "points"
 
@@ -67,3 +68,33 @@ def stack_layer_data(stack: SectionStack, gene: str | None = None, **kwargs) -> 
     gene = gene or default_gene(stack)
     contrast = gene_contrast(stack, gene)
     return [section_points(stack, i, gene, contrast=contrast, **kwargs) for i in range(len(stack))]
+
+
+def refresh_section_layers(layers, stack, *, gene: str | None = None, colormap: str | None = None,
+                           size_factor: float = 1.0) -> list:
+    """Bring the section Points layers of ``stack`` (in a napari ``LayerList``) up to date after
+    the stack changed in place or they were moved onto it: positions (z, y, x), colour by
+    ``gene`` (default: the layers' own gene when the stack still has it), sizes, metadata.
+    Returns the updated layers. No Qt: layer API only."""
+    mine = [lyr for lyr in layers if getattr(lyr, "metadata", {}).get(STACK_KEY) is stack
+            and SECTION_KEY in lyr.metadata]
+    if not mine:
+        return []
+    if gene is None or gene not in stack.genes:
+        gene = next((lyr.metadata.get("gene") for lyr in mine if lyr.metadata.get("gene") in stack.genes), None)
+    gene = gene or default_gene(stack)
+    contrast = gene_contrast(stack, gene)
+    from .render.sections import LOD_KEY, apply_section_update
+
+    for lyr in mine:
+        i = lyr.metadata[SECTION_KEY]
+        cmap = colormap or lyr.metadata.get("colormap") or "viridis"
+        data, kw, _ = section_points(stack, i, gene, colormap=cmap, contrast=contrast, size_factor=size_factor)
+        # positions and colours in one update (colours computed once; a large section keeps a
+        # level-of-detail subset, see render.sections)
+        lod = kw["metadata"].get(LOD_KEY)
+        apply_section_update(lyr, gene, (lod["idx"] if lod else None, data, kw["features"][gene], kw["face_color"]),
+                             move=True)
+        lyr.size = kw["size"]
+        lyr.metadata.update(kw["metadata"], colormap=cmap)
+    return mine

@@ -239,7 +239,57 @@ class SectionStack(StackBase):
         for s in self.sections:
             flag = " [excluded]" if s.excluded else ""
             lines.append(f"  {s.name}: z={s.z:g} µm, {s.n_obs} cells/spots{flag}")
+        lines.extend(self.assumptions())
         return "\n".join(lines)
+
+    def assumptions(self) -> list[str]:
+        """One line per thing that was assumed rather than read from the files (z, units)."""
+        out = []
+        za = self.report.get("z_assumed")
+        if za:
+            out.append(f"z assumed: {za['spacing_um']:g} µm apart in file order (no z recorded in "
+                       f"{', '.join(za['sections'])}) — set it in the Sections widget")
+        if self.unit_factor != 1.0:
+            out.append(f"coordinates × {self.unit_factor:g} → µm")
+        sus = self.report.get("units_suspect")
+        if sus and self.unit_factor == 1.0:
+            out.append(f"coordinates: neighbouring spots {sus:.3g} units apart — array indices, not µm? "
+                       "Set the unit factor in the Sections widget")
+        return out
+
+    # --- changes in place (the napari widgets keep the same stack object) ------------------
+    def set_z(self, z: Sequence[float]):
+        """Set every section's z (µm), in place. Distinct finite values, one per section."""
+        zs = np.asarray(list(z), dtype=np.float64)
+        if zs.shape != (len(self.sections),):
+            raise InputError(None, f"{len(self.sections)} sections but {zs.size} z values; give one z per section")
+        if not np.isfinite(zs).all():
+            raise InputError(None, "z positions must be finite numbers")
+        if len(np.unique(zs)) != len(zs):
+            raise InputError(None, "two sections cannot share a z")
+        for s, v in zip(self.sections, zs):
+            s.z = float(v)
+        self.report.pop("z_assumed", None)
+        self.report["z_set_by_user"] = True
+
+    def set_unit_factor(self, factor: float):
+        """Coordinates as read × ``factor`` = µm (x, y and spot sizes; z is set in µm on its own).
+
+        Rescales in place from the current factor; a transform's translation scales with it."""
+        factor = float(factor)
+        if not np.isfinite(factor) or factor <= 0:
+            raise InputError(None, f"the unit factor must be a positive number, got {factor}")
+        r = factor / float(self.unit_factor)
+        if r == 1.0:
+            return
+        for s in self.sections:
+            s.adata.obsm["spatial"] = np.asarray(s.adata.obsm["spatial"], dtype=np.float64) * r
+            if "spot_diameter_um" in s.adata.uns:
+                s.adata.uns["spot_diameter_um"] = float(np.asarray(s.adata.uns["spot_diameter_um"]).ravel()[0]) * r
+            m = np.array(s.transform, dtype=np.float64)
+            m[:2, 2] *= r
+            s.transform = m
+        self.unit_factor = factor
 
 
 def build_stack(
@@ -366,6 +416,39 @@ def build_stack(
         stack.set_transforms(transforms)
         return stack
     return SectionStack(sections, genes, normalize, gene_policy, float(unit_factor), report)
+
+
+def renormalize(stack: SectionStack, normalize: str, inputs=None):
+    """Switch ``stack`` (in place) to another normalization, from the raw inputs when given
+    (:class:`~napari_inrst.io.readers.SectionInput`, one per section: exact library sizes), else
+    from the raw values the sections keep (library size over the stack's genes only)."""
+    if normalize == stack.normalize:
+        return stack
+    adatas = [i.adata for i in inputs] if inputs is not None else []
+    if not adatas:
+        import anndata as ad
+
+        for s in stack.sections:
+            raw = s.adata.layers.get("counts", s.adata.layers.get("values"))
+            a = ad.AnnData(X=raw, obs=s.adata.obs.copy(), var=s.adata.var.copy())
+            a.obsm["spatial"] = s.xy_input
+            adatas.append(a)
+    elif inputs is not None:
+        adatas = []
+        for i, s in zip(inputs, stack.sections):
+            a = i.adata.copy()
+            a.obsm["spatial"] = s.xy_input  # the current coordinates (unit factor applied)
+            adatas.append(a)
+    new = build_stack(adatas, stack.z, names=stack.names, sources=[s.source for s in stack.sections],
+                      gene_policy=stack.gene_policy, normalize=normalize)
+    keep = [new.gene_index(g) for g in stack.genes]
+    for s, n in zip(stack.sections, new.sections):
+        spot = s.adata.uns.get("spot_diameter_um")
+        s.adata = n.adata[:, keep].copy()
+        if spot is not None:
+            s.adata.uns["spot_diameter_um"] = spot
+    stack.normalize = normalize
+    return stack
 
 
 def stack_from_inputs(inputs, z: Sequence[float] | None = None, *, spacing: float = 10.0, **kwargs) -> SectionStack:

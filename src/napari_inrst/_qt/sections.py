@@ -1,33 +1,44 @@
-"""Widget "Sections": what is loaded, and how the measured spots are coloured."""
+"""Widget "Sections": what is loaded, what was assumed, and how the measured spots are coloured.
 
+The stack's geometry is set here: z (even spacing or one value per section, µm), the unit factor
+(coordinates as read × factor = µm) and the normalization. The summary says what was assumed
+rather than read from the files (e.g. "z assumed: 10 µm apart — set it in the Sections widget").
+Changes apply to the stack in place (every widget keeps working on the same stack) and move the
+section layers; a field trained before no longer matches the sections and must be retrained.
+"""
 
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari.viewer import Viewer
 
-from ..layers import gene_contrast
+from ..layers import gene_contrast, refresh_section_layers
 from .common import GeneBox, find_stack, section_layers
 
 COLORMAPS = ["viridis", "magma", "inferno", "plasma", "turbo", "gray"]
 
 
 class SectionsWidget(QWidget):
-    """Lists the sections of the stack in the viewer and recolours them by a searchable gene."""
+    """Lists the sections of the stack in the viewer, sets their z / units / normalization, and
+    recolours them by a searchable gene."""
 
     def __init__(self, viewer: Viewer):
         super().__init__()
         self.viewer = viewer
         self.stack = None
         self.summary = QPlainTextEdit(readOnly=True)
-        self.summary.setMaximumHeight(160)
+        self.summary.setMaximumHeight(170)
         self.gene = GeneBox()
         self.gene.geneChanged.connect(self.set_gene)
         self.colormap = QComboBox()
@@ -39,30 +50,157 @@ class SectionsWidget(QWidget):
         form.addRow("Gene", self.gene)
         form.addRow("Colormap", self.colormap)
         form.addRow("Spot size ×", self.size)
+
+        # geometry: z, units, normalization
+        self.spacing = QDoubleSpinBox(minimum=0.001, maximum=1e6, decimals=3, singleStep=1.0, value=10.0)
+        self.spacing.setSuffix(" µm")
+        self.spacing.setToolTip("distance between consecutive sections (file order)")
+        self.spacing_btn = QPushButton("Apply spacing")
+        self.spacing_btn.clicked.connect(lambda: self.apply_spacing(self.spacing.value()))
+        self.z_edit = QLineEdit()
+        self.z_edit.setPlaceholderText("z of each section in µm, e.g. 0, 10, 25, 40")
+        self.z_btn = QPushButton("Apply z")
+        self.z_btn.clicked.connect(lambda: self.apply_z_text(self.z_edit.text()))
+        self.unit = QDoubleSpinBox(minimum=1e-6, maximum=1e6, decimals=4, value=1.0)
+        self.unit.setToolTip("coordinates as read × factor = µm (e.g. 200 for ST array indices: spots "
+                             "200 µm centre to centre)")
+        self.unit_btn = QPushButton("Apply")
+        self.unit_btn.clicked.connect(lambda: self.apply_unit_factor(self.unit.value()))
+        self.normalize = QComboBox()
+        self.normalize.addItems(["log1p", "none"])
+        self.normalize.setToolTip("log1p: log(1 + counts per 10,000) per cell; none: values as given")
+        self.normalize_btn = QPushButton("Apply")
+        self.normalize_btn.clicked.connect(lambda: self.apply_normalize(self.normalize.currentText()))
+        geo = QFormLayout()
+        geo.addRow("z spacing", _row(self.spacing, self.spacing_btn))
+        geo.addRow("z per section", _row(self.z_edit, self.z_btn))
+        geo.addRow("Unit factor (× → µm)", _row(self.unit, self.unit_btn))
+        geo.addRow("Normalization", _row(self.normalize, self.normalize_btn))
+        self.geometry = QGroupBox("Stack geometry and values")
+        self.geometry.setLayout(geo)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+
         lay = QVBoxLayout(self)
         lay.addWidget(QLabel("Measured sections (z in µm, stack frame)"))
         lay.addWidget(self.summary)
+        lay.addWidget(self.geometry)
+        lay.addWidget(self.message)
         lay.addLayout(form)
         lay.addStretch(1)
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         self.refresh()
 
-    def refresh(self, *_):
+    def refresh(self, *_, force: bool = False):
         stack = find_stack(self.viewer)
-        if stack is self.stack:
+        n_layers = len(section_layers(self.viewer, stack)) if stack is not None else 0
+        if stack is self.stack and not force and n_layers == getattr(self, "_n_layers", -1):
             return
         self.stack = stack
+        self._n_layers = n_layers
+        self.geometry.setEnabled(stack is not None)
         if stack is None:
             self.summary.setPlainText("No sections loaded. File ▸ Open a .h5ad / Visium outs/ folder, "
                                       "or File ▸ Open Sample ▸ napari-inrst.")
             self.gene.set_genes([])
             return
-        self.summary.setPlainText(stack.summary())
+        self._show_summary()
         layers = section_layers(self.viewer, stack)
         current = layers[0].metadata.get("gene") if layers else None
         self.gene.set_genes(stack.genes, current)
+        for w, v in ((self.unit, stack.unit_factor),):
+            w.blockSignals(True)
+            w.setValue(v)
+            w.blockSignals(False)
+        self.normalize.setCurrentText(stack.normalize)
+        za = stack.report.get("z_assumed")
+        if za:
+            self.spacing.setValue(za["spacing_um"])
+        self.z_edit.setText(", ".join(f"{z:g}" for z in stack.z))
 
+    def _show_summary(self):
+        self.summary.setPlainText(self.stack.summary())
+
+    # --- geometry -----------------------------------------------------------------------------
+    def _changed(self, what: str):
+        """After an in-place change: move the layers, say it, tell the other widgets."""
+        gene = self.gene.currentText()
+        refresh_section_layers(self.viewer.layers, self.stack, gene=gene or None,
+                               colormap=self.colormap.currentText(), size_factor=self.size.value())
+        self._show_summary()
+        self.z_edit.setText(", ".join(f"{z:g}" for z in self.stack.z))
+        self.message.setText(f"{what}. A field trained before this no longer matches the sections: train again.")
+        from ..session import stack_changed
+
+        stack_changed(self.viewer, self.stack)
+
+    def _error(self, exc):
+        from napari.utils.notifications import show_error
+
+        self.message.setText(f"Not applied: {exc}")
+        show_error(str(exc))
+
+    def apply_z(self, z):
+        """Set the z (µm) of every section."""
+        from ..errors import InputError
+
+        if self.stack is None:
+            return False
+        try:
+            self.stack.set_z(z)
+        except InputError as exc:
+            self._error(exc)
+            return False
+        self._changed("z set: " + ", ".join(f"{v:g}" for v in self.stack.z) + " µm")
+        return True
+
+    def apply_spacing(self, spacing: float):
+        """Sections ``spacing`` µm apart in their order, the first at z = 0."""
+        if self.stack is None:
+            return False
+        return self.apply_z([k * float(spacing) for k in range(len(self.stack))])
+
+    def apply_z_text(self, text: str):
+        try:
+            z = [float(t) for t in text.replace(";", ",").replace(" ", ",").split(",") if t.strip()]
+        except ValueError:
+            self._error(ValueError(f"not a list of numbers: '{text}'"))
+            return False
+        return self.apply_z(z)
+
+    def apply_unit_factor(self, factor: float):
+        """Coordinates as read × ``factor`` = µm."""
+        from ..errors import InputError
+
+        if self.stack is None:
+            return False
+        try:
+            self.stack.set_unit_factor(factor)
+        except InputError as exc:
+            self._error(exc)
+            return False
+        self._changed(f"coordinates × {factor:g} → µm")
+        self.viewer.reset_view()  # the sections moved (scaled): frame them again
+        return True
+
+    def apply_normalize(self, normalize: str):
+        """Normalize the values another way (from the raw values read)."""
+        from ..errors import InputError
+        from ..stack import renormalize
+
+        if self.stack is None or normalize == self.stack.normalize:
+            return False
+        try:
+            renormalize(self.stack, normalize, getattr(self.stack, "inputs", None))
+        except InputError as exc:
+            self._error(exc)
+            self.normalize.setCurrentText(self.stack.normalize)
+            return False
+        self._changed(f"normalization: {normalize}")
+        return True
+
+    # --- colours -------------------------------------------------------------------------------
     def set_gene(self, gene: str):
         """Colour every section of the stack by ``gene`` with shared contrast limits."""
         if self.stack is None or gene not in self.stack.genes:
@@ -79,3 +217,12 @@ class SectionsWidget(QWidget):
         for layer in section_layers(self.viewer, self.stack):
             s = self.stack[layer.metadata["inrst_section"]]
             layer.size = s.spot_diameter_um() * factor
+
+
+def _row(*widgets):
+    w = QWidget()
+    h = QHBoxLayout(w)
+    h.setContentsMargins(0, 0, 0, 0)
+    for x in widgets:
+        h.addWidget(x)
+    return w

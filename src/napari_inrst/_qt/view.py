@@ -92,6 +92,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         self.contrast: dict[str, tuple[float, float]] = {}
         self.z = 0.0
         self._setting_dims = False
+        self._last_dims_z = None  # napari's z when this widget last looked (see _on_dims_point)
         self._plane_rid = 0
         self._plane_worker = None
         self._plane_pending = None
@@ -119,9 +120,14 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
             (viewer.layers.events.inserted, self._on_layers_changed),
             (viewer.layers.events.removed, self._on_layers_changed),
         ]
+        from ..session import field_session
+
+        # the explicit hand-over: Train publishes each field it ends with (also after Cancel/Resume)
+        self._connections.append((field_session(viewer).changed, self._on_field_published))
         for ev, cb in self._connections:
             ev.connect(cb)
         self._init_sections(DEBOUNCE_MS)
+        self._last_dims_z = self._dims_z()
         self._on_layers_changed()
 
     # --- UI ---------------------------------------------------------------------------------
@@ -313,6 +319,12 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         self.set_field(field)
         return field
 
+    def _on_field_published(self, field):
+        """A widget handed over a new field (:func:`napari_inrst.session.publish_field`): show it now."""
+        if field is not None and field is not self.field:
+            self._manual_field = False
+            self._use_field(field)
+
     def _on_layers_changed(self, *_):
         for d in (self.plane_layers, self.volume_layers):
             for g, lyr in list(d.items()):
@@ -475,6 +487,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
                     self.viewer.dims.set_point(0, z)
                 finally:
                     self._setting_dims = False
+                self._last_dims_z = self._dims_z()
 
     def section_z(self) -> list[float]:
         stack = find_stack(self.viewer)
@@ -495,6 +508,11 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         if z is None:
             return
         step = self.viewer.dims.range[0][2] if self.viewer.dims.ndim >= 3 else 1.0
+        # only a move of napari's own z slider counts: other dims events (a layer added, the range
+        # changed) leave napari's z where it was, and must not pull back a typed z beyond the stack
+        prev, self._last_dims_z = self._last_dims_z, z
+        if prev is not None and abs(z - prev) <= 0.5 * step:
+            return
         if abs(z - self.z) > 0.5 * step:  # the user moved napari's own z slider
             self.z = z
             self._sync_z_widgets()

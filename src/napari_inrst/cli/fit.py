@@ -8,12 +8,10 @@ import time
 import numpy as np
 
 from ..errors import InputError
+from ..prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field, select_model_genes  # noqa: F401 (re-exported)
 from ._common import add_stack_options, load_stack
 
 HELP = "train an expression field (INR) on serial sections and write a model file"
-DEFAULT_GENE_CAP = 2000
-MIN_DEFAULT_GENES = 500
-TOP_EXPRESSED = 200
 #: cells × genes (summed over the files) above which sections are read lazily by default
 LAZY_VALUES = 200_000_000
 
@@ -43,42 +41,6 @@ def add_parser(sub):
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue training from a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
-
-
-def model_genes(stack, n: int | None) -> tuple[np.ndarray, str] | None:
-    """Indices of the genes to model: the most expressed ones plus the most variable, ``n`` in
-    all (``None``: all genes up to :data:`DEFAULT_GENE_CAP`, never fewer than 500 when the data
-    have them), and a sentence saying so; ``None`` when every gene is kept."""
-    from ..stack import highly_variable_genes
-
-    total = stack.n_genes
-    cap = DEFAULT_GENE_CAP if n is None else int(n)
-    if n is None:
-        cap = max(cap, min(MIN_DEFAULT_GENES, total))
-    if cap < 1:
-        raise InputError(None, f"--genes must be ≥ 1, got {n}")
-    if cap >= total:
-        return None
-    X = stack.expression()
-    n_top = min(TOP_EXPRESSED, cap // 4)
-    top = np.argsort(-X.mean(0), kind="stable")[:n_top]
-    hvg = highly_variable_genes(X, min(total, cap + n_top))
-    keep = list(dict.fromkeys(list(top) + [int(g) for g in hvg]))[:cap]
-    return np.sort(np.array(keep, dtype=int)), f"{n_top} most expressed + most variable, {len(keep)} of {total}"
-
-
-def select_model_genes(stack, n: int | None):
-    """Restrict the in-memory ``stack`` (in place) to :func:`model_genes`; returns the stack."""
-    chosen = model_genes(stack, n)
-    if chosen is None:
-        return stack
-    keep, why = chosen
-    for s in stack.sections:
-        s.adata = s.adata[:, keep].copy()
-    stack.genes = [stack.genes[k] for k in keep]
-    stack.report["n_genes_kept"] = len(stack.genes)
-    stack.report["gene_selection"] = why
-    return stack
 
 
 def align_if_available(stack, reference=None, log=print):
@@ -126,7 +88,7 @@ def prepare_stack(args, log=print):
     ``--no-align``. Shared by ``fit`` and the multi-process trainer (:mod:`napari_inrst.train`)."""
     if not use_lazy(args):
         stack = load_stack(args)
-        select_model_genes(stack, args.genes)
+        prepare_for_field(stack, args.genes)
         log(stack.summary())
         if not args.no_align:
             if align_if_available(stack, args.reference, log) is not None:

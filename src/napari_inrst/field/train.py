@@ -183,8 +183,11 @@ class _nullctx:
 # --- one training run --------------------------------------------------------------------
 def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, phase: str,
                   should_stop=None, checkpoint=None, resume_state=None, step_offset=0, total_all=None,
-                  t_start=None, meta_for_ckpt=None):
-    """Generator: trains one network; yields progress; returns (net, best_val, history, stopped, best_step)."""
+                  t_start=None, meta_for_ckpt=None, on_status=None, phase_info=None):
+    """Generator: trains one network; yields progress; returns (net, best_val, history, stopped, best_step).
+
+    ``on_status(str)`` hears what the network is doing before its first step (initialisation);
+    ``phase_info`` (dict) is merged into every progress record (which phase of how many)."""
     import copy
 
     import torch
@@ -193,6 +196,8 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
     from .model import build_net
 
     rank, world = _dist()
+    if on_status is not None:
+        on_status(f"{phase}: initialising the network (PCA start of the gene decoder)")
     torch.manual_seed(cfg.seed)
     net = build_net(arch)
     projected = bool(getattr(data, "projected", False))
@@ -392,7 +397,8 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
                     "best_val": best_val if best_val < float("inf") else None,
                     "eta_s": elapsed / max(done - start, 1) * (total_all - done),
                     "samples_per_s": rec["samples_per_s"],
-                    "phase": phase, "net": ema_net}  # the live network (for previews; do not keep)
+                    "phase": phase, "phase_start": step_offset, "phase_steps": steps, **(phase_info or {}),
+                    "net": ema_net}  # the live network (for previews; do not keep)
             yield last
         if n_val_total and bad >= cfg.patience and step >= anneal:
             break
@@ -460,11 +466,19 @@ def _stack_meta(stack, data) -> dict:
 
 def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int] | None = None,
              progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-             checkpoint=None, resume=None):
+             checkpoint=None, resume=None, on_status: Callable[[str], None] | None = None):
     """Train a field on ``stack`` (generator; yields progress dicts, returns the FieldModel).
 
     ``stack`` is a :class:`~napari_inrst.stack.SectionStack` or a lazily read
-    :class:`~napari_inrst.io.lazy.LazyStack` (trained on projected targets).
+    :class:`~napari_inrst.io.lazy.LazyStack` (trained on projected targets). ``on_status(str)``
+    hears what happens between progress records (reading the data, initialising a network), so a
+    GUI can say so instead of a silent "Preparing…".
+
+    Every progress record carries ``total``: the steps planned for the whole fit, fixed from the
+    first record (wavelength probes + ensemble members × steps), and ``phase``,
+    ``phase_index``/``n_phases``, ``phase_start``/``phase_steps``: a phase that stops early
+    (no validation improvement) leaves the rest of its steps unused, so ``step`` jumps to the next
+    phase's start.
     """
     import torch
 
@@ -484,8 +498,14 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
             cfg = FieldConfig.from_dict(m["config"])
     cfg = cfg.replace(standardize=cfg.resolved_standardize(stack.n_genes))  # stored resolved
     t_read = time.perf_counter()
+    if on_status is not None:
+        on_status(f"reading the training data: {stack.n_genes} genes")
     data = choose_data(stack, cfg, sections)
     data.read_seconds = time.perf_counter() - t_read
+    if on_status is not None:
+        kind = "projected" if getattr(data, "projected", False) else "dense"
+        on_status(f"data ready: {len(data.train)} training cells × {data.n_genes} genes ({kind} targets, "
+                  f"{data.read_seconds:.1f} s)")
     old_threads = torch.get_num_threads()
     threads = old_threads
     if device.type == "cpu":
@@ -493,13 +513,14 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
         torch.set_num_threads(threads)
     try:
         model = yield from _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, should_stop,
-                                          checkpoint, t0)
+                                          checkpoint, t0, on_status)
     finally:
         torch.set_num_threads(old_threads)
     return model
 
 
-def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, should_stop, checkpoint, t0):
+def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, should_stop, checkpoint, t0,
+                   on_status=None):
     import copy
 
     import torch
@@ -521,82 +542,122 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
                           normalize=stack.normalize, stack_meta=stack_meta, bounds=(data.lo, data.hi),
                           provenance=prov, history=history, value_floor=floor)
 
-    total = cfg.steps
     wl_xy = cfg.min_wavelength_xy_um
     probe_log = []
     step_offset = 0
     best_probe = None  # (val, wavelength, net, arch, history, best_step)
     stopped = False
+    steps_run = 0  # steps actually taken, every network of every phase together
+    k_members = int(cfg.ensemble) if cfg.ensemble > 0 else (ENSEMBLE_SMALL if len(data.train) < SMALL_DATA else 1)
+    if resume_state is not None:
+        k_members = 1
+    cands = []
     if wl_xy is None and cfg.encoding == "fourier" and resume_state is None:
         cands = [float(c) * data.spacing for c in cfg.wavelength_candidates]
         if len(cands) == 1:
-            wl_xy = cands[0]
-        else:
-            # short probe runs; shorter still on large data, where the candidates rank early and
-            # each step sees only a small fraction of the cells anyway
-            frac = PROBE_FRAC if len(data.train) < LARGE_DATA else PROBE_FRAC_LARGE
-            probe_steps = max(int(frac * cfg.steps), 2 * cfg.val_every)
-            total = probe_steps * len(cands) + cfg.steps
-            pcfg = cfg.replace(patience=max(2, cfg.patience // 2), checkpoint_every=0)
-            for c in cands:
-                arch_c = data.arch(cfg, c, wl_z)
-                gen = _run_training(data, pcfg, arch_c, probe_steps, device, phase=f"probe λxy={c:.0f}µm",
-                                    should_stop=should_stop, step_offset=step_offset, total_all=total, t_start=t0)
-                net_c, v, hist_c, stopped, bstep = yield from _forward(
-                    gen, progress, lambda n, a=arch_c, w=c: make_model(n, a, cfg.replace(min_wavelength_xy_um=w,
-                                                                                      min_wavelength_z_um=wl_z)))
-                probe_log.append({"min_wavelength_xy_um": c, "val": v})
-                if best_probe is None or v < best_probe[0]:
-                    best_probe = (v, c, net_c, arch_c, hist_c, bstep)
-                step_offset += probe_steps
-                if stopped:
-                    break
-            wl_xy = best_probe[1]
+            wl_xy, cands = cands[0], []
+    # short probe runs; shorter still on large data, where the candidates rank early and each
+    # step sees only a small fraction of the cells anyway
+    frac = PROBE_FRAC if len(data.train) < LARGE_DATA else PROBE_FRAC_LARGE
+    probe_steps = max(int(frac * cfg.steps), 2 * cfg.val_every) if cands else 0
+    # the whole plan is known before the first step: the total never changes during the fit
+    total = probe_steps * len(cands) + k_members * cfg.steps
+    n_phases = len(cands) + k_members
+    if cands:
+        pcfg = cfg.replace(patience=max(2, cfg.patience // 2), checkpoint_every=0)
+        for j, c in enumerate(cands):
+            arch_c = data.arch(cfg, c, wl_z)
+            gen = _run_training(data, pcfg, arch_c, probe_steps, device, phase=f"probe λxy={c:.0f}µm",
+                                should_stop=should_stop, step_offset=step_offset, total_all=total, t_start=t0,
+                                on_status=on_status, phase_info={"phase_index": j, "n_phases": n_phases,
+                                                                 "kind": "selection"})
+            net_c, v, hist_c, stopped, bstep = yield from _forward(
+                gen, progress, lambda n, a=arch_c, w=c: make_model(n, a, cfg.replace(min_wavelength_xy_um=w,
+                                                                                  min_wavelength_z_um=wl_z)))
+            steps_run += hist_c[-1]["step"] if hist_c else 0
+            probe_log.append({"min_wavelength_xy_um": c, "val": v})
+            if best_probe is None or v < best_probe[0]:
+                best_probe = (v, c, net_c, arch_c, hist_c, bstep)
+            step_offset += probe_steps
+            if stopped:
+                break
+        wl_xy = best_probe[1]
     if wl_xy is None:
         wl_xy = data.spacing
     cfg = cfg.replace(min_wavelength_xy_um=float(wl_xy), min_wavelength_z_um=float(wl_z),
                       rank=int(data.rank_for(cfg)))
-    k_members = int(cfg.ensemble) if cfg.ensemble > 0 else (ENSEMBLE_SMALL if len(data.train) < SMALL_DATA else 1)
-    if resume_state is not None:
-        k_members = 1
+    kept = "fit"
     if stopped and best_probe is not None:  # cancelled while choosing the scale: keep the best probe
         _, _, net, arch, history, best_step = best_probe
         best_val, stopped2 = best_probe[0], True
+        kept = f"best probe (λxy={best_probe[1]:.0f} µm)"
     elif k_members > 1:  # small data: an ensemble of fields (different seeds) averaged → less variance
-        total = step_offset + k_members * cfg.steps
         nets, vals, history, stopped2, best_step = [], [], [], False, 0
+        member_steps = []
         for k in range(k_members):
             mcfg = cfg.replace(seed=cfg.seed + 1000 * k)
             arch_k = data.arch(mcfg, wl_xy, wl_z)
             gen = _run_training(data, mcfg, arch_k, cfg.steps, device, phase=f"fit {k + 1}/{k_members}",
-                                should_stop=should_stop, step_offset=step_offset, total_all=total, t_start=t0)
-            net_k, v, hist_k, stopped2, best_step = yield from _forward(
+                                should_stop=should_stop, step_offset=step_offset, total_all=total, t_start=t0,
+                                on_status=on_status, phase_info={"phase_index": len(cands) + k,
+                                                                 "n_phases": n_phases, "kind": "members"})
+            net_k, v, hist_k, stopped2, bstep_k = yield from _forward(
                 gen, progress, lambda n, a=arch_k: make_model(n, a, cfg))
+            member_steps.append(hist_k[-1]["step"] if hist_k else 0)
+            steps_run += member_steps[-1]
             nets.append(net_k)
             vals.append(v)
+            best_step = bstep_k
             history += [dict(h, step=h["step"] + step_offset) for h in hist_k]
             step_offset += cfg.steps
             if stopped2:
                 break
+        if stopped2:
+            # cancelled during a member: keep what validates best of the best probe, the members
+            # finished so far (averaged) and the interrupted member on its own
+            done_vals = vals[:-1]
+            options = [(vals[-1], "interrupted")]
+            if done_vals:
+                options.append((float(np.mean(done_vals)), "finished"))
+            if best_probe is not None:
+                options.append((best_probe[0], "probe"))
+            pick = min(options, key=lambda o: o[0] if math.isfinite(o[0]) else float("inf"))[1]
+            if pick == "finished":
+                nets, vals = nets[:-1], vals[:-1]
+            elif pick == "probe":
+                nets, vals = [], []
         from .model import build_net
 
-        arch = dict(data.arch(cfg, wl_xy, wl_z), members=len(nets))
-        net = build_net(arch) if len(nets) > 1 else nets[0]
-        if len(nets) > 1:
-            for m, n in zip(net.members, nets):
-                m.load_state_dict(n.state_dict())
-            net.combine()
+        if not nets:  # the best probe is better than anything the members reached
+            _, _, net, arch, _, best_step = best_probe
+            best_val = best_probe[0]
+            kept = f"best probe (λxy={best_probe[1]:.0f} µm)"
         else:
-            arch = data.arch(cfg, wl_xy, wl_z)
-        best_val = float(np.mean(vals))
+            arch = dict(data.arch(cfg, wl_xy, wl_z), members=len(nets))
+            net = build_net(arch) if len(nets) > 1 else nets[0]
+            if len(nets) > 1:
+                for m, n in zip(net.members, nets):
+                    m.load_state_dict(n.state_dict())
+                net.combine()
+            else:
+                arch = data.arch(cfg, wl_xy, wl_z)
+            best_val = float(np.mean(vals))
+            kept = f"ensemble of {len(nets)} members" if len(nets) > 1 else "1 member"
     else:
         arch = data.arch(cfg, wl_xy, wl_z)
         meta_ck = {"genes": list(stack.genes), "config": cfg.to_dict()}
         gen = _run_training(data, cfg, arch, cfg.steps, device, phase="fit", should_stop=should_stop,
                             checkpoint=checkpoint, resume_state=resume_state, step_offset=step_offset,
-                            total_all=total, t_start=t0, meta_for_ckpt=meta_ck)
+                            total_all=total, t_start=t0, meta_for_ckpt=meta_ck, on_status=on_status,
+                            phase_info={"phase_index": len(cands), "n_phases": n_phases, "kind": "fit"})
         net, best_val, history, stopped2, best_step = yield from _forward(
             gen, progress, lambda n: make_model(n, arch, cfg))
+        start = int(resume_state["step"]) if resume_state is not None else 0
+        steps_run += (history[-1]["step"] - start) if history else 0
+        if stopped2 and best_probe is not None and best_probe[0] < best_val:
+            _, _, net, arch, _, best_step = best_probe
+            best_val = best_probe[0]
+            kept = f"best probe (λxy={best_probe[1]:.0f} µm)"
     rank, world = _dist()
     prov = {
         "napari_inrst": __version__,
@@ -616,6 +677,9 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
         "samples_per_s": float(np.median([h["samples_per_s"] for h in history[-5:]])) if history else 0.0,
         "probes": probe_log,
         "cancelled": bool(stopped2),
+        "steps_planned": int(total),
+        "steps_total_run": int(steps_run),
+        "kept": kept,
     }
     if getattr(data, "projected", False):
         prov["pca_explained_variance"] = round(data.explained, 4)

@@ -178,3 +178,4 @@ def recolor_sections(layers, stack, gene: str, colormap: str = "viridis", contra
         if idx is not None:
             values = values[idx]
         apply_section_update(layer, gene, (idx, None, values, point_rgba(values, contrast, colormap)), move=False)
+        layer.metadata["colormap"] = colormap

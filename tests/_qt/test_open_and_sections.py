@@ -1,0 +1,92 @@
+"""Opening several files gives one stack; what was assumed is said and can be set (Sections);
+a field handed over reaches the View widget at once; a typed z beyond the stack stays."""
+
+import numpy as np
+import pytest
+
+from napari_inrst.layers import SECTION_KEY, STACK_KEY
+
+
+@pytest.fixture()
+def files(tmp_path, make_section):
+    """Three small count sections without a z, as .h5ad files."""
+    out = []
+    for k in range(3):
+        a = make_section(n=40, genes=("A", "B", "C", "D", "E"), seed=k)
+        a.obsm["spatial"] = a.obsm["spatial"] * 0.01  # 0–5 units: array-like coordinates
+        p = tmp_path / f"s{k + 1}.h5ad"
+        a.write_h5ad(p)
+        out.append(str(p))
+    return out
+
+
+@pytest.mark.parametrize("as_stack", [False, True])
+def test_open_several_files_gives_one_stack_and_says_what_was_assumed(make_napari_viewer, qtbot, files, as_stack):
+    from napari_inrst._qt.sections import SectionsWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(files, plugin="napari-inrst", stack=as_stack)  # napari: one reader call per file unless stack
+    stacks = {id(lyr.metadata[STACK_KEY]) for lyr in viewer.layers}
+    assert len(viewer.layers) == 3 and len(stacks) == 1
+    stack = viewer.layers[0].metadata[STACK_KEY]
+    assert [lyr.metadata[SECTION_KEY] for lyr in viewer.layers] == [0, 1, 2]
+    assert sorted(float(lyr.data[0, 0]) for lyr in viewer.layers) == [0.0, 10.0, 20.0]
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
+    w = SectionsWidget(viewer)
+    qtbot.addWidget(w)
+    text = w.summary.toPlainText()
+    assert text.startswith("3 sections") and "z assumed: 10 µm apart" in text and "unit factor" in text
+    assert stack.report["z_assumed"]["sections"] == ["s1", "s2", "s3"]
+
+
+def test_sections_widget_sets_z_units_and_normalization(make_napari_viewer, qtbot, files):
+    from napari_inrst._qt.sections import SectionsWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(files, plugin="napari-inrst")
+    w = SectionsWidget(viewer)
+    qtbot.addWidget(w)
+    stack = w.stack
+    layer = viewer.layers[1]
+    xy0 = layer.data[:, 1:].copy()
+    assert w.apply_z_text("0, 12.5, 40")
+    assert list(stack.z) == [0.0, 12.5, 40.0] and np.all(layer.data[:, 0] == 12.5)
+    assert "z assumed" not in w.summary.toPlainText()
+    assert not w.apply_z_text("0, 5, 5") and "share a z" in w.message.text()
+    assert list(stack.z) == [0.0, 12.5, 40.0]  # nothing changed
+    assert w.apply_unit_factor(100.0)
+    np.testing.assert_allclose(layer.data[:, 1:], xy0 * 100.0)
+    assert "coordinates × 100 → µm" in w.summary.toPlainText()
+    before = stack[0].X.copy()
+    assert w.apply_normalize("none") and stack.normalize == "none"
+    raw = stack[0].adata.layers["values"]  # values as given (raw counts here)
+    np.testing.assert_allclose(stack[0].X, np.asarray(raw.todense() if hasattr(raw, "todense") else raw))
+    assert w.apply_normalize("log1p")
+    np.testing.assert_allclose(stack[0].X, before, rtol=1e-5)
+
+
+def test_view_gets_a_published_field_at_once_and_keeps_a_typed_z(make_napari_viewer, qtbot, sample):
+    from napari_inrst._qt.view import ViewWidget
+    from napari_inrst.field import TruthField
+    from napari_inrst.layers import stack_layer_data
+    from napari_inrst.session import publish_field
+
+    stack, tissue = sample
+    viewer = make_napari_viewer()
+    viewer.window.resize(640, 420)  # a small canvas: small planes to render
+    for data, kw, _ in stack_layer_data(stack):
+        viewer.add_points(data, **kw)
+    w = ViewWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.field is None
+    field = TruthField(tissue, ["LayerA", "LayerB"])
+    publish_field(viewer, field, "test")  # no layer added or removed
+    assert w.field is field
+    top = float(max(stack.z))
+    w.set_z(top + 60.0)  # beyond the last section: napari's slider cannot follow
+    viewer.add_image(np.zeros((4, 4), np.float32), name="unrelated")  # dims events, z unchanged
+    viewer.dims.set_point(1, 1.0)
+    assert w.z == pytest.approx(top + 60.0)
+    viewer.dims.set_point(0, float(stack.z[1]))  # the user moves napari's own z slider
+    assert w.z == pytest.approx(float(stack.z[1]))
+    w.cleanup()
