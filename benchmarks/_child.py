@@ -11,8 +11,14 @@ _CODE = (
     "from napari_inrst.cli import main\n"
     "t = time.perf_counter()\n"
     "rc = main(sys.argv[1:])\n"
-    "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t,\n"
-    "  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    "wall = time.perf_counter() - t\n"
+    "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+    "try:\n"
+    "    # VmHWM: this process's own peak; ru_maxrss also counts the parent's memory at fork\n"
+    "    peak = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) / 1024\n"
+    "except (OSError, StopIteration, ValueError):\n"
+    "    pass\n"
+    "print(json.dumps({'rc': rc, 'wall_s': wall, 'peak_rss_mb': peak}))\n"
 )
 
 

@@ -225,9 +225,9 @@ def test_fewer_than_two_sections(make_section):
 
 
 def test_fewer_than_three_shared_genes(make_section):
-    st = _stack(make_section, [make_section(genes=("A", "B"), seed=1), make_section(genes=("A", "B", "C"), seed=2)])
+    # refused when the stack is built (aligned or not), before any alignment
     with pytest.raises(InputError, match="sec0.*2 shared genes"):
-        align_stack(st)
+        _stack(make_section, [make_section(genes=("A", "B"), seed=1), make_section(genes=("A", "B", "C"), seed=2)])
 
 
 def test_genes_not_expressed_in_both_sections(make_section):
@@ -239,18 +239,16 @@ def test_genes_not_expressed_in_both_sections(make_section):
 
 
 def test_fewer_than_ten_spots(make_section):
-    st = _stack(make_section, [make_section(), make_section(n=8, seed=3)])
     with pytest.raises(InputError, match="sec1: has 8 spots"):
-        align_stack(st)
+        _stack(make_section, [make_section(), make_section(n=8, seed=3)])
 
 
 def test_collinear_coordinates(make_section):
     b = make_section(seed=4)
     t = np.linspace(0, 1, b.n_obs)
     b.obsm["spatial"] = np.column_stack([100 * t, 50 * t + 3])
-    st = _stack(make_section, [make_section(), b])
     with pytest.raises(InputError, match="sec1: has collinear coordinates"):
-        align_stack(st)
+        _stack(make_section, [make_section(), b])
 
 
 def test_bad_reference_and_method(make_section):

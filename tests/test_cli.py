@@ -9,10 +9,11 @@ from napari_inrst.cli import COMMANDS, main
 def test_help_lists_every_subcommand():
     out = subprocess.run([sys.executable, "-m", "napari_inrst.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ["demo", "fit", "predict", "align", "transforms", "render", "evaluate", "slice", "impute", "qc"]:
+    for cmd in ["demo", "fit", "predict", "align", "transforms", "render", "evaluate", "slice", "impute", "qc",
+                "info"]:
         assert cmd in out.stdout
     assert set(COMMANDS) == {"demo", "fit", "predict", "align", "transforms", "render", "evaluate", "slice",
-                             "impute", "qc"}
+                             "impute", "qc", "info"}
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

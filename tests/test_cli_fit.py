@@ -180,3 +180,37 @@ def test_output_piped_into_head_is_not_an_error(fitted):
     cmd = f'"{sys.executable}" -m napari_inrst.cli transforms "{fitted}" | true'
     r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+def test_info_describes_the_model_and_its_validation_against_interpolation(fitted, sample_files, tmp_path, capsys):
+    paths, zs, _ = sample_files
+    capsys.readouterr()
+    assert main(["info", str(fitted)]) == 0
+    out = capsys.readouterr().out
+    assert "genes: 40 (" in out and "sections: 4" in out
+    for z in zs:
+        assert f"z = {float(z):g} µm" in out
+    assert "config: encoding=fourier" in out
+    from napari_inrst.field.model import load_model
+
+    v = load_model(fitted).validation
+    assert f"validation: held-out sections ({', '.join(v['sections'])}): field {v['field']:.2f}, " \
+           f"interpolation {v['interpolation']:.2f} (3D kNN)" in out
+    bad = tmp_path / "bad.inrst"
+    bad.write_bytes(b"not a model")
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("napari-inrst: error: ") and "bad.inrst" in err[0]
+
+
+def test_fit_says_how_it_did_against_interpolation_and_warns_on_array_units(sample_files, tmp_path, capsys):
+    """The final line names the validation task and both scores; coordinates 0.01 × µm (spots
+    0.5 apart) get the one-line --unit-factor warning, and the fit is the same as in µm."""
+    paths, _, _ = sample_files
+    out = tmp_path / "one.inrst"
+    capsys.readouterr()
+    assert main(["fit", paths[1], "--z", "0", "--out", str(out), "--steps", "20", "--unit-factor", "0.01"]) == 0
+    err = capsys.readouterr().err
+    assert sum("--unit-factor" in line and "warning" in line for line in err.splitlines()) == 1
+    last = [line for line in err.splitlines() if line.startswith("wrote ")][-1]
+    assert "held-out spots (" in last and "field " in last and "interpolation " in last and "(2D kNN)" in last

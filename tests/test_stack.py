@@ -35,11 +35,11 @@ def test_log1p_per_10k_and_raw_counts_kept(make_section):
 
 
 def test_log1p_uses_library_size_of_all_measured_genes(make_section):
-    a = make_section(genes=("A", "B", "C"))
-    b = make_section(genes=("A", "B"), seed=2)
+    a = make_section(genes=("A", "B", "C", "D"))
+    b = make_section(genes=("A", "B", "C"), seed=2)  # a stack needs ≥ 3 shared genes
     st = build_stack([a, b], [0, 1])
     X = np.asarray(a.X)
-    np.testing.assert_allclose(st[0].X, np.log1p(X[:, :2] / X.sum(1, keepdims=True) * 1e4), rtol=1e-5)
+    np.testing.assert_allclose(st[0].X, np.log1p(X[:, :3] / X.sum(1, keepdims=True) * 1e4), rtol=1e-5)
 
 
 def test_none_keeps_values_and_allows_negative(make_section):

@@ -29,3 +29,22 @@ def top_eigen(C: np.ndarray, k: int, rng, n_power: int = 8) -> tuple[np.ndarray,
     w, U = np.linalg.eigh(Q.T @ C @ Q)
     top = np.argsort(-w)[:k]
     return w[top], Q @ U[:, top]
+
+
+def top_components(X: np.ndarray, k: int, rng, n_power: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenvalues (descending) and eigenvectors (columns) of the covariance
+    ``XᵀX / n`` of the (already centred) rows ``X`` (n × d), without forming the d × d matrix:
+    randomized subspace iteration on the data (Halko et al. 2011) with 10 extra directions, so the
+    cost is O(n · d · k) per iteration instead of the O(d³) of a full eigen-decomposition
+    (6,397 genes: seconds instead of minutes)."""
+    X = np.asarray(X)
+    n, d = X.shape
+    k = int(min(k, d))
+    p = min(d, k + 10)
+    Q = orthonormal(rng.normal(size=(d, p)).astype(X.dtype, copy=False))
+    for _ in range(n_power):
+        Q = orthonormal(X.T @ (X @ Q))
+    XQ = X @ Q
+    w, U = np.linalg.eigh((XQ.T @ XQ) / max(n, 1))
+    top = np.argsort(-w)[:k]
+    return np.maximum(w[top], 0.0), Q @ U[:, top]

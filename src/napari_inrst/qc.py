@@ -195,7 +195,11 @@ class EnsembleUncertainty:
 
     def uncertainty(self, xyz, genes: Sequence[int] | None = None) -> np.ndarray:
         """(n,) std across members in units of each gene's data std, averaged over ``genes`` (all)."""
-        preds = np.stack([np.asarray(m.predict(xyz), dtype=np.float64) for m in self.members])
+        from .field.model import FieldModel
+
+        # unclamped: beyond the field's box the members' disagreement (extrapolation) is the signal
+        preds = np.stack([np.asarray(m.predict(xyz, clamp=False) if isinstance(m, FieldModel) else m.predict(xyz),
+                                     dtype=np.float64) for m in self.members])
         if genes is not None:
             preds = preds[:, :, list(genes)]
             scale = self.scale[list(genes)]
@@ -239,13 +243,14 @@ class UncertaintyField:
 
 def member_fit_fn(config=None, **fit_kwargs) -> Callable:
     """``fit_fn(stack, sections, seed)`` training one ensemble member: the real field with
-    ``config`` (default config otherwise), the given seed and a single network (``ensemble=1``:
-    the field's own small-data averaging would hide the disagreement this ensemble measures)."""
+    ``config`` (default config otherwise), the given seed, a single network (``ensemble=1``) and
+    no interpolant blend (``blend=False``): averaging networks, or blending each with the same
+    interpolation of the data, would hide the disagreement this ensemble measures."""
 
     def fit(st, secs, seed):
         from .field import FieldConfig, fit_field
 
-        cfg = (config or FieldConfig()).replace(seed=int(seed), ensemble=1)
+        cfg = (config or FieldConfig()).replace(seed=int(seed), ensemble=1, blend=False)
         return fit_field(st, cfg, sections=list(secs), **fit_kwargs)
 
     return fit

@@ -318,7 +318,7 @@ def build_stack(
     import pandas as pd
     from scipy import sparse
 
-    from .io.validate import validate_section
+    from .io.validate import validate_section, validate_shared_genes, validate_stack_section, validate_z_precision
 
     n = len(adatas)
     names = list(names) if names is not None else [f"section_{i}" for i in range(n)]
@@ -340,9 +340,11 @@ def build_stack(
             if zs[i] == zs[j]:
                 raise InputError(sources[i], f"has the same z ({zs[i]:g} µm) as {sources[j]}; "
                                              "two sections cannot share a z")
+    validate_z_precision(zs, sources)
     counts = normalize == "log1p"
     for a, src in zip(adatas, sources):
         validate_section(a, src, counts_expected=counts)
+        validate_stack_section(np.asarray(a.obsm["spatial"], dtype=np.float64) * float(unit_factor), src)
 
     gene_sets = [list(map(str, a.var_names)) for a in adatas]
     if gene_policy == "intersection":
@@ -358,6 +360,7 @@ def build_stack(
                 if g not in seen:
                     seen.add(g)
                     genes.append(g)
+    validate_shared_genes(genes, sources, gene_policy)
     report = {
         "gene_policy": gene_policy,
         "genes_per_section": {nm: len(gs) for nm, gs in zip(names, gene_sets)},

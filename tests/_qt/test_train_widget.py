@@ -75,7 +75,13 @@ def test_training_runs_in_background_with_live_plot_preview_and_no_stall(viewer_
     x = preview.translate[1] + preview.scale[1] * xs[k]
     assert img[ys[k], xs[k]] == pytest.approx(float(w.field.predict([[x, y, 90.0]], ["LayerB"])[0, 0]), abs=1e-4)
     assert len(w.plot.loss) >= 5 and len(w.plot.val) >= 3
-    assert w.history[-1]["step"] == w.history[-1]["total"] == 120
+    # 120 steps of selection (validated on held-out sections), then the final fit to the selected
+    # step: the plan (120 + 120) is fixed from the first report, the final run stops early
+    assert {d["total"] for d in w.history} == {w.field.provenance["steps_planned"]} == {240}
+    assert w.history[-1]["step"] == 120 + w.field.provenance["best_step"]
+    assert [d["kind"] for d in w.history][-1] == "final" and w.history[0]["kind"] == "selection"
+    v = w.field.validation  # the self-report against interpolation, shown after training
+    assert f"field {v['field']:.2f}, interpolation {v['interpolation']:.2f}" in w.status.text()
     assert w.save_btn.isEnabled()
 
 

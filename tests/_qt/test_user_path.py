@@ -75,12 +75,13 @@ def test_open_files_set_z_align_train_view_screenshot(make_napari_viewer, qtbot,
     assert field is not None and len(field.genes) == 40  # the Genes control, as `fit --genes 40`
     assert len(stack.genes) > 5000  # the viewer's stack keeps every gene
     # progress adds up: one total from the first report to the last, the same as planned in the
-    # end message; each phase (here 2 ensemble members × 60 steps) is its own segment of the plot
+    # end message; each phase (here the selection run, then 2 ensemble members, × 60 steps each)
+    # is its own segment of the plot
     prov = field.provenance
-    assert {d["total"] for d in train.history} == {prov["steps_planned"]} == {120}
+    assert {d["total"] for d in train.history} == {prov["steps_planned"]} == {180}
     assert f"of {prov['steps_planned']:,} planned" in train.status.text()
     phases = [p for _, p in train.plot.phases]
-    assert len(phases) == train.history[-1]["n_phases"] == 2 and len(set(phases)) == 2
+    assert len(phases) == train.history[-1]["n_phases"] == 3 and len(set(phases)) == 3
     # the hand-over: View shows the new field at once (no layer was added or removed meanwhile)
     assert view.field is field
     qtbot.waitUntil(lambda: not view.busy and bool(view.plane_layers), timeout=30_000)

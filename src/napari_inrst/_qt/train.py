@@ -92,7 +92,7 @@ def preview_plane(field, gene: str, z: float, pixels: int = PREVIEW_PIXELS):
 
 class LossPlot(QWidget):
     """Training loss (line) and validation error (dots) against step, log-scaled y, drawn with
-    QPainter. Each phase of a fit (a wavelength probe, an ensemble member) is its own segment,
+    QPainter. Each phase of a fit (the selection run, the final run) is its own segment,
     marked by a vertical line and a label: a restart is shown as a new phase, not a saw-tooth.
     Points are added cheaply; the widget repaints when :meth:`update` is called (the Train
     widget does so a few times a second)."""
@@ -218,8 +218,8 @@ class TrainWidget(QWidget):
 
         defaults = FieldConfig()
         self.steps = QSpinBox(minimum=10, maximum=200000, singleStep=100, value=defaults.steps)
-        self.steps.setToolTip("training steps of each network; small data train a few networks (scale "
-                              "selection probes, then ensemble members): the bar shows the whole plan")
+        self.steps.setToolTip("training steps of each network: a selection run (validated on held-out "
+                              "data), then the final run up to the selected step; the bar shows the whole plan")
         self.genes = QSpinBox(minimum=0, maximum=100000, singleStep=100, value=0)
         self.genes.setSpecialValueText(f"auto (≤ {DEFAULT_GENE_CAP:,})")
         self.genes.setToolTip(f"genes the field models: auto = all up to {DEFAULT_GENE_CAP:,} (as "
@@ -411,7 +411,10 @@ class TrainWidget(QWidget):
         if prepared is None:
             prepared = prepare_for_field(stack, genes, copy=True, log=self._set_status_msg)
         self._prepared = (stack, genes, prepared)
-        gen = iter_fit(prepared, cfg, should_stop=lambda: self._stop, checkpoint=self.checkpoint,
+        # checkpoints (Resume) are for single-network fits: an ensemble's final run averages
+        # several networks, which one checkpoint cannot hold
+        ckpt = self.checkpoint if int(cfg.ensemble) <= 1 else None
+        gen = iter_fit(prepared, cfg, should_stop=lambda: self._stop, checkpoint=ckpt,
                        resume=resume_path, on_status=self._set_status_msg)
         best_before = math.inf  # best validation of the phases before the current one
         phase, phase_best = None, math.inf
@@ -428,8 +431,9 @@ class TrainWidget(QWidget):
             if d.get("best_val") is not None:
                 phase_best = min(phase_best, d["best_val"])
             now = time.monotonic()
-            # the preview follows the best network so far: a new phase (probe, member) restarts
-            # from an untrained network and shows up only once it validates at least as well
+            # the preview follows the best network so far: a new phase (selection, final) restarts
+            # from an untrained network and shows up only once it validates at least as well (the
+            # final run has no validation: the selection's preview stays until the field is done)
             better = phase_best <= best_before
             if snap is not None and self._gene and better and now - self._last_preview >= PREVIEW_SECONDS:
                 self._last_preview = now
@@ -487,7 +491,8 @@ class TrainWidget(QWidget):
         best = f", best validation RMSE {d['best_val']:.4f}" if d.get("best_val") is not None else ""
         ph = ""
         if d.get("n_phases", 1) > 1:
-            kind = {"selection": "scale selection", "members": "ensemble", "fit": "fit"}.get(d.get("kind"), "")
+            kind = {"selection": "selection", "final": "final fit", "members": "ensemble",
+                    "fit": "fit"}.get(d.get("kind"), "")
             ph = f"phase {d['phase_index'] + 1}/{d['n_phases']} ({kind}) "
         self.status.setText(f"{ph}{d.get('phase', '')}: step {d['step']:,}/{d['total']:,}{best}{eta}")
         self.plot.update()
@@ -571,10 +576,17 @@ class TrainWidget(QWidget):
         planned, run_ = prov.get("steps_planned"), prov.get("steps_total_run")
         steps = f"{run_:,} of {planned:,} planned steps run" if planned else f"{prov.get('steps_run')} steps"
         if planned and run_ is not None and run_ < planned and not prov.get("cancelled"):
-            steps += " (phases stop early when validation stops improving)"
+            steps += " (selection stops when validation stops improving, the final run at the selected step)"
         kept = f"; kept: {prov['kept']}" if prov.get("kept") else ""
-        return (f"{verb}: {len(field.genes):,} genes, validation RMSE {prov.get('val_rmse', float('nan')):.4f}, "
-                f"{steps}{kept}, {prov.get('fit_seconds', 0):.0f} s on {prov.get('device')}.")
+        msg = (f"{verb}: {len(field.genes):,} genes, validation RMSE {prov.get('val_rmse', float('nan')):.4f}, "
+               f"{steps}{kept}, {prov.get('fit_seconds', 0):.0f} s on {prov.get('device')}.")
+        v = getattr(field, "validation", None)
+        if v:  # the model against interpolation on the held-out split (field/report.py)
+            from ..field.report import format_validation, validation_warning
+
+            warn = validation_warning(v)
+            msg += f"\n{format_validation(v)}" + (f"\nWarning: {warn}" if warn else "")
+        return msg
 
     def _on_error(self, exc, run: int | None = None):
         from napari.utils.notifications import show_error

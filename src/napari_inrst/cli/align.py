@@ -39,6 +39,10 @@ def run(args) -> int:
 
     if args.z is None and not args.section_key and not any_store(args.sections):  # z does not enter a 2D alignment
         args.z = [10.0 * i for i in range(len(args.sections))]
+    if args.out:
+        from ..io.atomic import check_writable
+
+        check_writable(args.out)
     stack = load_stack(args, min_sections=2)
     check_sections(stack, args.method, args.reference)  # fail before any long work
 

@@ -148,13 +148,26 @@ def progress_printer(log):
 def run(args) -> int:
     from ..field.train import fit_field
 
+    from ..io.atomic import check_writable
+
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     cfg = config_from_args(args)
+    # before any long work: an output that cannot be written fails now, not after training
+    check_writable(args.out, what="model file")
+    if args.checkpoint:
+        check_writable(args.checkpoint, what="checkpoint")
     stack = prepare_stack(args, log)
+    from ..field.data import spacing_of, unit_warning
+    from ..field.report import format_validation, validation_warning
+
+    if (w := unit_warning(spacing_of(stack.sections))) is not None:
+        print(f"napari-inrst: warning: {w}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     model = fit_field(stack, cfg, progress=progress_printer(log), checkpoint=args.checkpoint, resume=args.resume)
     model.provenance["command"] = "napari-inrst fit " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "fit"
     model.save(args.out)
-    log(f"wrote {args.out}: {len(model.genes)} genes, rank {model.rank}, validation RMSE "
-        f"{model.provenance['val_rmse']:.4f}, {time.perf_counter() - t0:.1f} s on {model.provenance['device']}")
+    log(f"wrote {args.out}: {len(model.genes)} genes, {time.perf_counter() - t0:.1f} s on "
+        f"{model.provenance['device']}; {format_validation(model.validation)}")
+    if (w := validation_warning(model.validation)) is not None:
+        print(f"napari-inrst: warning: {w}", file=sys.stderr, flush=True)
     return 0

@@ -6,7 +6,6 @@ memory is bounded by ``--slab-mb`` whatever ``--shape`` is, so volumes larger th
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -124,12 +123,25 @@ def run(args) -> int:
         raise InputError(None, f"--oversample must be ≥ 1, got {args.oversample}")
     if args.extent is not None and volume:
         raise InputError(None, "--extent applies to planes only")
+    import math
+
+    if args.z is not None and not math.isfinite(args.z):
+        raise InputError(None, f"--z must be a finite number of µm, got {args.z:g}")
+    if args.extent is not None:
+        xmin, xmax, ymin, ymax = args.extent
+        if not all(map(math.isfinite, args.extent)) or not (xmax > xmin and ymax > ymin):
+            raise InputError(None, f"--extent needs finite XMIN < XMAX and YMIN < YMAX, got "
+                                   f"{' '.join(f'{v:g}' for v in args.extent)}")
     if args.contrast is not None and not args.contrast[1] > args.contrast[0]:
         raise InputError(None, f"--contrast needs LO < HI, got {args.contrast[0]:g} {args.contrast[1]:g}")
 
     from ..field import load_model
 
     field = load_model(args.model)  # InputError for missing/corrupt/foreign files
+    if not volume:
+        from ..io.atomic import check_writable
+
+        check_writable(out)  # before evaluating (volumes: the writer checks as it opens)
     from ..render.plane import auto_contrast, gene_indices
 
     idx = gene_indices(field, args.gene)
@@ -146,40 +158,22 @@ def run(args) -> int:
     contrast = [tuple(args.contrast)] * len(idx) if args.contrast else auto_contrast(field, idx)
     t0 = time.perf_counter()
 
-    def progress(k1, nz):
+    tty = sys.stderr.isatty()
+
+    def progress(k1, nz):  # on a terminal only (a log gets the final line)
         dt = time.perf_counter() - t0
         eta = dt / k1 * (nz - k1)
         print(f"\rplanes {k1}/{nz}  {dt:.0f} s, ~{eta:.0f} s left ", end="", file=sys.stderr, flush=True)
 
-    with _terminate_as_interrupt():  # a killed render removes its temporary files too
-        info = write_field_volume(out, field, grid, idx, names=args.gene, masked=masked,
-                                  oversample=args.oversample, slab_bytes=args.slab_mb * 2**20, contrast=contrast,
-                                  pyramid=not args.no_pyramid, progress=progress)
-    print(f"\nwrote {out}: {', '.join(args.gene)}, {grid.nx}×{grid.ny}×{grid.nz} voxels (x×y×z) of "
+    # a killed render (SIGTERM/SIGINT → KeyboardInterrupt, installed by the CLI's main) removes its
+    # temporary files and the folders it created
+    info = write_field_volume(out, field, grid, idx, names=args.gene, masked=masked,
+                              oversample=args.oversample, slab_bytes=args.slab_mb * 2**20, contrast=contrast,
+                              pyramid=not args.no_pyramid, progress=progress if tty else None)
+    print(f"{chr(10) if tty else ''}wrote {out}: {', '.join(args.gene)}, {grid.nx}×{grid.ny}×{grid.nz} voxels (x×y×z) of "
           f"{grid.dx:.3g}×{grid.dy:.3g}×{grid.dz:.3g} µm, {info.get('mode', 'exact')}, "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt while rendering (main thread only), so the writer's
-    cleanup runs and nothing half-written is left."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _plane(args, out, fmt, field, idx, shape, masked) -> int:

@@ -27,9 +27,12 @@ class FieldConfig:
     encoding: str = "fourier"  # "fourier" (paper eq. 2–3, per-axis scales) or "hash" (multiresolution)
     n_freq_xy: int = 16  # Fourier: frequencies per x/y axis (log-spaced)
     n_freq_z: int = 4  # Fourier: frequencies along z
-    min_wavelength_xy_um: float | None = None  # finest x/y wavelength; None → chosen by validation
-    min_wavelength_z_um: float | None = None  # finest z wavelength; None → 2.5 × section spacing
-    wavelength_candidates: tuple = (1.0, 2.0, 4.0)  # × the spot spacing, tried by validation
+    # Finest wavelengths; None → relative to the data's own spacings (unit-free): x/y 2 × the spot
+    # spacing, z 2.5 × the section spacing. How much of that band a fit uses is chosen on the
+    # task's validation split (coarse-to-fine window + early stopping, see field/train.py).
+    min_wavelength_xy_um: float | None = None
+    min_wavelength_z_um: float | None = None
+    wavelength_candidates: tuple = (2.0,)  # read from model files of earlier versions; no longer probed
     anneal_frac: float = 0.3  # coarse-to-fine: fraction of steps over which frequencies open
     hash_levels: int = 12
     hash_features: int = 2
@@ -63,7 +66,11 @@ class FieldConfig:
     batch_size: int = 4096
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    ensemble: int = 0  # fields averaged; 0 = auto (4 below 2,000 training spots, else 1)
+    # Blend with a local interpolant (3D kNN; 2D kNN for one section): the model predicts
+    # (1 − w) · network + w · interpolant, w chosen on the task's validation split (0 = the network
+    # alone, when interpolation does not help). False: the network alone (w = 0).
+    blend: bool = True
+    ensemble: int = 0  # networks averaged in the final fit; 0 or 1 = one (the interpolant blend replaced auto-ensembles)
     ema: float = 0.99  # exponential moving average of the weights (validated and kept); 0 = off
     val_frac: float = 0.1
     val_every: int = 50

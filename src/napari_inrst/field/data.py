@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 
-SMALL_DATA = 2000  # training spots below which an ensemble is fitted by default
+SMALL_DATA = 2000  # training spots below which the latent rank defaults to SMALL_RANK
 SMALL_RANK = 8  # latent rank by default below SMALL_DATA spots (measured on breast ST: 8 ≫ 64 there)
 DEFAULT_RANK = 64
 #: dense targets above this many values (cells × genes) switch to projected targets by default
@@ -35,6 +35,42 @@ DENSE_LIMIT = 200_000_000  # 800 MB of float32
 PCA_ROWS = 60_000
 #: validation cells at most (a validation pass must stay cheap next to the training steps)
 VAL_MAX = 20_000
+#: median distance between neighbouring spots below which coordinates look like array units
+ARRAY_UNITS_SPACING = 2.0
+#: held-out spots for validation on one section: at least this many (or ``val_frac``, whichever is more)
+MIN_VAL_SPOTS = 60
+
+
+def unit_warning(spacing: float) -> str | None:
+    """A one-line warning when the spot spacing (in the stack's units, µm after ``unit_factor``)
+    looks like array units (< :data:`ARRAY_UNITS_SPACING`), else None. The field is unit-free (it
+    sees coordinates relative to the data's own spacing), but other figures (bins, scale bars,
+    z positions) are in µm."""
+    if spacing is not None and 0 < spacing < ARRAY_UNITS_SPACING:
+        return (f"neighbouring spots are only {spacing:.3g} µm apart: the coordinates look like array units, "
+                "not µm; pass --unit-factor (µm per unit) so z, bins and scale bars are in µm")
+    return None
+
+
+def holdout_positions(z, max_frac: float = 1 / 3) -> list[int]:
+    """Positions (indices into ``z``) of the sections to hold out for validation of a
+    missing-section fit: interior sections only (a kept section below and above each), never two
+    neighbours, at most ``max(1, n · max_frac)`` of them, the most central first. Empty below 3
+    sections (then validation uses held-out spots)."""
+    z = np.asarray(z, dtype=np.float64)
+    n = len(z)
+    if n < 3:
+        return []
+    order = np.argsort(z, kind="stable")
+    k = max(1, int(n * max_frac))
+    mid = (n - 1) / 2
+    chosen: list[int] = []
+    for p in sorted(range(1, n - 1), key=lambda p: (abs(p - mid), p)):
+        if all(abs(p - q) > 1 for q in chosen):
+            chosen.append(p)
+        if len(chosen) == k:
+            break
+    return sorted(int(order[p]) for p in chosen)
 
 
 def spacing_of(sections) -> float:
@@ -72,7 +108,7 @@ def occupancy_samples(sections, spacing: float, lo, hi, rng, max_per_section: in
         lbl = np.concatenate([inside[keep].astype(np.float32), np.ones(k, np.float32)])
         pts.append(np.column_stack([p, np.full(len(p), s.z)]))
         lab.append(lbl)
-    return np.concatenate(pts).astype(np.float32), np.concatenate(lab).astype(np.float32)
+    return np.concatenate(pts), np.concatenate(lab).astype(np.float32)  # float64 points (centred by the caller)
 
 
 def gene_scale(mean, sd, standardize: bool):
@@ -109,14 +145,22 @@ def split(n: int, val_frac: float, seed: int, val_max: int = VAL_MAX):
 class _Base:
     projected = False
 
-    def _geometry(self, stack, xyz, config):
-        self.xyz = xyz.astype(np.float32)
+    def _geometry(self, stack, xyz, config, sizes):
+        self.sec = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)  # position in ``idx`` of each row
+        self.sec_z = np.array([float(stack.sections[i].z) for i in self.idx])
+        xyz = np.asarray(xyz, dtype=np.float64)
         self.lo, self.hi = xyz.min(0), xyz.max(0)
+        # the network sees coordinates centred in float64, then cast to float32 (a stack far from
+        # the origin keeps its resolution); ``origin`` is stored in the arch and subtracted by
+        # FieldModel before every evaluation
+        self.origin = (self.lo + self.hi) / 2
+        self.xyz = (xyz - self.origin).astype(np.float32)
         secs = [stack.sections[i] for i in self.idx]
         self.spacing = spacing_of(secs)
         self.z_spacing = z_spacing_of(xyz[:, 2])
         rng = np.random.default_rng(config.seed + 17)
-        self.occ_xyz, self.occ_lab = occupancy_samples(secs, self.spacing, self.lo, self.hi, rng)
+        occ, self.occ_lab = occupancy_samples(secs, self.spacing, self.lo, self.hi, rng)
+        self.occ_xyz = (occ - self.origin).astype(np.float32)
 
     def default_rank(self, cfg) -> int:
         if cfg.rank:
@@ -124,13 +168,14 @@ class _Base:
         return SMALL_RANK if len(self.train) < SMALL_DATA else DEFAULT_RANK
 
     def arch(self, cfg, wl_xy: float, wl_z: float) -> dict:
-        lo, hi = self.lo.copy(), self.hi.copy()
-        if hi[2] - lo[2] < 1e-6:  # one section: a thin slab
-            lo[2] -= 1.0
-            hi[2] += 1.0
+        lo, hi = self.lo - self.origin, self.hi - self.origin  # the network's frame: centred
+        sp = float(self.spacing)
+        if hi[2] - lo[2] < 1e-6 * sp:  # one section: a thin slab (one spot spacing thick)
+            lo[2] -= sp
+            hi[2] += sp
         extent = hi - lo
         n_fz = cfg.n_freq_z if self.z_spacing is not None else 0
-        zsp = self.z_spacing or 1.0
+        zsp = self.z_spacing or sp
         return {
             "encoding": cfg.encoding,
             "center": ((lo + hi) / 2).tolist(),
@@ -139,7 +184,7 @@ class _Base:
             "hi": (hi + 0.05 * extent).tolist(),
             "n_freq": [cfg.n_freq_xy, cfg.n_freq_xy, n_fz],
             "min_wavelength": [wl_xy, wl_xy, wl_z],
-            "hash_coarse": [max(extent[0], 1.0) / 2, max(extent[1], 1.0) / 2, max(extent[2], zsp) / 2 + zsp],
+            "hash_coarse": [max(extent[0], sp) / 2, max(extent[1], sp) / 2, max(extent[2], zsp) / 2 + zsp],
             "hash_fine": [cfg.hash_finest_um or self.spacing, cfg.hash_finest_um or self.spacing, wl_z / 2],
             "hash_levels": cfg.hash_levels,
             "hash_features": cfg.hash_features,
@@ -149,6 +194,7 @@ class _Base:
             "rank": self.rank_for(cfg),
             "n_genes": self.n_genes,
             "seed": cfg.seed,
+            "origin": self.origin.tolist(),  # µm, subtracted in float64 before the network
         }
 
     def rank_for(self, cfg) -> int:
@@ -157,6 +203,25 @@ class _Base:
     @property
     def n(self) -> int:
         return len(self.xyz)
+
+    def task_split(self, config):
+        """The validation split that mimics the task: ``(task, train_rows, val_rows, val_positions)``.
+
+        Three or more training sections: task ``"held-out sections"``, the cells of
+        :func:`holdout_positions` (whole interior sections) are validation, the other sections
+        train. Fewer: ``"held-out spots"``, a random ``max(val_frac, MIN_VAL_SPOTS / n)`` of
+        the cells (fixed by the seed)."""
+        pos = holdout_positions(self.sec_z)
+        if pos:
+            val_mask = np.isin(self.sec, pos)
+            val = np.flatnonzero(val_mask)
+            if len(val) > VAL_MAX:
+                rng = np.random.default_rng(config.seed + 41)
+                val = np.sort(rng.choice(val, VAL_MAX, replace=False))
+            return "held-out sections", np.flatnonzero(~val_mask), val, pos
+        frac = min(0.5, max(float(config.val_frac), MIN_VAL_SPOTS / max(self.n, 1)))
+        train, val = split(self.n, frac, config.seed)
+        return "held-out spots", train, val, []
 
 
 class StackData(_Base):
@@ -176,7 +241,7 @@ class StackData(_Base):
         self.X_raw_min = float(X.min())
         self.targets = ((X - self.mean) / self.std).astype(np.float32)
         self.train, self.val = split(len(X), config.val_frac, config.seed)
-        self._geometry(stack, xyz, config)
+        self._geometry(stack, xyz, config, [stack.sections[i].n_obs for i in self.idx])
 
     @property
     def Xs(self) -> np.ndarray:
@@ -250,7 +315,7 @@ class ProjectedData(_Base):
                 progress({"phase": "read", "section": s.name, "done": k + 1, "total": len(secs)})
         if not np.isfinite(xyz).all():
             raise InputError(names, "NaN or infinite coordinates")
-        self._geometry(stack, xyz, config)
+        self._geometry(stack, xyz, config, sizes)
 
     def rank_for(self, cfg) -> int:
         return self.r

@@ -5,15 +5,24 @@
 :class:`~.model.FieldModel` (``StopIteration.value``). :func:`fit_field` runs it to the end with
 an optional ``progress`` callback and ``should_stop`` predicate.
 
-What makes the field generalize instead of memorizing single cells:
+What makes the field generalize instead of memorizing single cells, and what keeps it honest:
 
-* validation cells (``val_frac`` of the training sections, fixed by the seed) are held out; the
-  weights with the best validation error are kept (early stopping with patience);
-* the finest x/y wavelength of the Fourier encoding is chosen by validation: short probe runs for
-  each candidate (multiples of the cell/spot spacing), then the full run at the best one; the
-  finest z wavelength follows the section spacing (z is sampled far more sparsely than x, y);
-* frequencies open coarse-to-fine during the first part of training;
+* validation mimics the task: with three or more sections, whole interior sections are held out
+  (:meth:`~.data.StackData.task_split`) — the fit is judged on predicting sections it never saw,
+  not on random spots of the sections it trains on; with one or two sections, held-out spots;
+* a *selection* run on that split early-stops (the weights with the best validation error are
+  kept); the frequencies of the Fourier encoding open coarse-to-fine during the first part of
+  training, so the stopping step also chooses how fine a field the data support; the *final*
+  run repeats the schedule on every training cell up to the selected step;
+* the field is a blend (1 − w) · network + w · interpolant (IDW of the 5 nearest training cells
+  in 3D, the 4 nearest in 2D for one section — the baselines of EVALUATION.md), w chosen on the
+  validation split: where the network does not beat interpolation the model leans on the
+  interpolant instead of ringing off the support of the data;
+* every length is relative to the data's own spacings (unit-free);
 * the latent is low-rank and the gene decoder starts from PCA of the data.
+
+The scores of the network, the blend and interpolation on the validation split are stored with
+the model (``FieldModel.validation``; :mod:`.report` formats them).
 
 Speed: the data live on the training device; batches are drawn there (a device generator); the
 loop never waits on the device except every ``log_every`` steps (progress) and at validation.
@@ -37,12 +46,9 @@ import numpy as np
 
 from ..errors import InputError
 from .config import FieldConfig
-from .data import SMALL_DATA, choose_data
+from .data import choose_data
 
-ENSEMBLE_SMALL = 4
-PROBE_FRAC = 0.25  # steps of each wavelength probe, as a fraction of the final fit's
-PROBE_FRAC_LARGE = 0.1
-LARGE_DATA = 200_000  # training cells above which probes use PROBE_FRAC_LARGE
+LARGE_DATA = 200_000  # training cells above which a held-out-spots fit keeps its selection network
 
 
 # --- device and threads ------------------------------------------------------------------
@@ -116,22 +122,23 @@ def _dist():
 # --- initialisation and schedule ---------------------------------------------------------
 def _pca_init(net, Xs: np.ndarray, rank: int, seed: int):
     """Decoder ← the top principal axes of the training profiles (scaled so the latent starts at
-    unit variance), bias ← the mean profile. Eigen-decomposition of the gene covariance (cheap)."""
+    unit variance), bias ← the mean profile. Randomized subspace iteration on (a subsample of)
+    the centred data (:func:`~napari_inrst.linalg.top_components`): never the genes × genes
+    covariance, so thousands of genes cost seconds, not minutes."""
     import torch
+
+    from ..linalg import top_components
 
     rng = np.random.default_rng(seed)
     sub = Xs if len(Xs) <= 8000 else Xs[rng.choice(len(Xs), 8000, replace=False)]
-    sub = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32)).double()
+    sub = np.asarray(sub, dtype=np.float64)
     sub = sub - sub.mean(0)
-    C = sub.T @ sub / max(len(sub), 1)
-    evals, evecs = torch.linalg.eigh(C)
-    order = torch.argsort(evals, descending=True)
-    r = min(rank, C.shape[0])
-    top = order[:r]
-    W = torch.zeros(Xs.shape[1], rank, dtype=torch.float64)
-    W[:, :r] = evecs[:, top] * torch.sqrt(torch.clamp(evals[top], min=0))
+    r = min(rank, sub.shape[1])
+    evals, evecs = top_components(sub, r, rng)
+    W = np.zeros((Xs.shape[1], rank), dtype=np.float64)
+    W[:, :r] = evecs * np.sqrt(evals)[None, :]
     with torch.no_grad():
-        net.decoder.weight.copy_(W.float())
+        net.decoder.weight.copy_(torch.from_numpy(W).float())
         net.decoder.bias.copy_(torch.tensor(Xs.mean(0), dtype=torch.float32))
 
 
@@ -183,9 +190,12 @@ class _nullctx:
 # --- one training run --------------------------------------------------------------------
 def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, phase: str,
                   should_stop=None, checkpoint=None, resume_state=None, step_offset=0, total_all=None,
-                  t_start=None, meta_for_ckpt=None, on_status=None, phase_info=None):
+                  t_start=None, meta_for_ckpt=None, rows=None, stop_at=None, on_status=None, phase_info=None):
     """Generator: trains one network; yields progress; returns (net, best_val, history, stopped, best_step).
 
+    ``rows``: (train, val) row indices (default ``data.train``, ``data.val``); an empty ``val``
+    trains without validation and keeps the last weights. ``stop_at``: stop after this step of a
+    ``steps``-step schedule (learning rate and coarse-to-fine window as for ``steps``).
     ``on_status(str)`` hears what the network is doing before its first step (initialisation);
     ``phase_info`` (dict) is merged into every progress record (which phase of how many)."""
     import copy
@@ -204,7 +214,7 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
     if projected:
         _fixed_decoder(net, data.basis)
     else:
-        _pca_init(net, data.targets[data.train], arch["rank"], cfg.seed)
+        _pca_init(net, data.targets[data.train if rows is None else rows[0]], arch["rank"], cfg.seed)
     net.to(device)
     cuda = device.type == "cuda"
     if cuda:
@@ -220,16 +230,20 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
     basis = torch.from_numpy(data.basis).to(device) if projected else None
     resid = torch.from_numpy(data.resid).to(device) if projected else None
     n_genes = int(data.n_genes)
-    train_idx = torch.from_numpy(data.train).to(device)[rank::world]  # this process's share
-    val_idx = torch.from_numpy(data.val).to(device)[rank::world]
-    n_val_total = len(data.val)
+    tr_rows, va_rows = (data.train, data.val) if rows is None else rows
+    tr_rows = np.asarray(tr_rows, dtype=np.int64)
+    va_rows = np.asarray(va_rows, dtype=np.int64)
+    train_idx = torch.from_numpy(tr_rows).to(device)[rank::world]  # this process's share
+    val_idx = torch.from_numpy(va_rows).to(device)[rank::world]
+    n_val_total = len(va_rows)
+    end = int(steps if stop_at is None else max(1, min(int(stop_at), steps)))
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 7919 * rank)
     H = None
     if cfg.lambda_rc > 0:
         Hgen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
         H = FeatureExtractor(n_genes, cfg.rc_dim).to(device)
-        rows = np.random.default_rng(cfg.seed + 3).permutation(data.train)[:20000]
-        ref = T[torch.from_numpy(np.sort(rows)).to(device)]
+        ref_rows = np.random.default_rng(cfg.seed + 3).permutation(tr_rows)[:20000]
+        ref = T[torch.from_numpy(np.sort(ref_rows)).to(device)]
         pretrain_extractor(H, ref @ basis.T if projected else ref, steps=cfg.rc_pretrain_steps, generator=Hgen)
         del ref
     params = [p for p in net.parameters() if p.requires_grad]
@@ -336,7 +350,7 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
     acc = None  # running sums of the loss terms since the last report (on the device)
     acc_n = 0
     samples = 0
-    while step < steps:
+    while step < end:
         if should_stop is not None and should_stop():
             stopped = True
             if checkpoint is not None and step > start and rank == 0:
@@ -370,13 +384,13 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
         acc = vec if acc is None else acc + vec
         acc_n += 1
         val = None
-        if step % cfg.val_every == 0 or step == steps:
+        if n_val_total and (step % cfg.val_every == 0 or step == end):
             val = validate()
             if not math.isnan(val) and val < best_val - 1e-5:
                 best_val, best_state, best_step, bad = val, _state_copy(ema_net), step, 0
             elif step >= anneal:
                 bad += 1
-        report = val is not None or step % log_every == 0 or step == steps
+        report = val is not None or step % log_every == 0 or step == end
         if report:
             means = (acc / acc_n).tolist()  # the one host sync of the interval
             acc, acc_n = None, 0
@@ -406,6 +420,8 @@ def _run_training(data, cfg: FieldConfig, arch: dict, steps: int, device, *, pha
         net.load_state_dict(best_state)
     elif ema_net is not net:
         net.load_state_dict(ema_net.state_dict())
+    if not n_val_total:
+        best_step = step  # no validation: the last weights, and the window as it was then
     if has_alpha:
         net.enc.alpha.fill_(1.0 if anneal == 0 else min(1.0, best_step / max(anneal, 1)) if best_step else 1.0)
     if best_val == float("inf") and n_val_total:
@@ -475,10 +491,11 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
     GUI can say so instead of a silent "Preparing…".
 
     Every progress record carries ``total``: the steps planned for the whole fit, fixed from the
-    first record (wavelength probes + ensemble members × steps), and ``phase``,
+    first record (the selection run's ``steps`` + ``steps`` for each network of the final run),
+    and ``phase``, ``kind`` ("selection", "final", or "members" for an ensemble's networks),
     ``phase_index``/``n_phases``, ``phase_start``/``phase_steps``: a phase that stops early
-    (no validation improvement) leaves the rest of its steps unused, so ``step`` jumps to the next
-    phase's start.
+    (selection: no validation improvement; final: at the selected step) leaves the rest of its
+    steps unused, so ``step`` jumps to the next phase's start.
     """
     import torch
 
@@ -519,20 +536,143 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
     return model
 
 
+#: finest Fourier wavelengths, in units of the data's own spacings (unit-free): x/y × the spot
+#: spacing, z × the section spacing (Nyquist: 2 × the spacing is the finest z pattern sections
+#: can show). The coarse-to-fine window and early stopping on the task's validation choose how
+#: much of that band a fit uses.
+XY_WAVELENGTH = 2.0
+Z_WAVELENGTH = 2.5
+#: blend weights tried on the validation split (w of the interpolant)
+BLEND_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 3))
+#: genes the validation score is computed on (the most expressed), like EVALUATION.md's sparse-count rule
+SCORE_GENES = 200
+#: interpolant basis: at most this many components, and at most this many stored numbers (cells × q)
+INTERP_RANK = 256
+INTERP_VALUES = 50_000_000
+
+
+def _score_genes(data) -> np.ndarray:
+    g = np.argsort(-np.asarray(data.mean, dtype=np.float64), kind="stable")[:SCORE_GENES]
+    return np.sort(g)
+
+
+def _gene_rows(data, rows, genes) -> np.ndarray:
+    """Targets (centred, ÷ std) of ``rows`` at ``genes`` (projected data: through the basis)."""
+    if getattr(data, "projected", False):
+        return data.targets[rows] @ data.basis[genes].T
+    return data.targets[rows][:, genes]
+
+
+def _interp_basis(data, rows, seed: int):
+    """(basis genes × q, coefficients of ``rows``) of the interpolant: the PCA basis of projected
+    targets, else the top components of the training targets (all of them for ≤ INTERP_RANK genes)."""
+    if getattr(data, "projected", False):
+        return data.basis, data.targets[rows]
+    from ..linalg import top_components
+
+    G = data.n_genes
+    q = int(min(G, INTERP_RANK, len(rows), max(16, INTERP_VALUES // max(len(rows), 1))))
+    X = data.targets[rows]
+    if q >= G:
+        V = np.eye(G, dtype=np.float32)
+    else:
+        sub = X if len(X) <= 20000 else X[np.random.default_rng(seed).choice(len(X), 20000, replace=False)]
+        _, V = top_components(np.asarray(sub, dtype=np.float64), q, np.random.default_rng(seed + 5))
+        V = V.astype(np.float32)
+    return V, (X @ V).astype(np.float32)
+
+
+def _net_gene_rows(net, data, xyz, genes) -> np.ndarray:
+    """The network's targets at ``xyz`` for ``genes`` (numpy, CPU, in chunks)."""
+    import torch
+
+    net = getattr(net, "_orig_mod", net)
+    W = net.decoder.weight.detach().float().cpu().numpy()[genes]
+    b = net.decoder.bias.detach().float().cpu().numpy()[genes]
+    dev = next(net.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for s0 in range(0, len(xyz), 16384):
+            lat = net.latent(torch.from_numpy(np.ascontiguousarray(xyz[s0:s0 + 16384])).to(dev)).float().cpu().numpy()
+            out.append(lat @ W.T + b)
+    return np.concatenate(out) if out else np.zeros((0, len(genes)), np.float32)
+
+
+def _validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
+    """Score the network, the interpolant and their blends on the validation split; choose the
+    blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed genes)."""
+    from ..evaluate.baselines import idw
+    from ..evaluate.metrics import pearson_per_gene
+
+    dims = 3 if data.z_spacing is not None else 2
+    k = 5 if dims == 3 else 4
+    genes = _score_genes(data)
+    truth = _gene_rows(data, va, genes)
+    qxyz = data.xyz[va].astype(np.float64)[:, :dims]
+    txyz = data.xyz[tr].astype(np.float64)[:, :dims]
+    f = _net_gene_rows(net, data, data.xyz[va], genes)
+    base = idw(txyz, _gene_rows(data, tr, genes), qxyz, k)  # knn3d / knn2d on the scored genes, exactly
+    V, coef = _interp_basis(data, tr, cfg.seed)
+    ip = idw(txyz, coef, qxyz, k) @ V[genes].T  # the interpolant as the model stores it
+    grid = BLEND_GRID if cfg.blend else (0.0, 1.0)
+    scores = {float(w): pearson_per_gene(truth, (1.0 - w) * f + w * ip) for w in grid}
+    best_w = max(scores, key=lambda w: (round(scores[w], 4), -w)) if cfg.blend else 0.0  # ties: the smaller w
+    inter = pearson_per_gene(truth, base)
+    field = scores[best_w]
+    return {
+        "task": task,
+        "metric": f"per-gene Pearson over the held-out {'cells' if task.endswith('sections') else 'spots'}, "
+                  f"{len(genes)} most expressed genes",
+        "sections": [names[p] for p in pos],
+        "n_cells": int(len(va)),
+        "genes_scored": int(len(genes)),
+        "field": round(float(field), 4),
+        "network": round(float(scores[0.0]), 4),
+        "interpolation": round(float(inter), 4),
+        "interpolant_stored": round(float(scores[1.0]), 4),
+        "baseline": "knn3d" if dims == 3 else "knn2d",
+        "blend_weight": float(best_w),
+        "better": bool(field > inter),
+    }
+
+
 def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, should_stop, checkpoint, t0,
                    on_status=None):
+    """Selection then final fit.
+
+    1. *Selection*: one network trained on the validation split that mimics the task
+       (:meth:`~.data.StackData.task_split`: whole interior sections held out when there are
+       three or more sections, else held-out spots), early-stopped on it. It fixes the number of
+       steps (and with it how far the coarse-to-fine window opened), and on its predictions of
+       the held-out cells the blend weight w of (1 − w) · network + w · interpolant (3D kNN, or
+       2D kNN for one section) is chosen. The scores of the network, the blend and plain
+       interpolation on that split are the model's ``validation`` report.
+    2. *Final*: the same schedule on every training cell, stopped at the selected step; the
+       interpolant over every training cell is attached with the chosen weight.
+
+    The plan (``total``) is fixed before the first step: ``steps`` for the selection, ``steps``
+    per network of the final run (which stops at the selected step ≤ ``steps``). Cancel while
+    selecting keeps the selection network's best weights so far; Cancel during the final run
+    keeps the finished final networks if any, else the validated selection network (complete,
+    and scored by the validation report), not a half-trained final one.
+    """
     import copy
 
     import torch
 
     from .. import __version__
-    from .model import FieldModel
+    from .model import FieldModel, Interpolant, build_net
 
-    wl_z = cfg.min_wavelength_z_um or (2.5 * data.z_spacing if data.z_spacing else 1e6)
+    sp = float(data.spacing)
+    wl_z = cfg.min_wavelength_z_um or (Z_WAVELENGTH * data.z_spacing if data.z_spacing else sp)
+    wl_xy = cfg.min_wavelength_xy_um or XY_WAVELENGTH * sp
+    cfg = cfg.replace(min_wavelength_xy_um=float(wl_xy), min_wavelength_z_um=float(wl_z),
+                      rank=int(data.rank_for(cfg)))
     stack_meta = _stack_meta(stack, data)
     floor = data.X_raw_min if data.X_raw_min >= 0 else None
+    names = [stack.names[i] for i in data.idx]
 
-    def make_model(net, arch, cfg_, prov=None, history=None, copy_net=True):
+    def make_model(net, arch, cfg_, prov=None, history=None, copy_net=True, interp=None, validation=None):
         net = getattr(net, "_orig_mod", net)  # a compiled network's module
         net = copy.deepcopy(net) if copy_net else net
         net = net.float().cpu().eval()
@@ -540,124 +680,99 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
             p.requires_grad_(False)
         return FieldModel(net, genes=stack.genes, mean=data.mean, std=data.std, arch=arch, config=cfg_,
                           normalize=stack.normalize, stack_meta=stack_meta, bounds=(data.lo, data.hi),
-                          provenance=prov, history=history, value_floor=floor)
+                          provenance=prov, history=history, value_floor=floor, interp=interp,
+                          validation=validation)
 
-    wl_xy = cfg.min_wavelength_xy_um
-    probe_log = []
-    step_offset = 0
-    best_probe = None  # (val, wavelength, net, arch, history, best_step)
-    stopped = False
-    steps_run = 0  # steps actually taken, every network of every phase together
-    k_members = int(cfg.ensemble) if cfg.ensemble > 0 else (ENSEMBLE_SMALL if len(data.train) < SMALL_DATA else 1)
-    if resume_state is not None:
-        k_members = 1
-    cands = []
-    if wl_xy is None and cfg.encoding == "fourier" and resume_state is None:
-        cands = [float(c) * data.spacing for c in cfg.wavelength_candidates]
-        if len(cands) == 1:
-            wl_xy, cands = cands[0], []
-    # short probe runs; shorter still on large data, where the candidates rank early and each
-    # step sees only a small fraction of the cells anyway
-    frac = PROBE_FRAC if len(data.train) < LARGE_DATA else PROBE_FRAC_LARGE
-    probe_steps = max(int(frac * cfg.steps), 2 * cfg.val_every) if cands else 0
+    k_members = max(1, int(cfg.ensemble))
+    if checkpoint is not None and k_members > 1:
+        raise InputError(checkpoint, "checkpoints are written for single-network fits only; "
+                                     f"this config averages {k_members} networks (ensemble)")
+    arch = data.arch(cfg, wl_xy, wl_z)
+    task, tr, va, pos = data.task_split(cfg)
+    ck_meta = resume_state.get("meta", {}) if resume_state is not None else {}
+    sel = ck_meta.get("selection") if ck_meta.get("phase") == "final" else None
+    all_rows = np.arange(data.n)
+    final_needed = len(data.train) + len(data.val) < LARGE_DATA or task != "held-out spots"
     # the whole plan is known before the first step: the total never changes during the fit
-    total = probe_steps * len(cands) + k_members * cfg.steps
-    n_phases = len(cands) + k_members
-    if cands:
-        pcfg = cfg.replace(patience=max(2, cfg.patience // 2), checkpoint_every=0)
-        for j, c in enumerate(cands):
-            arch_c = data.arch(cfg, c, wl_z)
-            gen = _run_training(data, pcfg, arch_c, probe_steps, device, phase=f"probe λxy={c:.0f}µm",
-                                should_stop=should_stop, step_offset=step_offset, total_all=total, t_start=t0,
-                                on_status=on_status, phase_info={"phase_index": j, "n_phases": n_phases,
-                                                                 "kind": "selection"})
-            net_c, v, hist_c, stopped, bstep = yield from _forward(
-                gen, progress, lambda n, a=arch_c, w=c: make_model(n, a, cfg.replace(min_wavelength_xy_um=w,
-                                                                                  min_wavelength_z_um=wl_z)))
-            steps_run += hist_c[-1]["step"] if hist_c else 0
-            probe_log.append({"min_wavelength_xy_um": c, "val": v})
-            if best_probe is None or v < best_probe[0]:
-                best_probe = (v, c, net_c, arch_c, hist_c, bstep)
-            step_offset += probe_steps
-            if stopped:
-                break
-        wl_xy = best_probe[1]
-    if wl_xy is None:
-        wl_xy = data.spacing
-    cfg = cfg.replace(min_wavelength_xy_um=float(wl_xy), min_wavelength_z_um=float(wl_z),
-                      rank=int(data.rank_for(cfg)))
-    kept = "fit"
-    if stopped and best_probe is not None:  # cancelled while choosing the scale: keep the best probe
-        _, _, net, arch, history, best_step = best_probe
-        best_val, stopped2 = best_probe[0], True
-        kept = f"best probe (λxy={best_probe[1]:.0f} µm)"
-    elif k_members > 1:  # small data: an ensemble of fields (different seeds) averaged → less variance
-        nets, vals, history, stopped2, best_step = [], [], [], False, 0
-        member_steps = []
+    n_final = k_members if final_needed else 0
+    total = cfg.steps * (1 + n_final)
+    n_phases = 1 + n_final
+    history: list = []
+    stopped = False
+    net_sel = None
+    steps_run = 0  # steps actually taken in this call, every network together
+    if sel is None:
+        meta_ck = {"genes": list(stack.genes), "config": cfg.to_dict(), "phase": "select"}
+        gen = _run_training(data, cfg, arch, cfg.steps, device, phase="select", should_stop=should_stop,
+                            checkpoint=checkpoint, resume_state=resume_state, total_all=total, t_start=t0,
+                            meta_for_ckpt=meta_ck, rows=(tr, va), on_status=on_status,
+                            phase_info={"phase_index": 0, "n_phases": n_phases, "kind": "selection"})
+        net_sel, best_val, hist_s, stopped, best_step = yield from _forward(
+            gen, progress, lambda n: make_model(n, arch, cfg))
+        history += hist_s
+        sel_start = int(resume_state["step"]) if resume_state is not None else 0
+        sel_steps = hist_s[-1]["step"] if hist_s else sel_start
+        steps_run += sel_steps - sel_start
+        sel = _validation_report(net_sel, data, task, tr, va, pos, names, cfg)
+        sel.update(best_step=int(best_step), val_rmse=float(best_val), selection_steps=int(sel_steps),
+                   selection_seconds=round(time.perf_counter() - t0, 2))
+    best_step = int(sel["best_step"])
+    step_offset = cfg.steps  # the final run's planned start (the selection may have stopped early)
+    nets = []
+    fit_rows = all_rows
+    if stopped or not final_needed:  # cancelled while selecting, or large data with held-out spots
+        nets = [net_sel]
+        fit_rows = tr
+        kept = ("selection network (best validated weights so far)" if stopped
+                else "selection network (large data: no final run)")
+    else:
+        stop_at = max(best_step, 1)
+        resuming_final = ck_meta.get("phase") == "final"
         for k in range(k_members):
             mcfg = cfg.replace(seed=cfg.seed + 1000 * k)
             arch_k = data.arch(mcfg, wl_xy, wl_z)
-            gen = _run_training(data, mcfg, arch_k, cfg.steps, device, phase=f"fit {k + 1}/{k_members}",
-                                should_stop=should_stop, step_offset=step_offset, total_all=total, t_start=t0,
-                                on_status=on_status, phase_info={"phase_index": len(cands) + k,
-                                                                 "n_phases": n_phases, "kind": "members"})
-            net_k, v, hist_k, stopped2, bstep_k = yield from _forward(
+            meta_ck = {"genes": list(stack.genes), "config": cfg.to_dict(), "phase": "final", "selection": sel}
+            rs = resume_state if resuming_final else None
+            gen = _run_training(data, mcfg, arch_k, cfg.steps, device, phase="fit" if k_members == 1 else
+                                f"fit {k + 1}/{k_members}", should_stop=should_stop,
+                                checkpoint=checkpoint if k_members == 1 else None, resume_state=rs,
+                                step_offset=step_offset, total_all=total, t_start=t0, meta_for_ckpt=meta_ck,
+                                rows=(all_rows, all_rows[:0]), stop_at=stop_at, on_status=on_status,
+                                phase_info={"phase_index": 1 + k, "n_phases": n_phases,
+                                            "kind": "final" if k_members == 1 else "members"})
+            net_k, _, hist_k, stopped_k, _ = yield from _forward(
                 gen, progress, lambda n, a=arch_k: make_model(n, a, cfg))
-            member_steps.append(hist_k[-1]["step"] if hist_k else 0)
-            steps_run += member_steps[-1]
-            nets.append(net_k)
-            vals.append(v)
-            best_step = bstep_k
+            start_k = int(rs["step"]) if rs is not None else 0
+            steps_run += (hist_k[-1]["step"] if hist_k else start_k) - start_k
             history += [dict(h, step=h["step"] + step_offset) for h in hist_k]
             step_offset += cfg.steps
-            if stopped2:
+            if stopped_k:
+                stopped = True
                 break
-        if stopped2:
-            # cancelled during a member: keep what validates best of the best probe, the members
-            # finished so far (averaged) and the interrupted member on its own
-            done_vals = vals[:-1]
-            options = [(vals[-1], "interrupted")]
-            if done_vals:
-                options.append((float(np.mean(done_vals)), "finished"))
-            if best_probe is not None:
-                options.append((best_probe[0], "probe"))
-            pick = min(options, key=lambda o: o[0] if math.isfinite(o[0]) else float("inf"))[1]
-            if pick == "finished":
-                nets, vals = nets[:-1], vals[:-1]
-            elif pick == "probe":
-                nets, vals = [], []
-        from .model import build_net
-
-        if not nets:  # the best probe is better than anything the members reached
-            _, _, net, arch, _, best_step = best_probe
-            best_val = best_probe[0]
-            kept = f"best probe (λxy={best_probe[1]:.0f} µm)"
-        else:
-            arch = dict(data.arch(cfg, wl_xy, wl_z), members=len(nets))
-            net = build_net(arch) if len(nets) > 1 else nets[0]
-            if len(nets) > 1:
-                for m, n in zip(net.members, nets):
-                    m.load_state_dict(n.state_dict())
-                net.combine()
-            else:
-                arch = data.arch(cfg, wl_xy, wl_z)
-            best_val = float(np.mean(vals))
-            kept = f"ensemble of {len(nets)} members" if len(nets) > 1 else "1 member"
+            nets.append(net_k)
+        if not stopped:
+            kept = "final fit" if k_members == 1 else f"final fit, ensemble of {k_members} networks"
+        elif nets:  # cancelled during a later member: the finished ones are complete final networks
+            kept = f"final fit, {len(nets)} of {k_members} ensemble networks (cancelled)"
+        elif net_sel is not None:  # cancelled during the final run: the validated selection network
+            nets, fit_rows = [net_sel], tr
+            kept = "selection network (validated; final run cancelled)"
+        else:  # resumed final run cancelled again: the selection network is not in the checkpoint
+            nets = [net_k]
+            kept = "final fit (interrupted; the selection network was not in the checkpoint)"
+    if len(nets) > 1:
+        arch = dict(arch, members=len(nets))
+        net = build_net(arch)
+        for m, n in zip(net.members, nets):
+            m.load_state_dict(n.state_dict())
+        net.combine()
     else:
-        arch = data.arch(cfg, wl_xy, wl_z)
-        meta_ck = {"genes": list(stack.genes), "config": cfg.to_dict()}
-        gen = _run_training(data, cfg, arch, cfg.steps, device, phase="fit", should_stop=should_stop,
-                            checkpoint=checkpoint, resume_state=resume_state, step_offset=step_offset,
-                            total_all=total, t_start=t0, meta_for_ckpt=meta_ck, on_status=on_status,
-                            phase_info={"phase_index": len(cands), "n_phases": n_phases, "kind": "fit"})
-        net, best_val, history, stopped2, best_step = yield from _forward(
-            gen, progress, lambda n: make_model(n, arch, cfg))
-        start = int(resume_state["step"]) if resume_state is not None else 0
-        steps_run += (history[-1]["step"] - start) if history else 0
-        if stopped2 and best_probe is not None and best_probe[0] < best_val:
-            _, _, net, arch, _, best_step = best_probe
-            best_val = best_probe[0]
-            kept = f"best probe (λxy={best_probe[1]:.0f} µm)"
+        net = nets[0]
+    interp = None
+    if sel["blend_weight"] > 0:
+        V, coef = _interp_basis(data, fit_rows, cfg.seed)
+        dims = 3 if data.z_spacing is not None else 2
+        interp = Interpolant(data.xyz[fit_rows], coef, V, sel["blend_weight"], k=5 if dims == 3 else 4, dims=dims)
     rank, world = _dist()
     prov = {
         "napari_inrst": __version__,
@@ -668,22 +783,24 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
         "threads": threads,
         "processes": world,
         "fit_seconds": round(time.perf_counter() - t0, 2),
+        "selection_seconds": sel.get("selection_seconds"),
         "steps_run": history[-1]["step"] if history else 0,
-        "members": int(arch.get("members", 1)),
+        "members": len(nets),
         "best_step": best_step,
-        "val_rmse": best_val,
+        "val_rmse": sel.get("val_rmse"),
         "targets": stack_meta["targets"],
         "read_seconds": round(float(getattr(data, "read_seconds", 0.0)), 2),
         "samples_per_s": float(np.median([h["samples_per_s"] for h in history[-5:]])) if history else 0.0,
-        "probes": probe_log,
-        "cancelled": bool(stopped2),
+        "blend_weight": sel["blend_weight"],
+        "cancelled": bool(stopped),
         "steps_planned": int(total),
         "steps_total_run": int(steps_run),
         "kept": kept,
     }
     if getattr(data, "projected", False):
         prov["pca_explained_variance"] = round(data.explained, 4)
-    return make_model(net, arch, cfg, prov, history, copy_net=False)
+    validation = {k: v for k, v in sel.items() if k not in ("val_rmse", "selection_seconds", "selection_steps")}
+    return make_model(net, arch, cfg, prov, history, copy_net=False, interp=interp, validation=validation)
 
 
 def _forward(gen, progress, snapshot=None):

@@ -240,13 +240,25 @@ def open_lazy_stack(paths: Sequence, z: Sequence[float] | None, *, names: Sequen
                                                           "(gene_policy='intersection'); try gene_policy='union'")
     else:
         genes = list(dict.fromkeys(g for gs in gene_sets for g in gs))
+    from .validate import validate_shared_genes
+
+    try:
+        validate_shared_genes(genes, paths, gene_policy)
+    except InputError:
+        for s in sections:
+            try:
+                s.adata.file.close()
+            except Exception:  # noqa: BLE001
+                pass
+        raise
     report = {"gene_policy": gene_policy, "genes_per_section": {s.name: len(s.var_names) for s in sections},
               "n_genes_kept": len(genes), "lazy": True}
     return LazyStack(sections, genes, normalize, gene_policy, float(unit_factor), report)
 
 
 def _check_lazy_section(s: LazySection, path, unit_factor: float):
-    from .validate import validate_layout
+    from .validate import validate_layout, validate_stack_section
 
     validate_layout(s.adata, path)
     s.xy_input = np.asarray(s.adata.obsm["spatial"], dtype=np.float64) * unit_factor
+    validate_stack_section(s.xy_input, path)

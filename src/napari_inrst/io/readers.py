@@ -196,15 +196,60 @@ def read_visium(outs, *, counts_expected: bool = True) -> object:
     return adata
 
 
+def _looks_numeric(labels) -> bool:
+    """True when every label parses as a number: a data row read as a header."""
+    vals = [str(v).strip() for v in labels]
+    if not vals:
+        return False
+    try:
+        [float(v) for v in vals]
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    try:
+        with open(path, newline="") as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"unreadable CSV ({exc})") from None
+
+
 def read_csv_pair(counts_csv, coords_csv, *, counts_expected: bool = False, unit_factor: float = 1.0):
     """Read a counts CSV (first column spot id, one column per gene) and a coordinates CSV
-    (first column spot id, columns ``x`` and ``y``, or the first two numeric columns)."""
+    (first column spot id, columns ``x`` and ``y``, or the first two numeric columns).
+
+    Both need a header row: a first line of numbers (a header-less file) is refused, and so are
+    the two files given the other way round (coordinates as counts, counts as coordinates)."""
     import pandas as pd
     from anndata import AnnData
 
     counts_csv, coords_csv = Path(counts_csv), Path(coords_csv)
     for p in (counts_csv, coords_csv):
         _check_exists(p)
+    head_counts, head_coords = _csv_header(counts_csv), _csv_header(coords_csv)
+    xyz_names = {"x", "y", "z"}
+    coords_has_xy = {"x", "y"} <= {h.strip().lower() for h in head_coords}
+    if 1 <= len(head_counts) - 1 <= 3 and {h.strip().lower() for h in head_counts[1:]} <= xyz_names \
+            and not coords_has_xy:
+        raise InputError(counts_csv, f"has only columns {', '.join(head_counts[1:])}: it looks like the "
+                                     f"coordinates, and {coords_csv.name} like the counts; are the two files swapped?")
+    if len(head_counts) > 1 and _looks_numeric(head_counts[1:]):
+        raise InputError(counts_csv, "the first line holds numbers, not gene names: the counts CSV needs a "
+                                     "header row (spot id, then one gene name per column)")
+    if len(head_coords) > 1 and _looks_numeric(head_coords[1:]):
+        raise InputError(coords_csv, "the first line holds numbers, not column names: the coordinates CSV "
+                                     "needs a header row (spot id, x, y)")
+    if not coords_has_xy and len(head_coords) > 4:
+        raise InputError(coords_csv, f"has {len(head_coords) - 1} columns and no x, y: it looks like a counts "
+                                     f"table; are {counts_csv.name} and {coords_csv.name} swapped?")
+    dup = pd.Index(head_counts[1:]).duplicated()
+    if dup.any():
+        raise InputError(counts_csv, f"{int(dup.sum())} duplicate gene names (first: '{head_counts[1:][int(dup.argmax())]}'); "
+                                     "gene names must be unique")
     try:
         counts = pd.read_csv(counts_csv, index_col=0)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -215,6 +260,7 @@ def read_csv_pair(counts_csv, coords_csv, *, counts_expected: bool = False, unit
         raise InputError(coords_csv, f"unreadable coordinates CSV ({exc})") from None
     counts.index = counts.index.astype(str)
     coords.index = coords.index.astype(str)
+    coords.columns = [str(c).strip().lower() if str(c).strip().lower() in xyz_names else c for c in coords.columns]
     non_num = [c for c in counts.columns if not np.issubdtype(counts[c].dtype, np.number)]
     if non_num:
         raise InputError(counts_csv, f"non-numeric gene column(s): {', '.join(map(str, non_num[:3]))}")
@@ -225,6 +271,14 @@ def read_csv_pair(counts_csv, coords_csv, *, counts_expected: bool = False, unit
         if num.shape[1] < 2:
             raise InputError(coords_csv, "needs columns x and y (or two numeric columns)")
         xy = num.iloc[:, :2]
+    try:
+        xy_vals = xy.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(coords_csv, "columns x and y must be numbers") from None
+    bad = ~np.isfinite(xy_vals).all(axis=1)
+    if bad.any():
+        raise InputError(coords_csv, f"{int(bad.sum())} spots have a missing or non-finite coordinate "
+                                     f"(first: '{xy.index[int(np.argmax(bad))]}')")
     if not counts.index.is_unique:
         raise InputError(counts_csv, f"duplicate cell/spot names (first: '{counts.index[counts.index.duplicated()][0]}')")
     missing = counts.index.difference(xy.index)

@@ -17,14 +17,16 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import atomic_path
+from ..io.atomic import (atomic_path, make_parents, remove_folders, replace_dir, temp_dir_beside,
+                         temp_file_beside, unregister_temp)
+from ..io.atomic import check_free_space as _check_free_space
+from ..io.atomic import write_error as _write_error_shared
 
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
@@ -347,15 +349,9 @@ def _zarr_new_array(group, name: str, shape, chunks):
 
 
 def _replace_dir(tmp: Path, path: Path):
-    """Move the finished directory ``tmp`` to ``path`` (replacing a previous one)."""
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    """Move the finished directory ``tmp`` to ``path`` (replacing a previous one) atomically:
+    :func:`napari_inrst.io.atomic.replace_dir`."""
+    replace_dir(tmp, path)
 
 
 def _chunks(shape_zyx, depth: int = ZARR_CHUNK[0]):
@@ -399,14 +395,14 @@ class VolumeWriter:
         self._planes = np.zeros(z, dtype=bool)
         self._tmp = None
         self.plan = pyramid_plan((z, y, x), self.scale, coarsest) if (pyramid and self.fmt == "zarr") else []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._created = make_parents(self.path)  # removed again by abort()
         if self.fmt == "zarr":
             # chunks no deeper than the slabs that fit slab_bytes: each slab fills whole chunks
             # (no read-modify-write of partly written chunks)
             depth = max(1, int(self.slab_bytes // (4.0 * c * y * x)))
             chunks = _chunks((z, y, x), depth)
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
             try:
+                self._tmp = temp_dir_beside(self.path)
                 self._root = _zarr_new_group(self._tmp)
                 self._arr = _zarr_new_array(self._root, "0", self.shape, chunks)
             except BaseException:
@@ -416,10 +412,8 @@ class VolumeWriter:
         else:
             import tifffile
 
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-            os.close(fd)
-            self._tmp = Path(tmp)
             try:
+                self._tmp = temp_file_beside(self.path)
                 self._tif = tifffile.TiffWriter(self._tmp, imagej=True)
             except BaseException:
                 self.abort()
@@ -495,10 +489,12 @@ class VolumeWriter:
             else:
                 self._tif.close()
                 os.replace(self._tmp, self.path)
+                unregister_temp(self._tmp)
         except BaseException:
             self.abort()
             raise
         self._tmp = None
+        self._created = []
         return self.path
 
     def abort(self):
@@ -513,7 +509,10 @@ class VolumeWriter:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._tmp)
+            unregister_temp(self._tmp)
             self._tmp = None
+        remove_folders(getattr(self, "_created", []))  # the folders made for this volume
+        self._created = []
 
     def __enter__(self):
         return self
@@ -527,10 +526,9 @@ class VolumeWriter:
 
 
 def _write_error(path, exc: OSError) -> InputError:
-    why = exc.strerror or str(exc)
-    if getattr(exc, "errno", None) == errno.ENOSPC:
-        why = "not enough disk space"
-    return InputError(path, f"cannot write: {why}")
+    if isinstance(exc, InputError):
+        return exc
+    return _write_error_shared(path, exc)
 
 
 def volume_bytes(shape_czyx, fmt: str = "zarr") -> int:
@@ -542,13 +540,7 @@ def volume_bytes(shape_czyx, fmt: str = "zarr") -> int:
 
 def check_free_space(path, nbytes: int):
     """InputError naming ``path`` when its filesystem has less than ``nbytes`` free."""
-    parent = Path(path).absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    free = shutil.disk_usage(parent).free
-    if free < nbytes:
-        raise InputError(path, f"not enough disk space: needs up to {nbytes / 1e9:.2f} GB (uncompressed), "
-                               f"{free / 1e9:.2f} GB free")
+    _check_free_space(path, nbytes)
 
 
 def write_field_volume(path, field, grid, genes, *, names=None, masked: bool = True, threshold: float = 0.5,
@@ -713,8 +705,9 @@ def _animate(anim, path, fps: int) -> Path:
     """``anim.animate`` into a temporary name beside ``path``, then renamed (nothing half-written)."""
     path = Path(path)
     fmt = movie_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    created = make_parents(path)
+    tmpdir = temp_dir_beside(path)
+    ok = False
     try:
         if fmt == "frames":
             # napari-animation writes <parent>/<stem>/<stem>_000000.png for a name without suffix
@@ -730,8 +723,12 @@ def _animate(anim, path, fps: int) -> Path:
                 raise RuntimeError(f"{path}: no {fmt} writer available (imageio-ffmpeg missing?); "
                                    "save a folder of PNG frames instead (a name without suffix)")
             os.replace(target, path)
+        ok = True
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+        unregister_temp(tmpdir)
+        if not ok:
+            remove_folders(created)
     return path
 
 

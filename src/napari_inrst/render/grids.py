@@ -24,6 +24,14 @@ VOLUME_MAX_OUT_OF_CORE = 4096
 PLANE_MAX = 4096
 
 
+def point_dtype(coords, step: float):
+    """float32 for grid points, unless float32 cannot resolve ``step`` (a tenth of it) at these
+    coordinates (a field far from the origin): then float64, which the field centres before its
+    own float32."""
+    big = float(np.max(np.abs(np.asarray(coords, dtype=np.float64))))
+    return np.float64 if np.spacing(np.float32(big)) > 0.1 * float(step) else np.float32
+
+
 @dataclass(frozen=True)
 class PlaneGrid:
     """An ``ny × nx`` grid of pixel centres at height ``z``: pixel (i, j) is at
@@ -61,12 +69,14 @@ class PlaneGrid:
     def points(self, rows: slice | None = None) -> np.ndarray:
         """(n, 3) float32 points (x, y, z), row-major (y rows, x columns); ``rows`` selects rows."""
         r = np.arange(self.ny)[rows] if rows is not None else np.arange(self.ny)
-        ys = (self.y0 + r * self.dy).astype(np.float32)
-        xs = (self.x0 + np.arange(self.nx) * self.dx).astype(np.float32)
-        out = np.empty((len(ys), self.nx, 3), dtype=np.float32)
+        dt = point_dtype((self.x0, self.x0 + self.nx * self.dx, self.y0, self.y0 + self.ny * self.dy, self.z),
+                         min(self.dx, self.dy))
+        ys = (self.y0 + r * self.dy).astype(dt)
+        xs = (self.x0 + np.arange(self.nx) * self.dx).astype(dt)
+        out = np.empty((len(ys), self.nx, 3), dtype=dt)
         out[..., 0] = xs[None, :]
         out[..., 1] = ys[:, None]
-        out[..., 2] = np.float32(self.z)
+        out[..., 2] = self.z
         return out.reshape(-1, 3)
 
     def key(self) -> tuple:
@@ -89,8 +99,11 @@ def plane_from_extent(z: float, extent, shape) -> PlaneGrid:
     ny, nx = (int(v) for v in shape)
     if ny < 1 or nx < 1 or ny > PLANE_MAX or nx > PLANE_MAX:
         raise InputError(None, f"plane shape must be 1…{PLANE_MAX} pixels per side, got {ny}×{nx}")
-    if not (xmax > xmin and ymax > ymin) or not all(map(math.isfinite, (xmin, xmax, ymin, ymax, z))):
-        raise InputError(None, f"empty or invalid extent {extent} (need xmin < xmax, ymin < ymax)")
+    if not math.isfinite(float(z)):
+        raise InputError(None, f"the plane's z must be a finite number of µm, got {float(z):g}")
+    if not (xmax > xmin and ymax > ymin) or not all(map(math.isfinite, (xmin, xmax, ymin, ymax))):
+        shown = ", ".join(f"{v:g}" for v in (xmin, xmax, ymin, ymax))
+        raise InputError(None, f"empty or invalid extent ({shown}) (need finite xmin < xmax, ymin < ymax)")
     dx, dy = (xmax - xmin) / nx, (ymax - ymin) / ny
     return PlaneGrid(float(z), ymin + dy / 2, xmin + dx / 2, dy, dx, ny, nx)
 
@@ -193,10 +206,12 @@ class VolumeGrid:
         plane = self.ny * self.nx
         k, rem = np.divmod(i, plane)
         r, c = np.divmod(rem, self.nx)
-        out = np.empty((len(i), 3), dtype=np.float32)
-        out[:, 0] = (self.x0 + c * self.dx).astype(np.float32)
-        out[:, 1] = (self.y0 + r * self.dy).astype(np.float32)
-        out[:, 2] = (self.z0 + k * self.dz).astype(np.float32)
+        dt = point_dtype((self.x0, self.x0 + self.nx * self.dx, self.y0, self.y0 + self.ny * self.dy,
+                          self.z0, self.z0 + self.nz * self.dz), min(self.dx, self.dy, self.dz))
+        out = np.empty((len(i), 3), dtype=dt)
+        out[:, 0] = self.x0 + c * self.dx
+        out[:, 1] = self.y0 + r * self.dy
+        out[:, 2] = self.z0 + k * self.dz
         return out
 
     def key(self) -> tuple:
