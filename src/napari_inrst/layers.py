@@ -6,7 +6,6 @@ layers of the field overlay exactly.
 
 from __future__ import annotations
 
-import numpy as np
 
 from .stack import SectionStack
 
@@ -16,30 +15,40 @@ SECTION_KEY = "inrst_section"
 
 
 def default_gene(stack: SectionStack) -> str:
-    """The most variable gene across the stack (a good first colouring)."""
-    X = stack.expression()
-    return stack.genes[int(np.argmax(X.var(axis=0)))]
+    """The most variable gene across the stack (a good first colouring), over a sample of at most
+    20,000 cells (never a dense concatenation of a large stack)."""
+    from .render.sections import default_gene_sampled
+
+    return default_gene_sampled(stack)
 
 
 def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "viridis",
                    contrast: tuple[float, float] | None = None, size_factor: float = 1.0):
-    """Layer data tuple for section ``i``: a Points layer at its z, coloured by ``gene``."""
+    """Layer data tuple for section ``i``: a Points layer at its z, coloured by ``gene``.
+
+    Colours are computed once; the border is transparent (napari's default grey border turns small
+    points into a grey haze when zoomed out).
+    Sections with more than :data:`~.render.sections.LOD_CAP` cells start as a stable subsample
+    of that many (``metadata['inrst_lod']['idx']``); the View widget then shows all cells in view
+    when few enough are (level of detail, see :mod:`.render.sections`)."""
+    from .render.sections import LOD_KEY, section_update
+
     s = stack[i]
-    xy = s.xy
-    data = np.column_stack([np.full(len(xy), s.z), xy[:, 1], xy[:, 0]])
-    values = s.X[:, stack.gene_index(gene)]
     if contrast is None:
         contrast = gene_contrast(stack, gene)
+    idx, data, values, rgba = section_update(s, stack.gene_index(gene), contrast, colormap)
+    metadata = {STACK_KEY: stack, SECTION_KEY: i, "gene": gene, "z_um": s.z, "colormap": colormap}
+    if idx is not None:
+        metadata[LOD_KEY] = {"idx": idx}
     kwargs = dict(
         name=s.name,
         features={gene: values},
-        face_color=gene,
-        face_colormap=colormap,
-        face_contrast_limits=tuple(float(c) for c in contrast),
+        face_color=rgba,
+        border_color="transparent",
         border_width=0,
         size=s.spot_diameter_um() * size_factor,
         out_of_slice_display=False,
-        metadata={STACK_KEY: stack, SECTION_KEY: i, "gene": gene, "z_um": s.z},
+        metadata=metadata,
         units="µm",
         axis_labels=("z", "y", "x"),
     )
@@ -47,13 +56,11 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
 
 
 def gene_contrast(stack: SectionStack, gene: str) -> tuple[float, float]:
-    """Shared contrast limits for a gene across sections: 1st–99.5th percentile."""
-    g = stack.gene_index(gene)
-    v = np.concatenate([s.X[:, g] for s in stack])
-    lo, hi = np.percentile(v, [1, 99.5]) if len(v) else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+    """Shared contrast limits for a gene across sections: 1st–99.5th percentile (over a sample of
+    at most 200,000 cells; every cell of smaller stacks)."""
+    from .render.sections import gene_contrast_sampled
+
+    return gene_contrast_sampled(stack, gene)
 
 
 def stack_layer_data(stack: SectionStack, gene: str | None = None, **kwargs) -> list:
@@ -77,22 +84,17 @@ def refresh_section_layers(layers, stack, *, gene: str | None = None, colormap: 
         gene = next((lyr.metadata.get("gene") for lyr in mine if lyr.metadata.get("gene") in stack.genes), None)
     gene = gene or default_gene(stack)
     contrast = gene_contrast(stack, gene)
+    from .render.sections import LOD_KEY, apply_section_update
+
     for lyr in mine:
         i = lyr.metadata[SECTION_KEY]
-        data, kw, _ = section_points(stack, i, gene, colormap=colormap or lyr.face_colormap.name,
-                                     contrast=contrast, size_factor=size_factor)
-        if len(data) == len(lyr.data):
-            lyr.data = data
-        else:  # not expected (a section keeps its cells), but never leave a layer inconsistent
-            lyr.data = data
-        feats = {**{c: lyr.features[c] for c in lyr.features.columns if len(lyr.features) == len(data)},
-                 **kw["features"]}
-        lyr.features = feats
-        lyr.face_colormap = kw["face_colormap"]
-        lyr.face_color = gene
-        lyr.features = kw["features"]
-        lyr.face_contrast_limits = kw["face_contrast_limits"]
-        lyr.refresh_colors(update_color_mapping=False)
+        cmap = colormap or lyr.metadata.get("colormap") or "viridis"
+        data, kw, _ = section_points(stack, i, gene, colormap=cmap, contrast=contrast, size_factor=size_factor)
+        # positions and colours in one update (colours computed once; a large section keeps a
+        # level-of-detail subset, see render.sections)
+        lod = kw["metadata"].get(LOD_KEY)
+        apply_section_update(lyr, gene, (lod["idx"] if lod else None, data, kw["features"][gene], kw["face_color"]),
+                             move=True)
         lyr.size = kw["size"]
-        lyr.metadata.update(kw["metadata"])
+        lyr.metadata.update(kw["metadata"], colormap=cmap)
     return mine

@@ -54,7 +54,13 @@ def test_align_widget_moves_layers_to_truth_and_corrects_by_hand(make_napari_vie
     before = viewer.layers[OVERLAY_BEFORE]
     assert before.visible
     np.testing.assert_allclose(before.data[:, ::-1], xy_before)
-    np.testing.assert_array_equal(before.face_color, after.face_color)
+    # before ≠ after: the same sections in greyed tones, so the two overlays can be told apart
+    assert len(np.unique(before.face_color.round(3), axis=0)) == len(stack)
+    assert not np.isin(before.face_color.round(3), after.face_color.round(3)).all(axis=1).any()
+    assert (after.border_color[:, 3] == 0).all()  # no grey border haze
+    # µm on the overlays: no "Inconsistent units" with the µm section layers; the legend names them
+    assert all(str(u) in ("µm", "micrometer") for u in (*after.units, *before.units))
+    assert all(name in w.legend.text() for name in stack.names) and "greyed" in w.legend.text()
     w.show_before.setChecked(False)
     assert not before.visible
 
@@ -77,6 +83,14 @@ def test_align_widget_moves_layers_to_truth_and_corrects_by_hand(make_napari_vie
     assert w.table.item(0, 2).text() == "yes"
     w.reset_section()
     np.testing.assert_allclose(lyr.data[:, [2, 1]], before, atol=1e-6)
+    # undo: the reset, then the flip+shift (one step: quick changes of one section merge), then the 90°
+    w.undo()
+    np.testing.assert_allclose(lyr.data[:, [2, 1]], flipped, atol=1e-6)
+    assert w.flip.isChecked() and w.dx.value() == 100.0
+    while w.undo_button.isEnabled():
+        w.undo()
+    np.testing.assert_allclose(lyr.data[:, [2, 1]], before, atol=1e-6)
+    assert w.angle.value() == 0.0 and not w.flip.isChecked()
 
 
 def test_align_widget_cancel_leaves_sections_unchanged(make_napari_viewer, qtbot):

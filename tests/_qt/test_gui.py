@@ -87,11 +87,15 @@ def test_bad_file_gives_a_notification_naming_it(make_napari_viewer, tmp_path):
     assert any("broken.h5ad" in m and "not a readable AnnData" in m for m in seen)
 
 
-def test_demo_loads_sample_and_docks_widgets(make_napari_viewer):
-    from napari_inrst.cli.demo import WIDGETS, open_demo
+def test_demo_loads_sample_and_docks_widgets(make_napari_viewer, qtbot):
+    from napari_inrst.cli.demo import DEMO_ANGLES, WIDGETS, open_demo
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     open_demo(viewer=viewer)
+    qtbot.wait(100)
+    h, w = viewer.canvas.size
+    assert w >= 700 and h >= 600, (h, w)  # the tabbed dock does not squeeze the canvas (1600 × 1000 screen; was 340 px wide)
+    assert tuple(viewer.scene.camera.angles) == pytest.approx(DEMO_ANGLES)  # slanted: the stack is not flat
     assert len(_points(viewer)) == 8
     docked = " ".join(viewer.window.dock_widgets.keys())
     for name in WIDGETS:

@@ -79,6 +79,16 @@ def test_holdout_prediction_scores_near_analytic_truth(qc_viewer, qtbot):
     assert labels.data.max() >= 2 and labels.data.shape == dom.grid.shape and labels.data.ndim == 3
     assert dom.ari > 0.1, dom.ari  # chance level is 0
     assert "ARI" in w.status.text()
+    # a legend: which colour is which domain (the Labels layer's own colours)
+    from napari_inrst.render.display import labels_legend_html
+
+    for k in np.unique(labels.data[labels.data > 0]):
+        assert f"domain {k}" in w.status.text()
+    assert labels_legend_html(labels, [1]) in w.status.text()
+    # the panels are on top with their own colorbars (measured/predicted share one; residual)
+    order = list(viewer.layers)
+    assert order.index(viewer.layers["QC measured"]) > max(order.index(viewer.layers[x.name]) for x in stack)
+    assert viewer.layers["QC measured"].face_colorbar.visible and viewer.layers["QC residual"].face_colorbar.visible
     # the results go with their stack
     viewer.layers.clear()
     assert w.stack is None and w.pred is None and w.model is None and w.table.rowCount() == 0
@@ -187,6 +197,10 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
 
     w.fit_fn = recording_fit
     viewer.dims.set_point(0, 30.0)
+    # an opaque field plane of the View widget already on screen (at the bottom, as View puts it)
+    field_plane = viewer.add_image(np.ones((4, 4), np.float32), scale=(500.0, 500.0), name="f · field",
+                                   metadata={"inrst_render": "plane"})
+    viewer.layers.move(len(viewer.layers) - 1, 0)
     w.start_uncertainty()
     _wait(qtbot, w)
     assert len(w.ensemble.members) == 3
@@ -199,6 +213,9 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
     assert plane.visible and plane.data.ndim == 2 and plane.metadata["z_um"] == pytest.approx(30.0)
     at_section = float(np.nanmean(plane.data))
     assert np.isnan(plane.data).any()  # outside tissue masked, like a gene
+    order = list(viewer.layers)
+    assert order.index(plane) > order.index(field_plane)  # the new result is not buried under the field
+    assert plane.colorbar.visible and not field_plane.colorbar.visible  # its own colour scale
     viewer.dims.set_point(0, 120.0)  # the plane follows z (debounced, in the background)
     qtbot.waitUntil(lambda: plane.metadata["z_um"] == pytest.approx(120.0) and w._plane_worker is None,
                     timeout=20000)
@@ -237,8 +254,14 @@ def test_check_every_section_flags_the_distorted_one(qc_viewer, qtbot):
     viewer, w, stack, tissue = qc_viewer
     stack[4].transform = rigid_matrix(25, center=tissue.center)  # a failed alignment
     w.fit_fn = lambda st, secs: KNN3D(st, secs)  # a quick stand-in field: the wiring is under test
+    seen = []
+    w.status.setText = lambda text, _set=w.status.setText: (seen.append(text), _set(text))
+    w.progressMsg.disconnect()
+    w.progressMsg.connect(w.status.setText)
     w.start_consistency()
     _wait(qtbot, w)
+    per_section = [t for t in seen if t.startswith("checked ") and "/" in t]
+    assert len(per_section) == len(stack) and per_section[-1].startswith(f"checked {len(stack)}/{len(stack)}")
     flagged = [r["name"] for r in w.consistency if r["flagged"]]
     assert flagged == [stack[4].name]
     assert stack[4].name in w.status.text()

@@ -3,45 +3,20 @@
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                            QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari.viewer import Viewer
 
+from ..align_overlay import ManualEdits, correction, legend_html, overlay_points, table_rows
 from ..layers import SECTION_KEY
+from ..render.sections import LOD_KEY, points_zyx
 from .common import find_stack, section_layers
 
 OVERLAY_AFTER = "Align: sections overlaid"
 OVERLAY_BEFORE = "Align: before"
-#: one distinct colour per section (cycled)
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000"]
-
-
-def _correction(angle_deg: float, dx: float, dy: float, flip: bool, center) -> np.ndarray:
-    """3×3: optional flip in x and rotation, both about ``center``, then a shift (stack frame)."""
-    a = np.deg2rad(angle_deg)
-    R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    if flip:
-        R = R @ np.diag([-1.0, 1.0])
-    c = np.asarray(center, dtype=float)
-    M = np.eye(3)
-    M[:2, :2] = R
-    M[:2, 2] = c - R @ c + np.array([dx, dy])
-    return M
+#: consecutive manual changes of one section within this many seconds undo as one step
+UNDO_MERGE_S = 1.0
 
 
 class AlignWidget(QWidget):
@@ -54,7 +29,7 @@ class AlignWidget(QWidget):
         self.worker = None
         self.result = None
         self._base = None  # transforms before manual corrections (one 3×3 per section)
-        self._manual = {}  # section index → (angle, dx, dy, flip)
+        self._manual = ManualEdits(UNDO_MERGE_S)  # section index → (angle, dx, dy, flip), with undo
 
         self.reference = QComboBox()
         self.method = QComboBox()
@@ -93,6 +68,13 @@ class AlignWidget(QWidget):
         self.flip.toggled.connect(self._manual_changed)
         self.reset_button = QPushButton("Reset this section")
         self.reset_button.clicked.connect(self.reset_section)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Undo the last manual correction (any section)")
+        self.undo_button.clicked.connect(self.undo)
+        self.undo_button.setEnabled(False)
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
         manual = QGroupBox("Manual correction (live)")
         mform = QFormLayout(manual)
         mform.addRow("Section", self.section)
@@ -100,7 +82,10 @@ class AlignWidget(QWidget):
         mform.addRow("Shift x", self.dx)
         mform.addRow("Shift y", self.dy)
         mform.addRow("", self.flip)
-        mform.addRow("", self.reset_button)
+        row = QHBoxLayout()
+        row.addWidget(self.reset_button)
+        row.addWidget(self.undo_button)
+        mform.addRow("", row)
 
         lay = QVBoxLayout(self)
         lay.addLayout(form)
@@ -108,6 +93,7 @@ class AlignWidget(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addWidget(self.show_before)
+        lay.addWidget(self.legend)
         lay.addWidget(self.table)
         lay.addWidget(manual)
         lay.addStretch(1)
@@ -122,7 +108,9 @@ class AlignWidget(QWidget):
             return
         self.stack = stack
         self.result = None
-        self._manual = {}
+        self._manual.clear()
+        self.undo_button.setEnabled(False)
+        self.legend.setText("")
         self.reference.clear()
         self.section.blockSignals(True)
         self.section.clear()
@@ -144,17 +132,17 @@ class AlignWidget(QWidget):
         """Move the section layers (and the overlay) to the stack's current transforms."""
         if self.stack is None:
             return
-        for layer in section_layers(self.viewer, self.stack):
+        for layer in section_layers(self.viewer, self.stack):  # large sections: the cells drawn (LOD)
             s = self.stack[layer.metadata[SECTION_KEY]]
-            xy = s.xy
-            layer.data = np.column_stack([np.full(len(xy), s.z), xy[:, 1], xy[:, 0]])
+            layer.data = points_zyx(s, layer.metadata.get(LOD_KEY, {}).get("idx"))
         self._set_overlay(OVERLAY_AFTER, [s.xy for s in self.stack], opacity=0.8)
 
     def _set_overlay(self, name, xys, opacity=0.8, visible=True):
-        """A 2D Points layer (shown at every z) with all sections, one colour per section."""
-        data = np.concatenate([np.column_stack([xy[:, 1], xy[:, 0]]) for xy in xys])
-        colors = np.concatenate([np.tile(_rgba(PALETTE[i % len(PALETTE)]), (len(xy), 1))
-                                 for i, xy in enumerate(xys)])
+        """A 2D Points layer (µm; shown at every z) with all sections, one colour per section
+        (the "before" overlay in greyed tones of the same colours)."""
+        from ..render.display import OVERLAY_KEY
+
+        data, colors = overlay_points(xys, before=name == OVERLAY_BEFORE)
         size = self.stack[0].spot_diameter_um() * 0.6
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
@@ -162,25 +150,22 @@ class AlignWidget(QWidget):
             layer.face_color = colors
             layer.visible = visible
         else:
-            layer = self.viewer.add_points(data, name=name, face_color=colors, border_width=0,
-                                           size=size, opacity=opacity, visible=visible,
-                                           metadata={"inrst_overlay": True})
+            layer = self.viewer.add_points(data, name=name, face_color=colors, border_color="transparent",
+                                           border_width=0, size=size, opacity=opacity, visible=visible,
+                                           units="µm", axis_labels=("y", "x"), metadata={OVERLAY_KEY: True})
+        self.legend.setText(legend_html(self.stack.names, before_shown=self.show_before.isChecked()))
         return layer
 
     def _toggle_before(self, on: bool):
         if OVERLAY_BEFORE in self.viewer.layers:
             self.viewer.layers[OVERLAY_BEFORE].visible = on
+        if self.stack is not None and self.legend.text():
+            self.legend.setText(legend_html(self.stack.names, before_shown=on))
 
     def _fill_table(self):
-        st = self.stack
-        self.table.setRowCount(len(st))
-        for i, s in enumerate(st):
-            m = s.transform
-            det = np.linalg.det(m[:2, :2])
-            A = m[:2, :2] @ np.diag([-1.0, 1.0]) if det < 0 else m[:2, :2]
-            ang = np.degrees(np.arctan2(A[1, 0], A[0, 0]))
-            res = "" if self.result is None or i >= len(self.result.residual_um) else f"{self.result.residual_um[i]:.1f}"
-            items = [s.name, f"{ang:.1f}", "yes" if det < 0 else "", res]
+        rows = table_rows(self.stack, self.result)
+        self.table.setRowCount(len(rows))
+        for i, items in enumerate(rows):
             for c, text in enumerate(items):
                 it = QTableWidgetItem(text)
                 it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEditable)
@@ -233,7 +218,8 @@ class AlignWidget(QWidget):
         self.result = result
         result.apply(self.stack)
         self._base = self.stack.transforms()
-        self._manual = {}
+        self._manual.clear()
+        self.undo_button.setEnabled(False)
         self._select_section(self.section.currentIndex())
         self._update_layers()
         self._fill_table()
@@ -260,7 +246,7 @@ class AlignWidget(QWidget):
     def _select_section(self, i):
         if self.stack is None or i < 0:
             return
-        angle, dx, dy, flip = self._manual.get(i, (0.0, 0.0, 0.0, False))
+        angle, dx, dy, flip = self._manual.get(i)
         for w, v in ((self.angle, angle), (self.dx, dx), (self.dy, dy)):
             w.blockSignals(True)
             w.setValue(v)
@@ -273,13 +259,17 @@ class AlignWidget(QWidget):
         i = self.section.currentIndex()
         if self.stack is None or i < 0:
             return
-        self._manual[i] = (self.angle.value(), self.dx.value(), self.dy.value(), self.flip.isChecked())
-        base = self._base[i]
-        s = self.stack[i]
+        self._manual.set(i, (self.angle.value(), self.dx.value(), self.dy.value(), self.flip.isChecked()))
+        self._apply_manual(i)
+
+    def _apply_manual(self, i):
         from ..stack import apply_transform
 
+        base = self._base[i]
+        s = self.stack[i]
         center = apply_transform(base, s.xy_input).mean(axis=0)
-        s.transform = _correction(*self._manual[i], center=center) @ base
+        s.transform = correction(*self._manual.get(i), center=center) @ base
+        self.undo_button.setEnabled(self._manual.can_undo)
         self._update_layers()
         self._fill_table()
 
@@ -287,13 +277,19 @@ class AlignWidget(QWidget):
         i = self.section.currentIndex()
         if self.stack is None or i < 0:
             return
-        self._manual.pop(i, None)
-        self.stack[i].transform = self._base[i].copy()
+        self._manual.set(i, (0.0, 0.0, 0.0, False), merge=False)  # one undo step of its own
         self._select_section(i)
-        self._update_layers()
-        self._fill_table()
+        self._apply_manual(i)
 
-
-def _rgba(hex_color: str) -> np.ndarray:
-    h = hex_color.lstrip("#")
-    return np.array([int(h[k:k + 2], 16) / 255 for k in (0, 2, 4)] + [1.0])
+    def undo(self):
+        """Undo the last manual correction (and select its section)."""
+        if self.stack is None:
+            return
+        i = self._manual.undo()
+        if i is None:
+            return
+        if self.section.currentIndex() != i:
+            self.section.setCurrentIndex(i)  # shows the section's restored values
+        else:
+            self._select_section(i)
+        self._apply_manual(i)

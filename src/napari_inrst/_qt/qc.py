@@ -20,28 +20,14 @@
 import numpy as np
 from qtpy.QtCore import QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPlainTextEdit,
-    QPushButton,
-    QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+                            QListWidget, QListWidgetItem, QPlainTextEdit, QPushButton, QSpinBox, QTableWidget,
+                            QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari.viewer import Viewer
 
 from ..layers import SECTION_KEY
+from ..render.display import labels_legend_html, result_on_top, show_own_colorbars
 from .anndata_save import save_qc_dialog
 from .common import GeneBox, find_stack
 
@@ -168,6 +154,11 @@ class _NumItem(QTableWidgetItem):
 class QCWidget(QWidget):
     """Hold-out QC, section overview, uncertainty and 3D domains for the stack in the viewer."""
 
+    progressMsg = Signal(str)  # emitted from workers, shown in the status line (queued to the UI thread)
+
+    def _progress_msg(self, p: dict):
+        self.progressMsg.emit(f"checked {p['done']}/{p['total']} sections ({p['section']}: score {p['score']:.3f})")
+
     def __init__(self, viewer: Viewer):
         super().__init__()
         from ..field import FieldConfig
@@ -227,6 +218,7 @@ class QCWidget(QWidget):
         self.dom_btn.clicked.connect(self.show_domains)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.progressMsg.connect(self.status.setText)
         self.table_title = QLabel("Per-gene scores of the held-out section (click a header to sort, "
                                   "a gene to show it)")
         self.table_title.setWordWrap(True)
@@ -547,8 +539,11 @@ class QCWidget(QWidget):
         score = f"  r = {sc['pearson']:.2f}" if sc is not None and np.isfinite(sc["pearson"]) else ""
         self._put_titles(s.z, float(xy[:, 1].min()), [x0, x0 + shift, x0 + 2 * shift],
                          [f"measured {gene}", f"predicted{score}", "residual (pred − meas)"], size)
-        for name in (LAYER_MEASURED, LAYER_PREDICTED, LAYER_RESIDUAL):
-            self.viewer.layers[name].metadata["gene"] = gene
+        panels = [self.viewer.layers[n] for n in (LAYER_MEASURED, LAYER_PREDICTED, LAYER_RESIDUAL, LAYER_TITLES)]
+        for lyr in panels:  # new results on top, with their own colorbars (measured/predicted share one)
+            lyr.metadata["gene"] = gene
+            result_on_top(self.viewer, lyr, above_points=True)
+        show_own_colorbars(self.viewer, [panels[0], panels[2]])
         self._hide_own_layer(self.holdout)
         self.viewer.layers.selection.active = self.viewer.layers[LAYER_MEASURED]
         self.status.setText(f"{gene} on {s.name} (z = {s.z:g} µm): measured | predicted without it (colour "
@@ -577,9 +572,9 @@ class QCWidget(QWidget):
         if stack is None:
             return None
 
-        def job():
-            msgs = []
-            rows = section_consistency(stack, lambda st, secs: self._fit(st, secs), progress=msgs.append,
+        def job():  # per-section progress through a queued signal (the callback runs in the worker)
+            yield f"checking {len(stack)} sections: training without each in turn (0/{len(stack)})…"
+            rows = section_consistency(stack, lambda st, secs: self._fit(st, secs), progress=self._progress_msg,
                                        should_stop=lambda: self._cancel)
             yield f"checked {len(rows)} sections"
             return rows
@@ -648,6 +643,7 @@ class QCWidget(QWidget):
                                           scale=grid.scale, translate=grid.translate, units="µm",
                                           contrast_limits=self.uncertainty_contrast, rendering="mip",
                                           metadata={"inrst_qc": "uncertainty"})
+            layer.colorbar.visible = True
         layer.metadata.update(grid=grid, inside=finite)
         layer.visible = self.viewer.dims.ndisplay == 3
 
@@ -706,9 +702,8 @@ class QCWidget(QWidget):
                                           contrast_limits=self.uncertainty_contrast, interpolation2d="linear",
                                           blending="translucent_no_depth",
                                           metadata={"inrst_qc": "uncertainty plane"})
-            i = list(self.viewer.layers).index(layer)
-            if i != 0:
-                self.viewer.layers.move(i, 0)  # under the points
+            result_on_top(self.viewer, layer)  # above the field plane (opaque), under the points
+            show_own_colorbars(self.viewer, [layer])
         layer.metadata.update(z_um=grid.z, grid=grid)
         layer.visible = self.viewer.dims.ndisplay == 2
 
@@ -775,11 +770,12 @@ class QCWidget(QWidget):
             layer.data = dom.labels
             layer.scale, layer.translate = kw["scale"], kw["translate"]
         else:
-            self.viewer.add_labels(dom.labels, name=LAYER_DOMAINS, scale=kw["scale"], translate=kw["translate"],
-                                   units=kw["units"], opacity=0.6, metadata={"inrst_qc": "domains"})
-        msg = f"{int(dom.labels.max())} domains"
+            layer = self.viewer.add_labels(dom.labels, name=LAYER_DOMAINS, scale=kw["scale"], opacity=0.6,
+                                           translate=kw["translate"], units=kw["units"], metadata={"inrst_qc": "domains"})
+        labs = np.unique(dom.labels[dom.labels > 0])
+        msg = f"{int(dom.labels.max())} domains: " + labels_legend_html(layer, labs)
         if dom.ari is not None:
-            msg += f"; ARI vs '{dom.labels_key}' on {self.stack[self.holdout].name}: {dom.ari:.3f}"
+            msg += f"<br>ARI vs '{dom.labels_key}' on {self.stack[self.holdout].name}: {dom.ari:.3f}"
         self.status.setText(msg)
 
     def cleanup(self):

@@ -205,20 +205,11 @@ class SectionsWidget(QWidget):
         """Colour every section of the stack by ``gene`` with shared contrast limits."""
         if self.stack is None or gene not in self.stack.genes:
             return
-        g = self.stack.gene_index(gene)
-        lo, hi = gene_contrast(self.stack, gene)
-        for layer in section_layers(self.viewer, self.stack):
-            s = self.stack[layer.metadata["inrst_section"]]
-            values = s.X[:, g]
-            # add the new column and colour by it before dropping the old one (napari warns when
-            # the column the colours come from is removed)
-            layer.features = {**{c: layer.features[c] for c in layer.features.columns}, gene: values}
-            layer.face_colormap = self.colormap.currentText()
-            layer.face_color = gene
-            layer.features = {gene: values}
-            layer.face_contrast_limits = (lo, hi)
-            layer.refresh_colors(update_color_mapping=False)
-            layer.metadata["gene"] = gene
+        from ..render.sections import recolor_sections
+
+        # colours once per layer; large sections keep their level-of-detail subset
+        recolor_sections(section_layers(self.viewer, self.stack), self.stack, gene,
+                         self.colormap.currentText(), gene_contrast(self.stack, gene))
 
     def _resize(self, factor: float):
         if self.stack is None:

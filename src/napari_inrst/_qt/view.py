@@ -39,10 +39,11 @@ from ..render.cache import LatentCache
 from ..render.export import viewer_camera, viewer_overlay
 from ..render.grids import VOLUME_MAX, VOLUME_MIN, PlaneGrid, plane_for_view, volume_grid
 from ..render.plane import auto_contrast, evaluate_plane, gene_indices, iter_plane, plane_cache_key
+from ..render.display import canvas_hw, hide_superseded, preview_levels, set_layer_image, set_progress
 from ..render.volume import iter_volume
-from .anndata_save import save_virtual_section_dialog
 from .common import GeneBox, find_stack, section_layers
-from .view_export import FIRST_COLORMAP, MOVIE_KINDS, ExportMixin
+from .view_export import FIRST_COLORMAP, ExportMixin
+from .view_sections import SectionsMixin
 
 #: metadata keys on the layers this widget owns
 RENDER_KEY = "inrst_render"
@@ -54,13 +55,6 @@ DEBOUNCE_MS = 80
 COARSE_FACTOR = 4
 #: samples per finest field scale when band-limited sampling is on (see render/resample.py)
 OVERSAMPLE = 4.0
-
-
-def _canvas_hw(viewer):
-    size = getattr(getattr(viewer, "canvas", None), "size", None)
-    if size is None or min(size) <= 1:
-        return (600, 800)
-    return tuple(size)
 
 
 def _find_field_in(viewer):
@@ -81,7 +75,7 @@ def _find_field_in(viewer):
     return None
 
 
-class ViewWidget(ExportMixin, QWidget):
+class ViewWidget(SectionsMixin, ExportMixin, QWidget):
     """Gene picker, z in µm, 2D plane at screen resolution, 3D volume, sections overlay, export."""
 
     #: a movie was written (its path) or failed (the exception)
@@ -111,6 +105,7 @@ class ViewWidget(ExportMixin, QWidget):
         self._movie_active = False
         self.plane_layers: dict = {}
         self.volume_layers: dict = {}
+        self._stepped_back: set = set()  # (field id, ndisplay) whose first view hid the previews
         self._build_ui()
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -131,6 +126,7 @@ class ViewWidget(ExportMixin, QWidget):
         self._connections.append((field_session(viewer).changed, self._on_field_published))
         for ev, cb in self._connections:
             ev.connect(cb)
+        self._init_sections(DEBOUNCE_MS)
         self._last_dims_z = self._dims_z()
         self._on_layers_changed()
 
@@ -193,29 +189,6 @@ class ViewWidget(ExportMixin, QWidget):
         self.progress.setMaximumHeight(12)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.shot_scale = QSpinBox(minimum=1, maximum=8, value=4, prefix="×")
-        self.background = QComboBox()
-        self.background.addItems(["black", "white"])
-        self.shot_btn = QPushButton("Screenshot…")
-        self.shot_btn.clicked.connect(self._screenshot_dialog)
-        self.save_vol_btn = QPushButton("Save volume…")
-        self.save_vol_btn.clicked.connect(self._save_volume_dialog)
-        self.save_vs_btn = QPushButton("Save virtual section…")  # issue 16: anndata_save.py
-        self.save_vs_btn.setToolTip("pseudo-spots inside the tissue at the current z with the field's expression, "
-                                    "as AnnData (.h5ad) or SpatialData (.zarr), for scanpy/squidpy")
-        self.save_vs_btn.clicked.connect(lambda *_: save_virtual_section_dialog(self))
-        self.movie_kind = QComboBox()
-        self.movie_kind.addItems(list(MOVIE_KINDS))
-        self.movie_kind.setToolTip("z sweep: the 2D plane from the bottom to the top of the field (current "
-                                   "view); rotation: one turn of the 3D volume around z")
-        self.movie_frames = QSpinBox(minimum=2, maximum=600, value=48, suffix=" frames")
-        self.movie_fps = QSpinBox(minimum=1, maximum=60, value=12, suffix=" fps")
-        self.movie_btn = QPushButton("Movie…")
-        self.movie_btn.setToolTip("Through napari-animation: .mp4, .gif, or a name without suffix for a folder "
-                                  "of PNG frames. Frames are captured from the canvas on the main thread "
-                                  "(the viewer pauses meanwhile; the progress bar counts them).")
-        self.movie_btn.clicked.connect(self._movie_dialog)
-
         top = QHBoxLayout()
         top.addWidget(self.field_label, 1)
         top.addWidget(self.load_btn)
@@ -248,21 +221,7 @@ class ViewWidget(ExportMixin, QWidget):
         vf.addRow("Resolution", self.resolution)
         vf.addRow("Rendering", self.rendering)
         vf.addRow(self.volume_btn)
-        exp = QGroupBox("Export")
-        ef = QFormLayout(exp)
-        row4 = QHBoxLayout()
-        row4.addWidget(self.shot_scale)
-        row4.addWidget(self.background)
-        row4.addWidget(self.shot_btn, 1)
-        ef.addRow(row4)
-        ef.addRow(self.save_vol_btn)
-        ef.addRow(self.save_vs_btn)
-        row5 = QHBoxLayout()
-        row5.addWidget(self.movie_kind, 1)
-        row5.addWidget(self.movie_frames)
-        row5.addWidget(self.movie_fps)
-        row5.addWidget(self.movie_btn)
-        ef.addRow(row5)
+        exp = self._build_export_box()
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         for box in (genes, plane, vol, exp):
@@ -321,7 +280,7 @@ class ViewWidget(ExportMixin, QWidget):
         if self.field is None:
             return
         lo, hi = (np.asarray(b, dtype=float) for b in self.field.bounds())
-        h, w = _canvas_hw(self.viewer)
+        h, w = canvas_hw(self.viewer)
         cam = viewer_camera(self.viewer)
         size = np.maximum(hi[:2] - lo[:2], 1e-6)
         center = list(cam.center)
@@ -408,7 +367,6 @@ class ViewWidget(ExportMixin, QWidget):
         i = self.genes.index(old)
         self.genes[i] = new
         self.colormaps.setdefault(new, self.colormaps.get(old, FIRST_COLORMAP))
-        self._ensure_contrast([new])
         # reuse the old gene's layers (no layer removal/insertion: napari keeps the view)
         for d, suffix in ((self.plane_layers, "field"), (self.volume_layers, "field 3D")):
             lyr = d.pop(old, None)
@@ -416,7 +374,8 @@ class ViewWidget(ExportMixin, QWidget):
                 lyr.metadata.update(gene=new, grid_key=None)
                 lyr.name = f"{new} · {suffix}"
                 lyr.colormap = self.colormaps[new]
-                lyr.contrast_limits = self.contrast[new]
+                if new in self.contrast:  # else set when the worker's contrast arrives
+                    lyr.contrast_limits = self.contrast[new]
                 d[new] = lyr
         self.gene_list.item(i).setText(new)
         self._after_genes_changed()
@@ -466,10 +425,12 @@ class ViewWidget(ExportMixin, QWidget):
         for d in (self.plane_layers, self.volume_layers):
             if gene in d:
                 d[gene].colormap = cmap
+        if self.genes and gene == self.genes[0]:
+            self.refresh_sections()
 
     def _after_genes_changed(self):
-        self._shown_plane = None
-        self._ensure_contrast(self.genes)
+        self._shown_plane = None  # contrast of new genes: computed by the plane/volume worker
+        self.refresh_sections()  # measured spots coloured by the gene shown
         if self.viewer.dims.ndisplay == 3:
             self.show_volume()
         else:
@@ -560,6 +521,7 @@ class ViewWidget(ExportMixin, QWidget):
     def _toggle_sections(self, on):
         for lyr in section_layers(self.viewer):
             lyr.visible = bool(on)
+        self.refresh_sections()
 
     # --- 2D plane ---------------------------------------------------------------------------
     @property
@@ -583,12 +545,12 @@ class ViewWidget(ExportMixin, QWidget):
             return None
         cam = viewer_camera(self.viewer)
         center = tuple(cam.center)[-2:]
-        return plane_for_view(self.z, center, cam.zoom, _canvas_hw(self.viewer), self.field.bounds())
+        return plane_for_view(self.z, center, cam.zoom, canvas_hw(self.viewer), self.field.bounds())
 
     @property
     def busy(self) -> bool:
         return (self._plane_worker is not None or self._vol_worker is not None or self._timer.isActive()
-                or self._plane_pending is not None or self._vol_pending is not None)
+                or self._plane_pending is not None or self._vol_pending is not None or self.sections_busy)
 
     def refresh_plane(self, *_, sync: bool = False):
         """Evaluate the plane for the current view (cache hit or ``sync``: now; else in a worker)."""
@@ -621,10 +583,14 @@ class ViewWidget(ExportMixin, QWidget):
             return
         rid, field, grid, genes, idx, ov = req
         cache = self.cache
+        levels = preview_levels(field, grid, ov, COARSE_FACTOR)
+        missing = [(g, i) for g, i in zip(genes, idx) if g not in self.contrast]
 
         @thread_worker
         def work():
-            levels = [grid.coarsened(COARSE_FACTOR), grid] if grid.n >= 128 * 128 else [grid]
+            if missing:  # the first look at a gene samples the whole field: here, not on the UI thread
+                lims = auto_contrast(field, [i for _, i in missing], cache=cache)
+                yield ("contrast", field, {g: lim for (g, _), lim in zip(missing, lims)})
             for lvl in levels:
                 vals = yield from iter_plane(field, lvl, idx, cache=cache, oversample=ov)
                 yield ("plane", rid, lvl, genes, vals, lvl is grid)
@@ -638,7 +604,12 @@ class ViewWidget(ExportMixin, QWidget):
 
     def _on_plane_yield(self, item):
         if not isinstance(item, tuple):
-            self.progress.setValue(int(100 * float(item)))
+            set_progress(self.progress, item)
+            return
+        if item[0] == "contrast":
+            if item[1] is self.field:
+                for g, lim in item[2].items():
+                    self.contrast.setdefault(g, lim)
             return
         _, rid, grid, genes, vals, fine = item
         if rid != self._plane_rid:  # stale: a newer request exists
@@ -667,12 +638,17 @@ class ViewWidget(ExportMixin, QWidget):
                 self.plane_layers[gene] = lyr
                 self._to_bottom(lyr)
             else:
-                lyr.scale = grid.scale
-                lyr.translate = grid.translate
-                lyr.data = data
-            lyr.visible = True
+                set_layer_image(lyr, data, grid.scale, grid.translate)
+                lim = self.contrast.get(gene)
+                if lim is not None and tuple(lyr.contrast_limits) != tuple(lim):
+                    lyr.contrast_limits = lim
+            if not lyr.visible:
+                lyr.visible = True
             lyr.metadata.update(z_um=grid.z, grid=grid, fine=fine)
         self._fix_blending(self.plane_layers)
+        if fine and (id(self.field), 2) not in self._stepped_back:  # once per field and view:
+            self._stepped_back.add((id(self.field), 2))  # finished previews/overlays step back
+            hide_superseded(self.viewer, keep=self.plane_layers.values())
         self._apply_colorbars()
         self.status.setText(f"z = {grid.z:.1f} µm · {grid.nx}×{grid.ny} px at {grid.dx:.2f} µm/px"
                             + ("" if fine else " (coarse)"))
@@ -699,7 +675,9 @@ class ViewWidget(ExportMixin, QWidget):
         """Bottom field layer translucent (NaN stays transparent), the others add on top."""
         order = sorted(layers.values(), key=lambda lyr: list(self.viewer.layers).index(lyr))
         for k, lyr in enumerate(order):
-            lyr.blending = "translucent_no_depth" if k == 0 else "additive"
+            want = "translucent_no_depth" if k == 0 else "additive"
+            if str(lyr.blending) != want:  # the setter always redraws
+                lyr.blending = want
 
     # --- 3D volume --------------------------------------------------------------------------
     def volume_grid(self):
@@ -739,8 +717,13 @@ class ViewWidget(ExportMixin, QWidget):
         cache = self.cache
         self.status.setText(f"rendering {', '.join(genes)} at {grid.nx}×{grid.ny}×{grid.nz} voxels…")
 
+        missing = [(g, i) for g, i in zip(genes, idx) if g not in self.contrast]
+
         @thread_worker
         def work():
+            if missing:
+                lims = auto_contrast(field, [i for _, i in missing], cache=cache)
+                yield ("contrast", field, {g: lim for (g, _), lim in zip(missing, lims)})
             vals = yield from iter_volume(field, grid, idx, cache=cache, oversample=ov)
             yield ("volume", rid, grid, genes, vals, ov)
 
@@ -753,7 +736,10 @@ class ViewWidget(ExportMixin, QWidget):
 
     def _on_volume_yield(self, item):
         if not isinstance(item, tuple):
-            self.progress.setValue(int(100 * float(item)))
+            set_progress(self.progress, item)
+            return
+        if item[0] == "contrast":
+            self._on_plane_yield(item)
             return
         _, rid, grid, genes, vals, ov = item
         if rid != self._vol_rid:
@@ -790,6 +776,9 @@ class ViewWidget(ExportMixin, QWidget):
                 lyr.data = data
             lyr.metadata.update(grid_key=(grid.key(), ov), grid=grid)
             lyr.visible = self.viewer.dims.ndisplay == 3
+        if (id(self.field), 3) not in self._stepped_back:
+            self._stepped_back.add((id(self.field), 3))
+            hide_superseded(self.viewer, keep=self.volume_layers.values())
         self._apply_colorbars()
         self.progress.setValue(100)
         self.status.setText(f"volume {grid.nx}×{grid.ny}×{grid.nz} voxels of {grid.dx:.1f}×{grid.dy:.1f}×"
@@ -813,6 +802,7 @@ class ViewWidget(ExportMixin, QWidget):
 
     # --- teardown ---------------------------------------------------------------------------
     def _cancel_workers(self):
+        self._cancel_sections()
         self._plane_pending = self._vol_pending = None
         for w in (self._plane_worker, self._vol_worker, self._movie_worker):
             if w is not None:
@@ -822,6 +812,7 @@ class ViewWidget(ExportMixin, QWidget):
     def cleanup(self):
         """Stop workers and disconnect from the viewer (called when the widget closes)."""
         self._timer.stop()
+        self._sec_timer.stop()
         self._cancel_workers()
         for ev, cb in self._connections:
             with contextlib.suppress(Exception):

@@ -31,15 +31,95 @@ MOVIE_KEY = "inrst_movie"
 class ExportMixin:
     """Screenshots, volume files and movies of what the View widget shows."""
 
+    def _build_export_box(self):
+        """The "Export" group: screenshot scale and background, volume files, movies."""
+        from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSpinBox
+
+        from .anndata_save import save_virtual_section_dialog
+
+        self.shot_scale = QSpinBox(minimum=1, maximum=8, value=4, prefix="×")
+        self.background = QComboBox()
+        self.background.addItems(["black", "white"])
+        self.shot_btn = QPushButton("Screenshot…")
+        self.shot_btn.clicked.connect(self._screenshot_dialog)
+        self.save_vol_btn = QPushButton("Save volume…")
+        self.save_vol_btn.clicked.connect(self._save_volume_dialog)
+        self.save_vs_btn = QPushButton("Save virtual section…")  # issue 16: anndata_save.py
+        self.save_vs_btn.setToolTip("pseudo-spots inside the tissue at the current z with the field's expression, "
+                                    "as AnnData (.h5ad) or SpatialData (.zarr), for scanpy/squidpy")
+        self.save_vs_btn.clicked.connect(lambda *_: save_virtual_section_dialog(self))
+        self.movie_kind = QComboBox()
+        self.movie_kind.addItems(list(MOVIE_KINDS))
+        self.movie_kind.setToolTip("z sweep: the 2D plane from the bottom to the top of the field (current "
+                                   "view); rotation: one turn of the 3D volume around z")
+        self.movie_frames = QSpinBox(minimum=2, maximum=600, value=48, suffix=" frames")
+        self.movie_fps = QSpinBox(minimum=1, maximum=60, value=12, suffix=" fps")
+        self.movie_btn = QPushButton("Movie…")
+        self.movie_btn.setToolTip("Through napari-animation: .mp4, .gif, or a name without suffix for a folder "
+                                  "of PNG frames. Frames are captured from the canvas on the main thread "
+                                  "(the viewer pauses meanwhile; the progress bar counts them).")
+        self.movie_btn.clicked.connect(self._movie_dialog)
+
+        exp = QGroupBox("Export")
+        ef = QFormLayout(exp)
+        row4 = QHBoxLayout()
+        row4.addWidget(self.shot_scale)
+        row4.addWidget(self.background)
+        row4.addWidget(self.shot_btn, 1)
+        ef.addRow(row4)
+        ef.addRow(self.save_vol_btn)
+        ef.addRow(self.save_vs_btn)
+        row5 = QHBoxLayout()
+        row5.addWidget(self.movie_kind, 1)
+        row5.addWidget(self.movie_frames)
+        row5.addWidget(self.movie_fps)
+        row5.addWidget(self.movie_btn)
+        ef.addRow(row5)
+        return exp
+
     def field_layers(self):
         d = self.volume_layers if self.viewer.dims.ndisplay == 3 else self.plane_layers
         return [d[g] for g in self.genes if g in d]
 
     def screenshot(self, path=None, *, scale=None, background=None):
+        """The canvas at ×``scale`` (same field of view, sharper): the 2D planes are re-evaluated
+        at ×``scale`` resolution for the capture, colorbars carry the gene names."""
         from ..render.export import screenshot
 
-        return screenshot(self.viewer, path, scale=float(scale or self.shot_scale.value()),
-                          layers=self.field_layers(), background=background or self.background.currentText())
+        scale = float(scale or self.shot_scale.value())
+        layers = self.field_layers()
+        with self._sharp_planes(scale):
+            return screenshot(self.viewer, path, scale=scale, layers=layers, labels=[lyr.metadata["gene"] for lyr in layers],
+                              background=background or self.background.currentText())
+
+    @contextlib.contextmanager
+    def _sharp_planes(self, factor: float):
+        """Temporarily the plane layers at ``factor`` × the screen resolution of the current view."""
+        from ..render.display import canvas_hw, set_layer_image
+        from ..render.grids import plane_for_view
+        from ..render.plane import evaluate_plane
+
+        layers = [self.plane_layers[g] for g in self.genes if g in self.plane_layers]
+        if factor <= 1 or self.viewer.dims.ndisplay != 2 or not layers or self.field is None:
+            yield
+            return
+        cam = viewer_camera(self.viewer)
+        grid = plane_for_view(self.z, tuple(cam.center)[-2:], cam.zoom, canvas_hw(self.viewer), self.field.bounds(),
+                              oversample=factor, max_side=int(2048 * factor))
+        if grid is None:
+            yield
+            return
+        genes = [lyr.metadata["gene"] for lyr in layers]
+        vals = evaluate_plane(self.field, grid, gene_indices(self.field, genes), cache=self.cache,
+                              oversample=self.oversample)
+        saved = [(lyr, lyr.data, tuple(lyr.scale), tuple(lyr.translate)) for lyr in layers]
+        try:
+            for lyr, v in zip(layers, vals):
+                set_layer_image(lyr, v, grid.scale, grid.translate)
+            yield
+        finally:
+            for lyr, data, sc, tr in saved:
+                set_layer_image(lyr, data, sc, tr)
 
     def _screenshot_dialog(self):
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "field.png", "PNG (*.png);;TIFF (*.tif)")

@@ -1,0 +1,262 @@
+"""UI responsiveness of the napari widgets: how long the event loop is blocked (a 10 ms QTimer stall
+meter, ``tests/stall.py``) while the user scrubs z and while large sections are shown.
+
+    python benchmarks/run.py --only gui [--quick]
+
+Runs in a child process under Xvfb (``xvfb-run``; software OpenGL, so *drawing* is slower than
+on a user's GPU and is part of every gap measured here). Gaps are wall time between timer ticks
+(an idle loop reads ~10 ms); ``max_ms`` is the longest stall (drawing included),
+``sections_handler_max_ms`` / ``field_handler_max_ms`` the longest time spent in one of the
+plugin's UI-thread callbacks (a section layer's update / a field plane or volume update handed
+over by a worker; drawing excluded).
+
+Figures:
+* ``scrub.band.*`` — the View widget with a default-size field (Fourier, 3×128 trunk, rank 64,
+  300 genes) over 6 × 5 mm, z moved 30 times every 150 ms with "Band-limited sampling (fast)"
+  on (the default); ``scrub.exact.*`` the same with it off (the baseline the issue compared to).
+* ``lod.*`` — ``N`` sections × ``n`` cells (quick: 2 × 50,000; full: 5 × 200,000; 100 genes):
+  ``build_layers_s`` (layer data for all sections: colours once, a capped subsample per section),
+  ``add_layers_s`` (napari adds them; one UI block), then stall summaries for a gene change in
+  View (recolours every section in a worker), zoom in (full resolution in view) and out, z steps
+  through the sections, and 3D on/off; ``baseline.*``: one section added and recoloured the old
+  way (all cells, colours mapped from a feature column) — ``*_ratio`` = baseline / now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def run(quick: bool = False) -> dict:
+    """Run the measurements in a child process (under xvfb-run when there is no display)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child"] + (["--quick"] if quick else [])
+    if not os.environ.get("DISPLAY"):
+        xvfb = shutil.which("xvfb-run")
+        if xvfb is None:
+            return {"skipped": "no display and no xvfb-run"}
+        cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24"] + cmd
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    line = next((ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"gui benchmark child failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(line)
+
+
+# --- child ------------------------------------------------------------------------------------
+def _app():
+    from qtpy.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+def _wait_ms(ms):
+    app = _app()
+    t = time.perf_counter()
+    while (time.perf_counter() - t) * 1e3 < ms:
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def _idle(w, timeout=600.0):
+    t = time.perf_counter()
+    while w.busy and time.perf_counter() - t < timeout:
+        _wait_ms(10)
+    _wait_ms(100)
+
+
+def _stalls(meter, prefix) -> dict:
+    s = meter.summary()
+    return {f"{prefix}.median_ms": round(s["median_ms"], 1), f"{prefix}.p99_ms": round(s["p99_ms"], 1),
+            f"{prefix}.max_ms": round(s["max_ms"], 1), f"{prefix}.over_100ms": s["over_100ms"]}
+
+
+def _model(genes, lo, hi, width=128, depth=3, rank=64):
+    from napari_inrst.field import FieldConfig
+    from napari_inrst.field.model import FieldModel, build_net
+
+    n = len(genes)
+    arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
+            "n_freq": [16, 16, 4], "min_wavelength": [60.0, 60.0, 60.0], "width": width, "depth": depth,
+            "rank": rank, "n_genes": n, "seed": 0}
+    return FieldModel(build_net(arch), genes=list(genes), mean=np.ones(n), std=np.ones(n), arch=arch,
+                      config=FieldConfig(width=width, depth=depth, rank=rank), normalize="log1p",
+                      stack_meta={"z": [float(lo[2]), float(hi[2])]}, bounds=(lo, hi))
+
+
+def _viewer_and_view():
+    import napari
+
+    from napari_inrst._qt.view import ViewWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    w = ViewWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return viewer, w
+
+
+def bench_scrub(quick: bool) -> dict:
+    from stall import StallMeter
+
+    lo, hi = np.array([0.0, 0, 0]), np.array([6000.0, 5000, 270])
+    model = _model([f"G{i}" for i in range(300)], lo, hi)
+    viewer, w = _viewer_and_view()
+    w.set_field(model, genes=["G1"])
+    _idle(w)
+    out = {"scrub.canvas_px": "x".join(map(str, viewer.canvas.size))}
+    steps = 12 if quick else 30
+    for mode, band in (("band", True), ("exact", False)):
+        w.band_box.setChecked(band)
+        _idle(w)
+        z = 0.0
+        with StallMeter() as m:
+            for _ in range(steps):
+                z += 7.0
+                w.z_slider.setValue(z)
+                _wait_ms(150)
+            _idle(w)
+        out.update(_stalls(m, f"scrub.{mode}"))
+    w.cleanup()
+    viewer.close()
+    return out
+
+
+def _big_stack(n_sections, n_cells, n_genes, seed=0):
+    import anndata as ad
+    import pandas as pd
+
+    from napari_inrst.stack import Section, SectionStack
+
+    rng = np.random.default_rng(seed)
+    genes = [f"g{k}" for k in range(n_genes)]
+    secs = []
+    for i in range(n_sections):
+        xy = rng.random((n_cells, 2)) * np.array([6000.0, 5000.0])
+        base = (np.sin(xy[:, :1] / 400.0 + np.arange(n_genes) / 7.0) + 1).astype(np.float32)
+        X = base + rng.random((n_cells, n_genes), dtype=np.float32) * 0.3
+        a = ad.AnnData(X=X, var=pd.DataFrame(index=pd.Index(genes)))
+        a.obsm["spatial"] = xy
+        a.uns["spot_diameter_um"] = 4.7
+        secs.append(Section(f"s{i}", a, 20.0 * i))
+    return SectionStack(secs, genes)
+
+
+def bench_lod(quick: bool) -> dict:
+    from stall import StallMeter
+
+    import napari_inrst._qt.view_sections as VS
+    from napari_inrst.layers import stack_layer_data
+
+    n_sec, n_cells, n_genes = (2, 50_000, 100) if quick else (5, 200_000, 100)
+    stack = _big_stack(n_sec, n_cells, n_genes)
+    out = {"lod.sections": n_sec, "lod.cells_per_section": n_cells, "lod.genes": n_genes}
+    from napari_inrst._qt.view import ViewWidget
+
+    handler = {"sections": [], "field": []}  # ms per UI-thread callback of the plugin
+
+    def timing(cls, name, kind):
+        orig = getattr(cls, name)
+
+        def timed(self, *a):
+            t = time.perf_counter()
+            orig(self, *a)
+            handler[kind].append((time.perf_counter() - t) * 1e3)
+        setattr(cls, name, timed)
+
+    timing(VS.SectionsMixin, "_on_sections_yield", "sections")
+    timing(ViewWidget, "_on_plane_yield", "field")
+    timing(ViewWidget, "_on_volume_yield", "field")
+    viewer, w = _viewer_and_view()
+    warm = viewer.add_points(np.zeros((3, 3)), units="µm")  # napari's one-time costs (units, text, GL)
+    _wait_ms(200)
+    viewer.layers.remove(warm)
+    t = time.perf_counter()
+    layers = stack_layer_data(stack)
+    out["lod.build_layers_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    with StallMeter() as m:
+        for data, kw, _ in layers:
+            viewer.add_points(data, **kw)
+        _wait_ms(300)
+    out["lod.add_layers_s"] = round(time.perf_counter() - t - 0.3, 3)
+    out.update(_stalls(m, "lod.open"))
+    lo, hi = stack.bounds()
+    model = _model(stack.genes, np.asarray(lo, float), np.asarray(hi, float) + [0, 0, 1.0], width=32, depth=2, rank=8)
+    w.set_field(model, genes=["g1"])
+    _idle(w)
+    cam = viewer.scene.camera
+
+    def step(name, action, settle=True):
+        for v in handler.values():
+            v.clear()
+        with StallMeter() as m:
+            action()
+            _wait_ms(50)
+            if settle:
+                _idle(w)
+        out.update(_stalls(m, f"lod.{name}"))
+        for kind, v in handler.items():
+            out[f"lod.{name}.{kind}_handler_max_ms"] = round(max(v), 1) if v else 0.0
+
+    step("gene_change", lambda: w.gene.setCurrentText("g7"))
+    center = tuple(cam.center)
+    step("zoom_in", lambda: (setattr(cam, "center", (center[0], 2500.0, 3000.0)), setattr(cam, "zoom", 3.0)))
+    step("zoom_out", lambda: setattr(cam, "zoom", 0.12))
+    zs = [float(s.z) for s in stack]
+    step("z_steps", lambda: [(w.set_z(z), _wait_ms(150)) for z in zs])
+    step("to_3d", lambda: setattr(viewer.dims, "ndisplay", 3))
+    step("to_2d", lambda: setattr(viewer.dims, "ndisplay", 2))
+    out["lod.points_drawn_max_per_section"] = int(max(len(lyr.data) for lyr in viewer.layers
+                                                      if lyr._type_string == "points"))
+    # baseline: one section the old way (every cell; colours mapped from a feature column)
+    s = stack[0]
+    g = stack.gene_index("g1")
+    xyz = np.column_stack([np.full(s.n_obs, s.z), s.xy[:, 1], s.xy[:, 0]])
+    t = time.perf_counter()
+    old = viewer.add_points(xyz, features={"g1": s.X[:, g]}, face_color="g1", face_colormap="viridis",
+                            border_width=0, size=4.7, out_of_slice_display=False, units="µm")
+    _wait_ms(0)
+    out["baseline.add_one_section_s"] = round(time.perf_counter() - t, 3)
+    g2 = stack.gene_index("g7")
+    t = time.perf_counter()
+    old.features = {"g1": s.X[:, g], "g7": s.X[:, g2]}
+    old.face_color = "g7"
+    old.features = {"g7": s.X[:, g2]}
+    old.refresh_colors(update_color_mapping=False)
+    out["baseline.recolour_one_section_ms"] = round((time.perf_counter() - t) * 1e3, 1)
+    out["lod.add_one_section_s"] = round(out["lod.add_layers_s"] / n_sec, 3)
+    out["lod.add_speedup_ratio"] = round(out["baseline.add_one_section_s"] / max(out["lod.add_one_section_s"], 1e-6), 2)
+    out["lod.recolour_block_ratio"] = round(out["baseline.recolour_one_section_ms"]
+                                            / max(out["lod.gene_change.sections_handler_max_ms"], 1e-6), 2)
+    w.cleanup()
+    return out
+
+
+def child(quick: bool) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    _app()
+    out = {}
+    out.update(bench_scrub(quick))
+    out.update(bench_lod(quick))
+    return out
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        res = child("--quick" in sys.argv)
+        print(json.dumps(res, default=float), flush=True)
+        os._exit(0)  # skip Qt/napari teardown (it can crash after the figures are out)
+    print(json.dumps(run("--quick" in sys.argv), indent=2))
