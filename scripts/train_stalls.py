@@ -32,7 +32,7 @@ def main(argv=None):
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from _qt.stall import StallMeter
+    from stall import StallMeter
     from napari_inrst._qt.sections import SectionsWidget
     from napari_inrst._qt.train import TrainWidget
 

@@ -11,6 +11,7 @@ Gaps are wall time between consecutive timer callbacks (ms); the timer's own int
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -36,6 +37,11 @@ class StallMeter:
         self._timer.start()
         return self
 
+    def reset(self):
+        """Forget what was measured so far (e.g. a click's own work); keep measuring."""
+        self.stamps = [time.perf_counter()]
+        return self
+
     def stop(self):
         if self._timer is not None:
             self._timer.stop()
@@ -59,3 +65,16 @@ class StallMeter:
             return {"n": 0, "median_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
         return {"n": int(len(g)), "median_ms": float(np.median(g)), "p99_ms": float(np.percentile(g, 99)),
                 "max_ms": float(g.max()), "over_100ms": int((g > 100).sum())}
+
+    @property
+    def max_ms(self) -> float:
+        g = self.gaps_ms
+        return float(g.max()) if len(g) else 0.0
+
+    def report(self) -> str:
+        """One line: ticks, max, p99, median, gaps > 100 ms and the machine's load."""
+        s = self.summary()
+        if not s["n"]:
+            return "0 ticks"
+        return (f"{s['n']} ticks, max {s['max_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, median {s['median_ms']:.1f} ms, "
+                f"{s['over_100ms']} gaps > 100 ms (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
