@@ -153,6 +153,7 @@ def refine_sections(model, stack, sections: Sequence[int], *, steps: int = STEPS
         p.requires_grad_(False)
     dev = model.device
     P, T, Z, seg, cent = [], [], [], [], []
+    o = model.origin  # the network's frame: stack µm less the field's origin
     for j, k in enumerate(sections):
         s = stack.sections[k]
         rows = _sample_rows(s.n_obs, max_cells, rng)
@@ -160,12 +161,12 @@ def refine_sections(model, stack, sections: Sequence[int], *, steps: int = STEPS
         c = xy.mean(axis=0)
         P.append(xy - c)
         T.append(t)
-        Z.append(np.full(len(xy), s.z))
+        Z.append(np.full(len(xy), s.z - o[2]))
         seg.append(np.full(len(xy), j))
         cent.append(c)
     to = lambda a, dt=torch.float32: torch.as_tensor(np.concatenate(a), dtype=dt, device=dev)  # noqa: E731
     P, T, Z, seg = to(P), to(T), to(Z), to(seg, torch.long)
-    C = torch.as_tensor(np.asarray(cent), dtype=torch.float32, device=dev)
+    C = torch.as_tensor(np.asarray(cent) - o[:2], dtype=torch.float32, device=dev)  # centroids, network frame
     n_sec = len(sections)
     counts = torch.bincount(seg, minlength=n_sec).float()
     amax, tmax = math.radians(max_angle_deg), float(max_shift_um)
@@ -258,8 +259,8 @@ def halves(stack) -> tuple[list[int], list[int]]:
 
 
 def half_config(config=None, field_steps: int = FIELD_STEPS):
-    """The short fit of each half field: one network, the default finest wavelength (2 spacings)
-    without probes, no checkpoints, the network alone (no interpolant blend)."""
+    """The short fit of each half field: one network, the default finest wavelength (2 spacings),
+    no checkpoints, the network alone (no interpolant blend), no selection/final split."""
     from ..field import FieldConfig
 
     # a fit trains twice (a selection run on a held-out split, then the final run up to the
@@ -268,9 +269,9 @@ def half_config(config=None, field_steps: int = FIELD_STEPS):
     cfg = (config or FieldConfig()).replace(
         steps=steps, ensemble=1, wavelength_candidates=(2.0,), min_wavelength_xy_um=None,
         checkpoint_every=0, val_every=max(1, steps // 5))
-    if hasattr(cfg, "blend"):
-        cfg = cfg.replace(blend=False)
-    return cfg
+    # one network on the half, validated on its held-out spots: no task-mimicking selection and
+    # no final run (a half field only has to place the other half's sections)
+    return cfg.replace(blend=False, final_fit=False)
 
 
 def refine_stack(stack, config=None, *, reference: int | None = None, rounds: int = ROUNDS,

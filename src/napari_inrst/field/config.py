@@ -70,6 +70,9 @@ class FieldConfig:
     # (1 − w) · network + w · interpolant, w chosen on the task's validation split (0 = the network
     # alone, when interpolation does not help). False: the network alone (w = 0).
     blend: bool = True
+    # False: one network trained and validated on held-out spots, no final run (quick fields, e.g.
+    # the alignment refinement's half fields); True: the task-mimicking selection, then the final run
+    final_fit: bool = True
     ensemble: int = 0  # networks averaged in the final fit; 0 or 1 = one (the interpolant blend replaced auto-ensembles)
     ema: float = 0.99  # exponential moving average of the weights (validated and kept); 0 = off
     val_frac: float = 0.1

@@ -211,7 +211,7 @@ class _Base:
         :func:`holdout_positions` (whole interior sections) are validation, the other sections
         train. Fewer: ``"held-out spots"``, a random ``max(val_frac, MIN_VAL_SPOTS / n)`` of
         the cells (fixed by the seed)."""
-        pos = holdout_positions(self.sec_z)
+        pos = holdout_positions(self.sec_z) if getattr(config, "final_fit", True) else []
         if pos:
             val_mask = np.isin(self.sec, pos)
             val = np.flatnonzero(val_mask)

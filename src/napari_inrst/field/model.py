@@ -237,6 +237,12 @@ class FieldModel:
                     raise KeyError(f"gene '{g}' is not modeled by this field ({len(self.genes)} genes)") from None
         return out
 
+    @property
+    def origin(self) -> np.ndarray:
+        """(3,) µm subtracted (in float64) from every point before the network sees it: code that
+        calls ``net.latent`` directly (e.g. the alignment refinement) works in that frame."""
+        return np.zeros(3) if self._origin is None else self._origin.copy()
+
     # --- ExpressionField ------------------------------------------------------------------
     def _net_input(self, xyz) -> np.ndarray:
         """Points (µm) → the network's float32 frame: the origin subtracted in float64 first."""

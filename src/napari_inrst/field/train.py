@@ -692,7 +692,7 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
     ck_meta = resume_state.get("meta", {}) if resume_state is not None else {}
     sel = ck_meta.get("selection") if ck_meta.get("phase") == "final" else None
     all_rows = np.arange(data.n)
-    final_needed = len(data.train) + len(data.val) < LARGE_DATA or task != "held-out spots"
+    final_needed = cfg.final_fit and (len(data.train) + len(data.val) < LARGE_DATA or task != "held-out spots")
     # the whole plan is known before the first step: the total never changes during the fit
     n_final = k_members if final_needed else 0
     total = cfg.steps * (1 + n_final)
@@ -724,7 +724,7 @@ def _iter_fit_body(stack, cfg, data, device, threads, resume_state, progress, sh
         nets = [net_sel]
         fit_rows = tr
         kept = ("selection network (best validated weights so far)" if stopped
-                else "selection network (large data: no final run)")
+                else "selection network (no final run: " + ("final_fit off)" if not cfg.final_fit else "large data)"))
     else:
         stop_at = max(best_step, 1)
         resuming_final = ck_meta.get("phase") == "final"
