@@ -39,8 +39,13 @@ def import_spatialdata(path=None):
     """``spatialdata``, or :class:`InputError` saying how to install it."""
     try:
         import spatialdata
-    except ImportError:
-        raise InputError(path, MISSING_MESSAGE) from None
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "spatialdata":
+            raise InputError(path, MISSING_MESSAGE) from None
+        # installed, but one of its own dependencies fails to import (e.g. an old spatialdata
+        # whose xarray-schema needs setuptools' removed pkg_resources)
+        raise InputError(path, f"the installed 'spatialdata' fails to import ({exc}); "
+                               "pip install -U 'napari-inrst[spatialdata]'") from None
     return spatialdata
 
 
