@@ -84,7 +84,7 @@ def test_view_gets_a_published_field_at_once_and_keeps_a_typed_z(make_napari_vie
     assert w.field is field
     top = float(max(stack.z))
     w.set_z(top + 60.0)  # beyond the last section: napari's slider cannot follow
-    viewer.add_image(np.zeros((4, 4), np.float32), name="unrelated")  # dims events, z unchanged
+    viewer.add_image(np.zeros((4, 4), np.float32), name="unrelated", units="µm")  # dims events, z unchanged
     viewer.dims.set_point(1, 1.0)
     assert w.z == pytest.approx(top + 60.0)
     viewer.dims.set_point(0, float(stack.z[1]))  # the user moves napari's own z slider
