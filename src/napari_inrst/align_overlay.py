@@ -65,15 +65,9 @@ def legend_html(names, *, before_shown: bool = False) -> str:
 
 def correction(angle_deg: float, dx: float, dy: float, flip: bool, center) -> np.ndarray:
     """3×3: optional flip in x and rotation, both about ``center``, then a shift (stack frame)."""
-    a = np.deg2rad(angle_deg)
-    R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    if flip:
-        R = R @ np.diag([-1.0, 1.0])
-    c = np.asarray(center, dtype=float)
-    M = np.eye(3)
-    M[:2, :2] = R
-    M[:2, 2] = c - R @ c + np.array([dx, dy])
-    return M
+    from .align.kabsch import rigid_matrix
+
+    return rigid_matrix(angle_deg, (dx, dy), mirror=flip, center=center)
 
 
 def table_rows(stack, result=None) -> list[list[str]]:

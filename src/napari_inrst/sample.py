@@ -16,21 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .align.kabsch import rigid_matrix  # noqa: F401 - re-exported (tests and scripts use it from here)
 from .stack import TARGET_SUM
-
-
-def rigid_matrix(angle_deg: float = 0.0, shift=(0.0, 0.0), mirror: bool = False, center=(0.0, 0.0)) -> np.ndarray:
-    """3×3 homogeneous matrix: optional mirror in x about ``center``, rotation by ``angle_deg``
-    about ``center``, then translation by ``shift``."""
-    a = np.deg2rad(angle_deg)
-    R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    if mirror:
-        R = R @ np.diag([-1.0, 1.0])
-    c = np.asarray(center, dtype=float)
-    M = np.eye(3)
-    M[:2, :2] = R
-    M[:2, 2] = c - R @ c + np.asarray(shift, dtype=float)
-    return M
 
 
 @dataclass

@@ -141,19 +141,25 @@ class SectionsWidget(QWidget):
         self.message.setText(f"Not applied: {exc}")
         show_error(str(exc))
 
-    def apply_z(self, z):
-        """Set the z (µm) of every section."""
+    def _apply(self, change, message) -> bool:
+        """Run ``change()`` on the stack; an InputError is shown and changes nothing, else the
+        layers follow and ``message()`` goes to the summary."""
         from ..errors import InputError
 
         if self.stack is None:
             return False
         try:
-            self.stack.set_z(z)
+            change()
         except InputError as exc:
             self._error(exc)
             return False
-        self._changed("z set: " + ", ".join(f"{v:g}" for v in self.stack.z) + " µm")
+        self._changed(message())
         return True
+
+    def apply_z(self, z):
+        """Set the z (µm) of every section."""
+        return self._apply(lambda: self.stack.set_z(z),
+                           lambda: "z set: " + ", ".join(f"{v:g}" for v in self.stack.z) + " µm")
 
     def apply_spacing(self, spacing: float):
         """Sections ``spacing`` µm apart in their order, the first at z = 0."""
@@ -171,34 +177,22 @@ class SectionsWidget(QWidget):
 
     def apply_unit_factor(self, factor: float):
         """Coordinates as read × ``factor`` = µm."""
-        from ..errors import InputError
-
-        if self.stack is None:
-            return False
-        try:
-            self.stack.set_unit_factor(factor)
-        except InputError as exc:
-            self._error(exc)
-            return False
-        self._changed(f"coordinates × {factor:g} → µm")
-        self.viewer.reset_view()  # the sections moved (scaled): frame them again
-        return True
+        ok = self._apply(lambda: self.stack.set_unit_factor(factor), lambda: f"coordinates × {factor:g} → µm")
+        if ok:
+            self.viewer.reset_view()  # the sections moved (scaled): frame them again
+        return ok
 
     def apply_normalize(self, normalize: str):
         """Normalize the values another way (from the raw values read)."""
-        from ..errors import InputError
         from ..stack import renormalize
 
         if self.stack is None or normalize == self.stack.normalize:
             return False
-        try:
-            renormalize(self.stack, normalize, getattr(self.stack, "inputs", None))
-        except InputError as exc:
-            self._error(exc)
+        ok = self._apply(lambda: renormalize(self.stack, normalize, getattr(self.stack, "inputs", None)),
+                         lambda: f"normalization: {normalize}")
+        if not ok:
             self.normalize.setCurrentText(self.stack.normalize)
-            return False
-        self._changed(f"normalization: {normalize}")
-        return True
+        return ok
 
     # --- colours -------------------------------------------------------------------------------
     def set_gene(self, gene: str):

@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from .kabsch import rigid_matrix
 
 #: training steps of each half field (short: the field only needs the section-scale structure)
 FIELD_STEPS = 250
@@ -219,12 +220,7 @@ def refine_sections(model, stack, sections: Sequence[int], *, steps: int = STEPS
         if not best[j] < before[j]:
             mats.append(M.copy())
             continue
-        c = np.asarray(cent[j], dtype=np.float64)
-        a = th[j]
-        R = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        D = np.eye(3)
-        D[:2, :2] = R
-        D[:2, 2] = c + t[j] - R @ c
+        D = rigid_matrix(math.degrees(th[j]), t[j], center=cent[j])  # rotation about the centroid, then the shift
         mats.append(D @ M)
     return mats, list(before), list(best)
 

@@ -42,12 +42,9 @@ def read_xy(path) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - parser errors, bad encodings
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise InputError(path, f"not a readable CSV ({reason})") from None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    missing = [c for c in "xy" if c not in cols]
-    if missing:
-        raise InputError(path, f"needs columns x, y; missing {', '.join(missing)} "
-                               f"(columns: {', '.join(map(str, df.columns)) or 'none'})")
-    sub = df[[cols["x"], cols["y"]]]
+    from ..io.tables import find_columns
+
+    sub = df[find_columns(path, df.columns, "xy")]
     vals = sub.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(vals).all(axis=1)
     if bad.any():

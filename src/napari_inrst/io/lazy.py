@@ -224,27 +224,19 @@ def open_lazy_stack(paths: Sequence, z: Sequence[float] | None, *, names: Sequen
             for prev in sections[:-1]:
                 if prev.z == zz:
                     raise InputError(p, f"has the same z ({zz:g} µm) as {prev.source}; two sections cannot share a z")
-    except BaseException:
-        for s in sections:
-            try:
-                s.adata.file.close()
-            except Exception:  # noqa: BLE001
-                pass
-        raise
-    gene_sets = [s.var_names for s in sections]
-    if gene_policy == "intersection":
-        common = set(gene_sets[0]).intersection(*map(set, gene_sets[1:]))
-        genes = [g for g in gene_sets[0] if g in common]
-        if not genes:
-            raise InputError(", ".join(map(str, paths)), "no genes are shared between the sections "
-                                                          "(gene_policy='intersection'); try gene_policy='union'")
-    else:
-        genes = list(dict.fromkeys(g for gs in gene_sets for g in gs))
-    from .validate import validate_shared_genes
+        gene_sets = [s.var_names for s in sections]
+        if gene_policy == "intersection":
+            common = set(gene_sets[0]).intersection(*map(set, gene_sets[1:]))
+            genes = [g for g in gene_sets[0] if g in common]
+            if not genes:
+                raise InputError(", ".join(map(str, paths)), "no genes are shared between the sections "
+                                                              "(gene_policy='intersection'); try gene_policy='union'")
+        else:
+            genes = list(dict.fromkeys(g for gs in gene_sets for g in gs))
+        from .validate import validate_shared_genes
 
-    try:
         validate_shared_genes(genes, paths, gene_policy)
-    except InputError:
+    except BaseException:  # nothing left open: every section's file is closed
         for s in sections:
             try:
                 s.adata.file.close()

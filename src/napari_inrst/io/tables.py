@@ -33,12 +33,18 @@ def _xyz_columns(path: Path) -> list:
         head = pd.read_csv(path, nrows=0)
     except Exception as exc:  # noqa: BLE001 - pandas raises many types for unreadable files
         raise InputError(path, f"not a readable CSV ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
-    cols = {str(c).strip().lower(): c for c in head.columns}
-    missing = [c for c in "xyz" if c not in cols]
+    return find_columns(path, head.columns, "xyz")
+
+
+def find_columns(path, columns, names: str = "xyz") -> list:
+    """The columns named ``names`` (one letter each; any case, spaces around ignored) among
+    ``columns``, in that order; InputError naming ``path`` and what is missing otherwise."""
+    cols = {str(c).strip().lower(): c for c in columns}
+    missing = [c for c in names if c not in cols]
     if missing:
-        raise InputError(path, f"needs columns x, y, z; missing {', '.join(missing)} "
-                               f"(columns: {', '.join(map(str, head.columns)) or 'none'})")
-    return [cols["x"], cols["y"], cols["z"]]
+        raise InputError(path, f"needs columns {', '.join(names)}; missing {', '.join(missing)} "
+                               f"(columns: {', '.join(map(str, columns)) or 'none'})")
+    return [cols[c] for c in names]
 
 
 def coords_rows(path) -> int:
