@@ -237,11 +237,7 @@ def atomic_path(path):
         os.replace(tmp, path)
         unregister_temp(tmp)
     except BaseException as exc:
-        _remove(os.fspath(tmp))
-        unregister_temp(tmp)
-        remove_folders(created)
-        if isinstance(exc, OSError) and not isinstance(exc, InputError):
-            raise write_error(shown, exc) from None
+        _abandon(tmp, created, shown, exc)
         raise
 
 
@@ -277,6 +273,16 @@ def replace_dir(tmp, path):
     raise OSError(errno.EBUSY, f"{path} kept being replaced by other writers")
 
 
+def _abandon(tmp, created, shown, exc):
+    """A failed atomic write: remove the temporary file or folder and the parents it created;
+    an OSError becomes the one-line write error naming ``shown`` (else the caller re-raises)."""
+    _remove(os.fspath(tmp))
+    unregister_temp(tmp)
+    remove_folders(created)
+    if isinstance(exc, OSError) and not isinstance(exc, InputError):
+        raise write_error(shown, exc) from None
+
+
 @contextlib.contextmanager
 def atomic_dir(path):
     """Like :func:`atomic_path` for a folder (e.g. a .zarr): yield an empty registered folder
@@ -293,11 +299,7 @@ def atomic_dir(path):
         yield tmp
         replace_dir(tmp, path)
     except BaseException as exc:
-        _remove(os.fspath(tmp))
-        unregister_temp(tmp)
-        remove_folders(created)
-        if isinstance(exc, OSError) and not isinstance(exc, InputError):
-            raise write_error(shown, exc) from None
+        _abandon(tmp, created, shown, exc)
         raise
 
 
