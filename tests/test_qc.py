@@ -11,7 +11,7 @@ def fast_config(seed=0):
     """A small, quick field (seconds on 2 cores) – the real trainer, fewer steps and units."""
     from napari_inrst.field import FieldConfig
 
-    return FieldConfig(steps=150, width=64, depth=2, rank=16, wavelength_candidates=(2.0,), lambda_rc=0.0,
+    return FieldConfig(steps=150, width=64, depth=2, rank=16, lambda_rc=0.0,
                        lambda_kl=0.0, rc_pretrain_steps=0, batch_size=1024, val_every=50,
                        checkpoint_every=0, ensemble=1, blend=False, seed=seed)
 
@@ -130,7 +130,7 @@ def test_domains_3d_of_truth_follow_tissue_layers(aligned):
 def test_default_ensemble_members_are_single_networks_with_own_seeds_and_spots(aligned, monkeypatch):
     """The uncertainty's members: one network each (the field's own small-data averaging would
     shrink their disagreement), each with its own seed and its own 90 % of the spots."""
-    import napari_inrst.field.train as train
+    import napari_inrst.field.fit as train
     from napari_inrst.evaluate.baselines import KNN3D
 
     stack, _ = aligned
