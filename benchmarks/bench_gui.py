@@ -92,7 +92,8 @@ def _model(genes, lo, hi, width=128, depth=3, rank=64):
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [16, 16, 4], "min_wavelength": [60.0, 60.0, 60.0], "width": width, "depth": depth,
             "rank": rank, "n_genes": n, "seed": 0}
-    return FieldModel(ModelConfig.from_arch(arch).build(), genes=list(genes), mean=np.ones(n), std=np.ones(n), spec=ModelConfig.from_arch(arch),
+    spec = ModelConfig.from_arch(arch)
+    return FieldModel(spec.build(), genes=list(genes), mean=np.ones(n), std=np.ones(n), spec=spec,
                       config=FieldConfig(width=width, depth=depth, rank=rank), normalize="log1p",
                       stack_meta={"z": [float(lo[2]), float(hi[2])]}, bounds=(lo, hi))
 

@@ -60,8 +60,9 @@ def small_model(genes, lo=(0.0, 0.0, 0.0), hi=(2000.0, 1500.0, 60.0)):
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
             "rank": 3, "n_genes": len(genes), "seed": 0}
-    return FieldModel(ModelConfig.from_arch(arch).build(), genes=genes, mean=np.ones(len(genes)), std=np.ones(len(genes)),
-                      spec=ModelConfig.from_arch(arch), config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
+    spec = ModelConfig.from_arch(arch)
+    return FieldModel(spec.build(), genes=genes, mean=np.ones(len(genes)), std=np.ones(len(genes)),
+                      spec=spec, config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
                       stack_meta={"names": ["s0", "s1", "s2"], "z": [0.0, 30.0, 60.0]}, bounds=(lo, hi))
 
 

@@ -200,7 +200,8 @@ def model_file(tmp_path_factory):
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
             "rank": 3, "n_genes": 3, "seed": 0}
-    model = FieldModel(ModelConfig.from_arch(arch).build(), genes=genes, mean=np.ones(3), std=np.ones(3), spec=ModelConfig.from_arch(arch),
+    spec = ModelConfig.from_arch(arch)
+    model = FieldModel(spec.build(), genes=genes, mean=np.ones(3), std=np.ones(3), spec=spec,
                        config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
                        stack_meta={"names": ["a", "b"], "z": [0.0, 270.0]}, bounds=(lo, hi))
     path = tmp_path_factory.mktemp("model") / "m.inrst"

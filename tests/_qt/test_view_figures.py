@@ -17,7 +17,8 @@ def _model(genes=("A", "B", "C"), width=32):
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [8, 8, 3], "min_wavelength": [60.0, 60.0, 60.0], "width": width, "depth": 2,
             "rank": 8, "n_genes": n, "seed": 0}
-    return FieldModel(ModelConfig.from_arch(arch).build(), genes=list(genes), mean=np.ones(n), std=np.ones(n), spec=ModelConfig.from_arch(arch),
+    spec = ModelConfig.from_arch(arch)
+    return FieldModel(spec.build(), genes=list(genes), mean=np.ones(n), std=np.ones(n), spec=spec,
                       config=FieldConfig(width=width, depth=2, rank=8), normalize="log1p",
                       stack_meta={"z": [0.0, 270.0]}, bounds=(lo, hi))
 
