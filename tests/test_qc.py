@@ -17,7 +17,7 @@ def fast_config(seed=0):
 
 
 def fast_fit(stack, sections, seed=0):
-    from napari_inrst.evaluate.protocol import inr_fit_fn
+    from napari_inrst.evaluate.fitting import inr_fit_fn
 
     return inr_fit_fn(fast_config(seed))(stack, sections)
 

@@ -68,7 +68,7 @@ def format_table(rows) -> str:
 
 def run(args) -> int:
     from ..errors import InputError
-    from ..evaluate.protocol import inr_fit_fn
+    from ..evaluate.fitting import inr_fit_fn
     from ..io.atomic import atomic_path
     from ..evaluate.checks import section_consistency
     from .fit import align_if_available, config_from_args, select_model_genes
@@ -93,9 +93,10 @@ def run(args) -> int:
     text = json.dumps(results_json(rows, settings), indent=2)
     log(format_table(rows))
     if args.out:
+        from ..evaluate.checks import FLAG_Z
         from ..io.anndata_out import qc_anndata, write_h5ad
 
-        write_h5ad(qc_anndata(stack, rows, settings=settings), args.out)
+        write_h5ad(qc_anndata(stack, rows, settings={"flag_z": FLAG_Z, **settings}), args.out)
         log(f"wrote {args.out}")
     if args.json:
         with atomic_path(args.json) as tmp:

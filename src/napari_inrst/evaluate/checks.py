@@ -109,7 +109,7 @@ def robust_z(values, min_spread: float = 0.0) -> np.ndarray:
 
 # --- consistency -----------------------------------------------------------------------------
 def _default_fit_fn():
-    from .protocol import inr_fit_fn
+    from .fitting import inr_fit_fn
 
     return inr_fit_fn()
 

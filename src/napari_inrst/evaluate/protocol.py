@@ -315,38 +315,6 @@ def missing_spots(stack, fit_fn: Callable | None, sections: Sequence[int], **kwa
     return result
 
 
-def inr_fit_fn(config=None, **fit_kwargs) -> Callable:
-    """The seam for the real field: ``fit_fn(stack, sections)`` → ``napari_inrst.field.fit_field``."""
-
-    def fit(stack, sections):
-        from ..field import fit_field
-
-        return fit_field(stack, config, sections=list(sections), **fit_kwargs)
-
-    return fit
-
-
-class FieldPredictor:
-    """Wrap an :class:`~napari_inrst.field.api.ExpressionField` (e.g. ``TruthField``) as a predictor
-    whose columns follow ``genes`` (the stack's gene order)."""
-
-    def __init__(self, field, genes: Sequence[str]):
-        self.field = field
-        self.idx = [list(field.genes).index(g) for g in genes]
-
-    def predict(self, xyz) -> np.ndarray:
-        return self.field.decode(self.field.latent(np.asarray(xyz, dtype=np.float64)), self.idx)
-
-    def latent(self, xyz) -> np.ndarray:
-        return self.field.latent(xyz)
-
-    def occupancy(self, xyz) -> np.ndarray:
-        return self.field.occupancy(xyz)
-
-    def bounds(self):
-        return self.field.bounds()
-
-
 def _cell(v: dict, c: str) -> str:
     x = v.get(c)
     return f"{x:.3f}" if isinstance(x, (int, float)) and np.isfinite(x) else "–"

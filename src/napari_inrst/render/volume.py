@@ -19,7 +19,8 @@ from ..io.ome import SLAB_BYTES, VolumeWriter
 from ..io.atomic import write_error
 from .cache import LatentCache, LatentEntry
 from .grids import VolumeGrid, volume_grid
-from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent, render_threads
+from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent
+from .threads import render_threads
 
 #: grid points per slab
 SLAB_POINTS = 1 << 18
