@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_inrst.field import Fourier
-from napari_inrst.layers import STACK_KEY
+from napari_inrst.viewer.layers import STACK_KEY
 
 pytest.importorskip("torch")
 

@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import metrics as M
-from .baselines import BASELINES
+from ..measure import metrics as M
+from ..measure.baselines import BASELINES
 
 METRICS = ("pearson", "pearson_50um", "pearson_100um", "rmse", "ssim", "ari", "ari_domains")
 TOP_GENES = 200
@@ -214,7 +214,7 @@ def leave_out(stack, fit_fn: Callable | None, holdout: Sequence[int], *,
 def _latent_domain_ari(field, stack, kept, holdout, labels_key, seed: int = 0) -> float:
     """Unsupervised domains of a field: k-means (k = number of annotated classes in the kept
     sections) of its latent at the kept cells; ARI of the held-out cells' domains vs the labels."""
-    from ..qc import domain_ari, domains_from_points
+    from .checks import domain_ari, domains_from_points
 
     k = len(np.unique(np.concatenate([np.asarray(stack[i].adata.obs[labels_key]).astype(str) for i in kept])))
     dom = domains_from_points(field, stack.coords(kept), k, seed=seed)
@@ -313,38 +313,6 @@ def missing_spots(stack, fit_fn: Callable | None, sections: Sequence[int], **kwa
         entry["per_section"] = {r["section"]: r["methods"][name] for r in runs}
         result["methods"][name] = entry
     return result
-
-
-def inr_fit_fn(config=None, **fit_kwargs) -> Callable:
-    """The seam for the real field: ``fit_fn(stack, sections)`` → ``napari_inrst.field.fit_field``."""
-
-    def fit(stack, sections):
-        from ..field import fit_field
-
-        return fit_field(stack, config, sections=list(sections), **fit_kwargs)
-
-    return fit
-
-
-class FieldPredictor:
-    """Wrap an :class:`~napari_inrst.field.api.ExpressionField` (e.g. ``TruthField``) as a predictor
-    whose columns follow ``genes`` (the stack's gene order)."""
-
-    def __init__(self, field, genes: Sequence[str]):
-        self.field = field
-        self.idx = [list(field.genes).index(g) for g in genes]
-
-    def predict(self, xyz) -> np.ndarray:
-        return self.field.decode(self.field.latent(np.asarray(xyz, dtype=np.float64)), self.idx)
-
-    def latent(self, xyz) -> np.ndarray:
-        return self.field.latent(xyz)
-
-    def occupancy(self, xyz) -> np.ndarray:
-        return self.field.occupancy(xyz)
-
-    def bounds(self):
-        return self.field.bounds()
 
 
 def _cell(v: dict, c: str) -> str:

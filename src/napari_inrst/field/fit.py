@@ -257,7 +257,7 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
     """Train a field on ``stack`` (generator; yields progress dicts, returns the FieldModel).
 
     ``stack`` is a :class:`~napari_inrst.stack.SectionStack` or a lazily read
-    :class:`~napari_inrst.io.lazy.LazyStack` (trained on projected targets). ``on_status(str)``
+    :class:`~napari_inrst.stack.lazy.LazyStack` (trained on projected targets). ``on_status(str)``
     hears what happens between progress records (reading the data, initialising a network), so a
     GUI can say so instead of a silent "Preparing…".
 

@@ -114,9 +114,9 @@ def ensemble_of(spec, nets):
 def pca_init_decoder(net, Xs: np.ndarray, rank: int, seed: int):
     """Decoder ← the top principal axes of the training profiles (scaled so the latent starts at
     unit variance), bias ← the mean profile. Randomized subspace iteration on (a subsample of)
-    the centred data (:func:`~napari_inrst.linalg.top_components`): never the genes × genes
+    the centred data (:func:`~napari_inrst.stack.linalg.top_components`): never the genes × genes
     covariance, so thousands of genes cost seconds, not minutes."""
-    from ..linalg import top_components
+    from ..stack.linalg import top_components
 
     rng = np.random.default_rng(seed)
     sub = Xs if len(Xs) <= 8000 else Xs[rng.choice(len(Xs), 8000, replace=False)]

@@ -32,7 +32,7 @@ def interp_basis(data, rows, seed: int):
     targets, else the top components of the training targets (all of them for ≤ INTERP_RANK genes)."""
     if getattr(data, "projected", False):
         return data.basis, data.targets[rows]
-    from ..linalg import top_components
+    from ..stack.linalg import top_components
 
     G = data.n_genes
     q = int(min(G, INTERP_RANK, len(rows), max(16, INTERP_VALUES // max(len(rows), 1))))
@@ -65,8 +65,8 @@ def net_gene_rows(net, data, xyz, genes) -> np.ndarray:
 def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
     """Score the network, the interpolant and their blends on the validation split; choose the
     blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed genes)."""
-    from ..evaluate.baselines import idw
-    from ..evaluate.metrics import pearson_per_gene
+    from ..measure.baselines import idw
+    from ..measure.metrics import pearson_per_gene
 
     dims = 3 if data.z_spacing is not None else 2
     k = 5 if dims == 3 else 4
