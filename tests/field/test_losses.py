@@ -1,0 +1,93 @@
+"""The training loss (paper eq. 7 + occupancy) and the optimizer, against known values."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_inrst.field import FieldConfig  # noqa: E402
+from napari_inrst.field.losses import (FeatureExtractor, Objective, kl_loss, pretrain_extractor,  # noqa: E402
+                                       rc_loss, rmse)
+from napari_inrst.field.optim import AdamW  # noqa: E402
+
+
+def test_rmse_and_kl_match_their_formulas():
+    a = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 4.0]])
+    b = torch.tensor([[1.0, 0.0, 3.0], [0.0, 2.0, 4.0]])
+    assert float(rmse(a, b)) == pytest.approx(math.sqrt(8 / 6), rel=1e-6)
+    assert float(kl_loss(a, a)) == pytest.approx(0.0, abs=1e-6)
+    p = (a.numpy() + 1e-6) / (a.numpy() + 1e-6).sum(1, keepdims=True)
+    q = (b.numpy() + 1e-6) / (b.numpy() + 1e-6).sum(1, keepdims=True)
+    assert float(kl_loss(a, b)) == pytest.approx(np.mean(np.sum(p * np.log(p / q), 1)), rel=1e-4)
+    assert float(kl_loss(-a, a)) > 0  # negative predictions count as zero expression
+
+
+def test_consistency_extractor_is_pretrained_then_frozen():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 40, generator=g)
+    H = pretrain_extractor(FeatureExtractor(40, dim=8), X, steps=20, batch=64, generator=g)
+    assert not any(p.requires_grad for p in H.parameters())
+    assert float(rc_loss(H, X[:10], X[:10])) == 0.0 and float(rc_loss(H, X[:10], X[10:20])) > 0
+
+
+def _tensors(T, resid=None, basis=None):
+    n, g = len(T), (basis.shape[0] if basis is not None else T.shape[1])
+    return SimpleNamespace(projected=basis is not None, T=T, resid=resid, basis=basis, mean=torch.zeros(g),
+                           std=torch.ones(g), occ_lab=torch.tensor([1.0, 0.0, 1.0, 0.0]))
+
+
+def test_projected_targets_give_the_dense_loss_exactly():
+    """With the decoder fixed to an orthonormal basis V, the gene-space error equals the latent
+    error plus each cell's residual energy: the projected loss is the dense loss."""
+    rng = np.random.default_rng(0)
+    n, g, r = 64, 10, 4
+    X = torch.tensor(rng.normal(size=(n, g)), dtype=torch.float32)
+    V = torch.linalg.qr(torch.tensor(rng.normal(size=(g, r)), dtype=torch.float32))[0]
+    coef = X @ V
+    resid = ((X - coef @ V.T) ** 2).sum(1)
+    lat = torch.tensor(rng.normal(size=(n, r)), dtype=torch.float32)
+    cfg = FieldConfig(lambda_kl=0.0, lambda_occ=0.0)
+    rows = torch.arange(n)
+    dense = Objective(cfg, _tensors(X), g)
+    proj = Objective(cfg, _tensors(coef, resid, V), g)
+    ld, _ = dense(lat, lat @ V.T, rows, None, None)
+    lp, _ = proj(lat, None, rows, None, None)
+    assert float(lp) == pytest.approx(float(ld), rel=1e-5)
+    assert float(proj.sq_err(lat, None, rows)) == pytest.approx(float(dense.sq_err(lat, lat @ V.T, rows)), rel=1e-5)
+
+
+def test_each_term_is_weighted_and_switchable():
+    X = torch.tensor([[1.0, 2.0], [3.0, 0.5]])
+    pred = X + 0.5
+    occ = torch.tensor([2.0, -1.0])
+    oi = torch.tensor([0, 1])
+    rows = torch.arange(2)
+    loss, parts = Objective(FieldConfig(lambda_kl=0.0, lambda_occ=0.0), _tensors(X), 2)(X, pred, rows, occ, oi)
+    assert set(parts) == {"rec"} and float(loss) == pytest.approx(0.5, rel=1e-5)
+    cfg = FieldConfig(lambda_kl=0.5, lambda_occ=0.3)
+    loss, parts = Objective(cfg, _tensors(X), 2)(X, pred, rows, occ, oi)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(occ, torch.tensor([1.0, 0.0]))
+    assert set(parts) == {"rec", "kl", "occ"} and float(parts["occ"]) == pytest.approx(float(bce))
+    assert float(loss) == pytest.approx(float(parts["rec"] + 0.5 * parts["kl"] + 0.3 * parts["occ"]), rel=1e-6)
+
+
+def test_adamw_follows_torch_adamw():
+    torch.manual_seed(0)
+    w0 = torch.randn(5, 3)
+    x, y = torch.randn(32, 5), torch.randn(32, 3)
+    ours, ref = w0.clone().requires_grad_(), w0.clone().requires_grad_()
+    o1 = AdamW([ours], lr=1e-2, weight_decay=1e-2)
+    o2 = torch.optim.AdamW([ref], lr=1e-2, weight_decay=1e-2)
+    for _ in range(20):
+        for w, o in ((ours, o1), (ref, o2)):
+            o.zero_grad()
+            ((x @ w - y) ** 2).mean().backward()
+            o.step()
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    state = o1.state_dict()
+    o3 = AdamW([w0.clone().requires_grad_()], lr=1e-2)
+    o3.load_state_dict(state)
+    assert o3.t == 20 and torch.equal(o3.m[0], o1.m[0])
