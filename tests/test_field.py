@@ -241,12 +241,12 @@ def test_targets_are_z_scores_for_panels_and_centred_values_for_many_genes(align
     """standardize="auto": a panel of ≤ 500 modeled genes trains on per-gene z-scores, more genes
     on centred values (genes weigh by their variance); the model stores the resolved choice, and
     its predictions are in the data's units either way."""
-    from napari_inrst.field.config import PANEL_GENES
     from napari_inrst.field.data import StackData
 
     stack, tissue = aligned
     cfg = FieldConfig(**QUICK)
-    assert cfg.standardize == "auto"
+    PANEL_GENES = cfg.panel_genes
+    assert cfg.standardize == "auto" and PANEL_GENES == 500
     assert cfg.resolved_standardize(PANEL_GENES) is True and cfg.resolved_standardize(PANEL_GENES + 1) is False
     assert model.config.standardize is True  # 60 genes: z-scores, stored resolved
     X = stack.expression(stack.training_sections())

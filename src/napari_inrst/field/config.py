@@ -18,8 +18,6 @@ from ..errors import InputError
 from . import encodings
 from .encodings import Encoding, Fourier
 
-#: ``standardize="auto"``: per-gene z-scores up to this many modeled genes, centred values above
-PANEL_GENES = 500
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TARGETS = ("auto", "dense", "projected")
 COMPILE = ("auto", "on", "off")
@@ -37,15 +35,19 @@ class FieldConfig:
     # --- network --------------------------------------------------------------------------
     width: int = 128
     depth: int = 3
-    rank: int = 0  # low-rank latent → linear gene decoder; 0 = auto (64, or 8 below 2,000 training spots)
+    rank: int = 0  # low-rank latent → linear gene decoder; 0 = auto:
+    auto_rank: int = 64  # … this rank,
+    auto_rank_small: int = 8  # … or this one below small_data training spots (breast ST: 8 ≫ 64 there)
+    small_data: int = 2000
     # Targets: per-gene z-scores (True: every gene weighs the same) or centred values (False:
-    # genes weigh by their variance); "auto" = z-scores for panels of ≤ PANEL_GENES modeled genes
+    # genes weigh by their variance); "auto" = z-scores for panels of ≤ panel_genes modeled genes
     # (targeted panels such as MERFISH: every gene chosen for a reason), centred values above
     # (transcriptome-wide data, where most highly variable genes are sparse noise). By measurement
     # (benchmarks/bench_field.py): MERFISH, 155 genes, 50 µm Pearson 0.381 z vs 0.375 centred, SSIM
     # 0.666 vs 0.621; breast ST missing spots with the CLI's default 2,000 genes 0.190 z (below 2D
     # kNN, 0.202) vs 0.250 centred; its 500 most expressed genes 0.258 vs 0.262.
     standardize: bool | str = "auto"
+    panel_genes: int = 500
     # --- losses (paper eq. 7) -------------------------------------------------------------
     # Defaults by measurement (benchmarks/bench_field.py, 3 MERFISH holdouts + breast ST): the
     # consistency term did not improve held-out scores (50 µm Pearson 0.375 with λ1 = 0.1 vs 0.381
@@ -69,6 +71,7 @@ class FieldConfig:
     # False: one network trained and validated on held-out spots, no final run (quick fields, e.g.
     # the alignment refinement's half fields); True: the task-mimicking selection, then the final run
     final_fit: bool = True
+    large_data: int = 200_000  # training cells above which a held-out-spots fit keeps its selection network
     ensemble: int = 0  # networks averaged in the final fit; 0 or 1 = one (the interpolant blend replaced auto-ensembles)
     ema: float = 0.99  # exponential moving average of the weights (validated and kept); 0 = off
     val_frac: float = 0.1
@@ -103,7 +106,8 @@ class FieldConfig:
             raise InputError(None, f"standardize must be true, false or 'auto', got {self.standardize!r}")
         if int(self.rank) < 0:
             raise InputError(None, f"rank must be ≥ 0 (0 = auto), got {self.rank}")
-        for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch"):
+        for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch", "auto_rank",
+                     "auto_rank_small", "panel_genes"):
             if int(getattr(self, name)) < 1:
                 raise InputError(None, f"{name} must be ≥ 1, got {getattr(self, name)}")
         for name in ("lambda_rc", "lambda_kl", "lambda_occ", "lr", "weight_decay"):
@@ -116,7 +120,7 @@ class FieldConfig:
     def resolved_standardize(self, n_genes: int) -> bool:
         """``standardize`` for a model of ``n_genes`` genes (``"auto"`` resolved)."""
         if self.standardize == "auto":
-            return int(n_genes) <= PANEL_GENES
+            return int(n_genes) <= int(self.panel_genes)
         return bool(self.standardize)
 
     def replace(self, **kw) -> "FieldConfig":

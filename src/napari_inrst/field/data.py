@@ -26,9 +26,6 @@ import numpy as np
 
 from ..errors import InputError
 
-SMALL_DATA = 2000  # training spots below which the latent rank defaults to SMALL_RANK
-SMALL_RANK = 8  # latent rank by default below SMALL_DATA spots (measured on breast ST: 8 ≫ 64 there)
-DEFAULT_RANK = 64
 #: dense targets above this many values (cells × genes) switch to projected targets by default
 DENSE_LIMIT = 200_000_000  # 800 MB of float32
 #: cells used to estimate gene means/stds and the PCA basis of projected targets
@@ -165,7 +162,7 @@ class _Base:
     def default_rank(self, cfg) -> int:
         if cfg.rank:
             return int(cfg.rank)
-        return SMALL_RANK if len(self.train) < SMALL_DATA else DEFAULT_RANK
+        return int(cfg.auto_rank_small if len(self.train) < cfg.small_data else cfg.auto_rank)
 
     def geometry(self):
         """The :class:`~.encodings.Geometry` the encodings are resolved on: the data's box in the
@@ -247,7 +244,7 @@ class ProjectedData(_Base):
             raise InputError(names, f"only {n} cells to train on; need ≥ 10")
         self.n_genes = stack.n_genes
         self.train, self.val = split(n, config.val_frac, config.seed)
-        r = int(rank or (config.rank or (SMALL_RANK if n < SMALL_DATA else DEFAULT_RANK)))
+        r = int(rank or (config.rank or (config.auto_rank_small if n < config.small_data else config.auto_rank)))
         self.r = min(r, self.n_genes)
         chunks = _chunk_reader(stack)
         # 1) gene means/stds and the PCA basis from a random subset of cells

@@ -51,9 +51,6 @@ from .spec import ModelConfig
 from .trainer import Progress, Trainer
 from .validation import interp_basis, validation_report
 
-LARGE_DATA = 200_000  # training cells above which a held-out-spots fit keeps its selection network
-
-
 def fit_flow(job):
     """Selection run → final run(s) → one model blended with the interpolant (a generator over
     the runs' progress records; returns the :class:`~.model.FieldModel`).
@@ -96,7 +93,7 @@ class _Fit:
         task, tr, va, pos = data.task_split(self.cfg)
         self.task, self.split, self.val_pos = task, (tr, va), pos
         self.ck_meta = resume.get("meta", {}) if resume is not None else {}
-        self.final_needed = bool(self.cfg.final_fit) and (len(data.train) + len(data.val) < LARGE_DATA
+        self.final_needed = bool(self.cfg.final_fit) and (len(data.train) + len(data.val) < self.cfg.large_data
                                                           or task != "held-out spots")
         # the whole plan is known before the first step: the total never changes during the fit
         self.n_phases = 1 + (self.k_members if self.final_needed else 0)
