@@ -3,7 +3,7 @@
 An encoding (:class:`~.base.Encoding`) is a dataclass of settings that knows its output size,
 the finest detail it represents (for the renderer), how it anneals coarse-to-fine, its JSON,
 and how to make and run its tensors. Adding one: write ``myenc.py`` with a subclass of
-``Encoding`` (see ``fourier.py``), and add one line to ``REGISTRY``. ``FieldConfig(encoding=
+``Encoding`` (see ``fourier.py``), import it here and add it to ``REGISTRY``. ``FieldConfig(encoding=
 "myenc")``, the CLI's and the Train widget's encoding choice, model files and rendering then
 use it. No torch at import.
 """
