@@ -9,8 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_inrst.field import FieldConfig  # noqa: E402
-from napari_inrst.field.losses import (FeatureExtractor, Objective, kl_loss, pretrain_extractor,  # noqa: E402
-                                       rc_loss, rmse)
+from napari_inrst.field.losses import FeatureExtractor, Objective, kl_loss, pretrain_extractor, rc_loss, rmse  # noqa: E402
 from napari_inrst.field.optim import AdamW  # noqa: E402
 
 
@@ -34,7 +33,7 @@ def test_consistency_extractor_is_pretrained_then_frozen():
 
 
 def _tensors(T, resid=None, basis=None):
-    n, g = len(T), (basis.shape[0] if basis is not None else T.shape[1])
+    g = basis.shape[0] if basis is not None else T.shape[1]
     return SimpleNamespace(projected=basis is not None, T=T, resid=resid, basis=basis, mean=torch.zeros(g),
                            std=torch.ones(g), occ_lab=torch.tensor([1.0, 0.0, 1.0, 0.0]))
 

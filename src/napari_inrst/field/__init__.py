@@ -10,7 +10,8 @@ from .api import ExpressionField, TruthField
 from .config import FieldConfig
 from .encodings import Fourier, HashGrid
 
-__all__ = ["ExpressionField", "TruthField", "FieldConfig", "Fourier", "HashGrid", "FieldModel", "load_model", "fit_field", "iter_fit"]
+__all__ = ["ExpressionField", "TruthField", "FieldConfig", "Fourier", "HashGrid", "FieldModel", "load_model",
+           "fit_field", "iter_fit"]
 
 
 def __getattr__(name):  # lazy: keep torch out of `import napari_inrst.field`

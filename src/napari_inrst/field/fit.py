@@ -51,6 +51,7 @@ from .spec import ModelConfig
 from .trainer import Progress, Trainer
 from .validation import interp_basis, validation_report
 
+
 def fit_flow(job):
     """Selection run → final run(s) → one model blended with the interpolant (a generator over
     the runs' progress records; returns the :class:`~.model.FieldModel`).
@@ -140,9 +141,10 @@ class _Fit:
         meta = {"genes": list(self.stack.genes), "config": self.cfg.to_dict(), "phase": "final", "selection": sel}
         for k in range(k_members):
             cfg_k = self.cfg.replace(seed=self.cfg.seed + 1000 * k)
+            phase = "fit" if k_members == 1 else f"fit {k + 1}/{k_members}"
             res = yield from self._run(
-                cfg_k, self.spec.replace(seed=cfg_k.seed), phase="fit" if k_members == 1 else f"fit {k + 1}/{k_members}",
-                index=1 + k, kind="final" if k_members == 1 else "members", rows=(all_rows, all_rows[:0]),
+                cfg_k, self.spec.replace(seed=cfg_k.seed), phase=phase, index=1 + k,
+                kind="final" if k_members == 1 else "members", rows=(all_rows, all_rows[:0]),
                 offset=self.cfg.steps * (1 + k), stop_at=max(int(sel["best_step"]), 1), meta=meta,
                 checkpoint=self.checkpoint if k_members == 1 else None, resume=resume)
             if res.stopped:
@@ -150,7 +152,8 @@ class _Fit:
                 break
             nets.append(res.net)
         if not stopped:
-            return nets, all_rows, "final fit" if k_members == 1 else f"final fit, ensemble of {k_members} networks", False
+            kept = "final fit" if k_members == 1 else f"final fit, ensemble of {k_members} networks"
+            return nets, all_rows, kept, False
         if nets:  # cancelled during a later member: the finished ones are complete final networks
             return nets, all_rows, f"final fit, {len(nets)} of {k_members} ensemble networks (cancelled)", True
         if net_sel is not None:  # cancelled during the final run: the validated selection network

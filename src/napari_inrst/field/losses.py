@@ -124,8 +124,6 @@ class Objective:
 def consistency_extractor(cfg, tensors, train_rows, n_genes: int, device):
     """H of the consistency term, pretrained on up to 20,000 training profiles and frozen; None
     when the term is off (λ1 = 0)."""
-    import numpy as np
-
     if cfg.lambda_rc <= 0:
         return None
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)

@@ -80,7 +80,8 @@ def check_meta(meta, path) -> dict:
     anything is built from it. Returns the (upgraded) metadata; every problem is an InputError
     naming ``path``."""
     if not isinstance(meta, dict):
-        raise InputError(path, f"not a napari-inrst model file (metadata is a JSON {type(meta).__name__}, not an object)")
+        raise InputError(path, "not a napari-inrst model file "
+                               f"(metadata is a JSON {type(meta).__name__}, not an object)")
     if meta.get("format") != FORMAT:
         raise InputError(path, "not a napari-inrst model file")
     ver = meta.get("format_version", 0)

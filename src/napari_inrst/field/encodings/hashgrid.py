@@ -41,7 +41,8 @@ class HashGrid(Encoding):
         return HashGrid(self.levels, self.features, self.log2_table, self.finest_um, self.finest_z_um,
                         self.z_cell_spacings, lo=tuple((lo - 0.05 * ext).tolist()),
                         hi=tuple((hi + 0.05 * ext).tolist()),
-                        coarse=(float(max(ext[0], sp) / 2), float(max(ext[1], sp) / 2), float(max(ext[2], zsp) / 2 + zsp)),
+                        coarse=(float(max(ext[0], sp) / 2), float(max(ext[1], sp) / 2),
+                                float(max(ext[2], zsp) / 2 + zsp)),
                         fine=(fxy, fxy, fz))
 
     def out_dim(self) -> int:
