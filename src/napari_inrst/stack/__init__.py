@@ -5,8 +5,9 @@ matrix-product linear algebra (:mod:`.linalg`)."""
 
 from .normalize import TARGET_SUM, highly_variable_genes, normalize_log1p
 from .sections import (GENE_POLICIES, NORMALIZE_CHOICES, PlacedSection, Section, SectionStack, StackBase,
-                       apply_transform, build_stack, estimate_spacing, renormalize, stack_from_inputs)
+                       apply_transform, build_stack, estimate_spacing, gene_positions, renormalize,
+                       stack_from_inputs)
 
 __all__ = ["GENE_POLICIES", "NORMALIZE_CHOICES", "TARGET_SUM", "PlacedSection", "Section", "SectionStack",
-           "StackBase", "apply_transform", "build_stack", "estimate_spacing", "highly_variable_genes",
+           "StackBase", "apply_transform", "build_stack", "estimate_spacing", "gene_positions", "highly_variable_genes",
            "normalize_log1p", "renormalize", "stack_from_inputs"]

@@ -11,7 +11,7 @@ No Qt and no torch here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -27,6 +27,29 @@ def apply_transform(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float64)
     xy = np.asarray(xy, dtype=np.float64)
     return xy @ m[:2, :2].T + m[:2, 2]
+
+
+def gene_positions(names: Sequence[str], genes, *, error: Callable[[str], Exception] = KeyError,
+                   what: str = "this field") -> list[int]:
+    """Gene names or indices (one or several) → positions in ``names``; ``error`` (naming the gene
+    and, for a name, up to five similar ones) for an unknown gene or an index out of range."""
+    if isinstance(genes, (str, int, np.integer)):
+        genes = [genes]
+    names = list(names)
+    pos = {g: i for i, g in enumerate(names)}
+    out = []
+    for g in genes:
+        if isinstance(g, (int, np.integer)):
+            if not 0 <= int(g) < len(names):
+                raise error(f"gene index {g} out of range (0…{len(names) - 1})")
+            out.append(int(g))
+        elif str(g) in pos:
+            out.append(pos[str(g)])
+        else:
+            close = [n for n in names if n.lower().startswith(str(g).lower()[:3])][:5]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise error(f"gene '{g}' is not modeled by {what} ({len(names)} genes){hint}")
+    return out
 
 
 class PlacedSection:
