@@ -15,8 +15,10 @@ import json
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from . import encodings
 from .encodings import Encoding, Fourier
+from .encodings import from_dict as encoding_from_dict
+from .encodings import get as encoding_class
+from .encodings import names as encoding_names
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TARGETS = ("auto", "dense", "projected")
@@ -87,14 +89,14 @@ class FieldConfig:
     genes: list = field(default_factory=list)  # informative; the model stores its genes itself
 
     def __post_init__(self):
-        if isinstance(self.encoding, str) and self.encoding in encodings.names():
-            self.encoding = encodings.get(self.encoding)()  # a name: that encoding's defaults
+        if isinstance(self.encoding, str) and self.encoding in encoding_names():
+            self.encoding = encoding_class(self.encoding)()  # a name: that encoding's defaults
         elif isinstance(self.encoding, dict):
-            self.encoding = encodings.from_dict(self.encoding)
+            self.encoding = encoding_from_dict(self.encoding)
 
     def validate(self):
         if not isinstance(self.encoding, Encoding):
-            encodings.get(self.encoding)  # raises: not a registered encoding
+            encoding_class(self.encoding)  # raises: not a registered encoding
         self.encoding.validate()
         if self.targets not in TARGETS:
             raise InputError(None, f"targets must be one of {TARGETS}, got '{self.targets}'")
@@ -142,7 +144,7 @@ class FieldConfig:
             raise InputError(None, f"unknown field config keys: {', '.join(sorted(unknown))}")
         d = upgrade_config(d)
         if "encoding" in d:
-            d["encoding"] = encodings.from_dict(d["encoding"])
+            d["encoding"] = encoding_from_dict(d["encoding"])
         return cls(**d).validate()
 
     @classmethod

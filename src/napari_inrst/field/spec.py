@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from . import encodings
 from .encodings import Encoding
+from .encodings import from_dict as encoding_from_dict
 
 #: sane limits for the whole numbers (checked before anything is built from a file)
 INT_LIMITS = {"width": (1, 65536), "depth": (0, 256), "rank": (1, 65536), "n_genes": (1, 1_000_000),
@@ -80,7 +80,7 @@ class ModelConfig:
             v = d.get(key)
             if not (isinstance(v, int) and not isinstance(v, bool)) or not lo <= v <= hi:
                 raise InputError(None, f"'model.{key}' must be a whole number in {lo}…{hi}, got {v!r}")
-        enc = encodings.from_dict(d.get("encoding"))
+        enc = encoding_from_dict(d.get("encoding"))
         try:
             enc.validate()
         except InputError as exc:
