@@ -57,7 +57,6 @@ class FieldModel:
         self.provenance = dict(provenance or {})
         self.history = list(history or [])
         self.value_floor = value_floor
-        self._gene_pos = {g: i for i, g in enumerate(self.genes)}
         origin = spec.origin  # None in models written before it (their frame is absolute)
         self._origin = None if origin is None else np.asarray(origin, dtype=np.float64)
         self._refresh_decoder()
@@ -95,20 +94,11 @@ class FieldModel:
         return self
 
     def gene_indices(self, genes) -> list[int]:
-        if genes is None:
-            return list(range(len(self.genes)))
-        out = []
-        for g in ([genes] if isinstance(genes, (str, int, np.integer)) else genes):
-            if isinstance(g, (int, np.integer)):
-                if not 0 <= int(g) < len(self.genes):
-                    raise KeyError(f"gene index {g} out of range (0..{len(self.genes) - 1})")
-                out.append(int(g))
-            else:
-                try:
-                    out.append(self._gene_pos[str(g)])
-                except KeyError:
-                    raise KeyError(f"gene '{g}' is not modeled by this field ({len(self.genes)} genes)") from None
-        return out
+        """Gene names or indices (one or several; None = all) → positions; KeyError naming an
+        unknown gene (with similar names) or an index out of range."""
+        from ..stack import gene_positions
+
+        return list(range(len(self.genes))) if genes is None else gene_positions(self.genes, genes)
 
     @property
     def origin(self) -> np.ndarray:
