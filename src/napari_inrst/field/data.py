@@ -1,6 +1,6 @@
 """Training data for the field, resolved from a stack and a config (numpy; no torch here).
 
-Two kinds of targets, one interface for the training loop (:mod:`.train`):
+Two kinds of targets, one interface for the training loop (:mod:`.trainer`):
 
 * :class:`StackData` — **dense**: every training cell's centred expression (n × genes; per gene
   ÷ std when ``config.standardize`` resolves to True) is the target; the gene decoder is trained (initialised from

@@ -1,7 +1,7 @@
 """What a trained field says about itself: its validation against interpolation, in words.
 
 Every fit scores itself on a split that mimics its task (whole interior sections held out for a
-stack of three or more sections, held-out spots otherwise; see :mod:`.train`) together with the
+stack of three or more sections, held-out spots otherwise; see :mod:`.fit`) together with the
 interpolation baseline of that task (3D kNN, or 2D kNN for one section) on the same split. The
 report lives in the model file (``meta["validation"]``); these functions turn it into the lines
 the CLI (``fit``, ``info``) and the Train widget show. No torch, no Qt.
