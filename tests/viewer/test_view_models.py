@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from napari_inrst.layers import stack_layer_data
-from napari_inrst.sample import rigid_matrix, sample_stack
+from napari_inrst.viewer.layers import stack_layer_data
+from napari_inrst.synthetic.sample import rigid_matrix, sample_stack
 
 
 def run_to_end(job):
@@ -66,8 +66,8 @@ def test_stack_source_follows_the_viewers_layers(small):
 
 
 def test_qc_state_holdout_panels_overview_and_domains(small):
-    from napari_inrst.evaluate.baselines import KNN3D
-    from napari_inrst.evaluate.protocol import FieldPredictor
+    from napari_inrst.measure.baselines import KNN3D
+    from napari_inrst.evaluate.fitting import FieldPredictor
     from napari_inrst.field.api import TruthField
     from napari_inrst.viewer.qc_state import QCState
 

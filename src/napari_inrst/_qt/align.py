@@ -9,8 +9,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLab
 
 from napari.viewer import Viewer
 
-from ..align_overlay import legend_html, overlay_points
-from ..layers import SECTION_KEY
+from ..align.overlay import legend_html, overlay_points
+from ..viewer.layers import SECTION_KEY
 from ..render.sections import LOD_KEY, points_zyx
 from ..viewer.align_state import METHODS, AlignState
 from ..viewer.stack_source import StackSource, section_layers

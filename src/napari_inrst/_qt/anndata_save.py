@@ -65,7 +65,9 @@ def start_save_qc(widget, path):
     rows = list(rows)
 
     def work():
-        return save_qc(stack, rows, path)
+        from ..evaluate.checks import FLAG_Z
+
+        return save_qc(stack, rows, path, flag_z=FLAG_Z)
 
     return _run(work, "saving the QC results")
 

@@ -4,7 +4,7 @@ with their titles, the uncertainty volume and plane, the 3D domains. Values come
 
 import numpy as np
 
-from ..layers import SECTION_KEY
+from ..viewer.layers import SECTION_KEY
 from ..render.display import labels_legend_html, result_on_top, show_own_colorbars
 from ..viewer.stack_source import section_layers
 from .layers import update_or_add_image

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
-from ..layers import gene_contrast, refresh_section_layers
+from ..viewer.layers import gene_contrast, refresh_section_layers
 from ..viewer.sections_state import SectionsState
 from ..viewer.stack_source import StackSource, section_layers
 from .common import GeneBox
@@ -131,7 +131,7 @@ class SectionsWidget(QWidget):
     # --- geometry (the state changes the stack; the layers follow here) ------------------------
     def _changed(self, what: str):
         """After an in-place change: move the layers, say it, tell the other widgets."""
-        from ..session import stack_changed
+        from ..viewer.session import stack_changed
 
         gene = self.gene.currentText()
         refresh_section_layers(self.viewer.layers, self.stack, gene=gene or None,

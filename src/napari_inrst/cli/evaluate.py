@@ -136,8 +136,9 @@ def _training_progress(log, every_s: float = 30.0):
 
 
 def run(args) -> int:
-    from ..evaluate.protocol import (format_per_section, format_table, inr_fit_fn, leave_one_section_out,
-                                     leave_out, log1p_values, missing_spots)
+    from ..evaluate.fitting import inr_fit_fn
+    from ..evaluate.protocol import (format_per_section, format_table, leave_one_section_out, leave_out,
+                                     log1p_values, missing_spots)
     from ..io.atomic import atomic_path
 
     score_genes = _score_genes(args.score_genes)

@@ -9,8 +9,6 @@ Outside tissue (occupancy < ``threshold``) values are NaN, which napari shows as
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -18,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from .cache import LatentCache, LatentEntry
 from .grids import PlaneGrid, plane_from_extent, plane_shape_for
+from .threads import render_threads
 
 #: points per chunk: bounds memory (chunk × rank floats) and lets a worker stop between chunks
 CHUNK = 32768
@@ -26,30 +25,6 @@ OVERSAMPLE = 8.0
 #: band-limited evaluation computes the latent where occupancy ≥ this (a band around the tissue,
 #: so the cubic kernel near the edge reads real values)
 BAND_THRESHOLD = 0.02
-#: torch intra-op threads while rendering (per calling thread; None: leave as is). On a small,
-#: shared CPU one thread per render avoids oversubscription with the UI, BLAS and other work,
-#: and was several times faster than two in benchmarks/bench_render.py.
-RENDER_THREADS: int | None = 1
-
-
-@contextlib.contextmanager
-def render_threads(n: int | None = None):
-    """Temporarily set torch's intra-op threads of *this* thread (no-op without torch loaded)."""
-    n = RENDER_THREADS if n is None else n
-    torch = sys.modules.get("torch")
-    if torch is None or not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    if old != n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if old != n:
-            torch.set_num_threads(old)
-
-
 def gene_indices(field, genes) -> list[int]:
     """Gene names or indices → indices into ``field.genes``; InputError naming an unknown gene."""
     if genes is None:

@@ -1,2 +1,1 @@
-"""Qt-free, napari-facing state: what the widgets show and change, as view models with psygnal
-events (testable without a QApplication); the ``_qt`` widgets only wire them to Qt controls."""
+"""Qt-free napari-facing state: layer data (:mod:`.layers`), the field hand-over between widgets (:mod:`.session`), the npe2 reader/writer/sample hooks (:mod:`.hooks`) and the widgets' view models."""

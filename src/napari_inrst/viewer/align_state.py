@@ -1,6 +1,6 @@
 """The Align widget's view model (no Qt): the stack, the last alignment, the transforms before
 manual corrections and the manual corrections with their undo history; psygnal events when the
-sections move. Matrices come from :mod:`napari_inrst.align_overlay` / :mod:`napari_inrst.align.kabsch`::
+sections move. Matrices come from :mod:`napari_inrst.align.overlay` / :mod:`napari_inrst.align.kabsch`::
 
     state = AlignState()
     state.set_stack(stack)
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from psygnal import Signal
 
-from ..align_overlay import IDENTITY, ManualEdits, manual_transform, table_rows
+from ..align.overlay import IDENTITY, ManualEdits, manual_transform, table_rows
 
 #: consecutive manual changes of one section within this many seconds undo as one step
 UNDO_MERGE_S = 1.0
@@ -24,7 +24,7 @@ METHODS = ("rigid", "similarity", "none")
 class AlignState:
     """Alignment of one stack: ``result`` (the last :class:`~napari_inrst.align.AlignResult`),
     ``base`` (one 3×3 per section before manual corrections) and ``manual``
-    (:class:`~napari_inrst.align_overlay.ManualEdits`). ``moved(index or -1 for all)`` fires
+    (:class:`~napari_inrst.align.overlay.ManualEdits`). ``moved(index or -1 for all)`` fires
     whenever section transforms changed."""
 
     stack_changed = Signal(object)

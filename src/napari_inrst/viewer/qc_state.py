@@ -3,9 +3,9 @@ results, and psygnal events when any of them change.
 
 Jobs are generator functions built on the UI thread (they capture the settings there) and run by
 the widget in a background worker; they only call the core — :func:`~napari_inrst.evaluate.protocol.hold_out`
-(fit without a section → predict it → score each gene), :func:`~napari_inrst.qc.section_consistency`,
-:func:`~napari_inrst.qc.fit_ensemble`, :func:`~napari_inrst.qc.domains_3d` on
-:func:`~napari_inrst.qc.default_grid` — and return what ``set_*`` stores::
+(fit without a section → predict it → score each gene), :func:`~napari_inrst.evaluate.checks.section_consistency`,
+:func:`~napari_inrst.evaluate.checks.fit_ensemble`, :func:`~napari_inrst.evaluate.checks.domains_3d` on
+:func:`~napari_inrst.evaluate.checks.default_grid` — and return what ``set_*`` stores::
 
     state = QCState()
     state.set_stack(stack)
@@ -113,7 +113,7 @@ class QCState:
                 if all(c in s.adata.obs for s in st) and obs[c].nunique() <= MAX_ANNOTATION_CLASSES]
 
     def default_gene(self) -> str:
-        from ..layers import default_gene
+        from .layers import default_gene
 
         return default_gene(self.stack)
 
@@ -124,7 +124,7 @@ class QCState:
 
     def overview(self) -> tuple[dict, str, list[int]]:
         """``(gap overview, its text with the consistency scores, flagged section indices)``."""
-        from ..qc import format_gaps, gap_overview
+        from ..evaluate.checks import format_gaps, gap_overview
 
         ov = gap_overview(self.stack)
         text = format_gaps(ov)
@@ -181,7 +181,7 @@ class QCState:
         self.holdout_changed.emit(result)
 
     def holdout_title(self) -> str:
-        from ..evaluate.metrics import pearson_per_gene, rmse
+        from ..measure.metrics import pearson_per_gene, rmse
 
         s = self.stack[self.holdout]
         return (f"{s.name} (z = {s.z:g} µm) predicted by a field trained without it: mean "
@@ -222,7 +222,7 @@ class QCState:
     def consistency_job(self, progress=None, should_stop=None):
         """The job "score every section against a field trained without it" (one fit each);
         ``progress(dict)`` is called from the worker after each section."""
-        from ..qc import section_consistency
+        from ..evaluate.checks import section_consistency
 
         stack, fit = self.stack, self.fitter(should_stop)
 
@@ -249,7 +249,7 @@ class QCState:
     # --- uncertainty ---------------------------------------------------------------------------
     def uncertainty_job(self, should_stop=None):
         """The job "train a small ensemble, render its disagreement as a volume"."""
-        from ..qc import UncertaintyField, fit_ensemble
+        from ..evaluate.checks import UncertaintyField, fit_ensemble
 
         stack, k, masked, fit = self.stack, int(self.members), bool(self.inside_only), self.fitter(should_stop)
 
@@ -293,7 +293,7 @@ class QCState:
     def domains_job(self):
         """The job "cluster the held-out field's latent features into 3D domains" on the core's
         default grid, with the ARI against ``labels_key`` on the held-out section."""
-        from ..qc import default_grid, domain_ari, domains_3d
+        from ..evaluate.checks import default_grid, domain_ari, domains_3d
 
         model, k, key = self.model, int(self.n_domains), self.labels_key
         grid = default_grid(model, self.stack, n_xy=DOMAINS_N_XY)

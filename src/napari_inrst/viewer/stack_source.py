@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from psygnal import Signal
 
-from ..layers import SECTION_KEY, STACK_KEY
+from .layers import SECTION_KEY, STACK_KEY
 
 
 def find_stack(viewer):

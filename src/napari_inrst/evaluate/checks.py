@@ -36,8 +36,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .evaluate import metrics as M
-from .render.grids import VolumeGrid, grid_over
+from ..measure import metrics as M
+from ..render.grids import VolumeGrid, grid_over
 
 #: robust z beyond which a section is flagged
 FLAG_Z = 3.0
@@ -110,7 +110,7 @@ def robust_z(values, min_spread: float = 0.0) -> np.ndarray:
 
 # --- consistency -----------------------------------------------------------------------------
 def _default_fit_fn():
-    from .evaluate.protocol import inr_fit_fn
+    from .fitting import inr_fit_fn
 
     return inr_fit_fn()
 
@@ -137,7 +137,7 @@ def section_consistency(stack, fit_fn: Callable | None = None, sections: Sequenc
     all non-excluded sections) but not used to fit the others. ``should_stop()`` True ends early
     (remaining sections get NaN).
     """
-    from .evaluate.protocol import fit_predict
+    from .fitting import fit_predict
 
     fit_fn = fit_fn or _default_fit_fn()
     sections = list(range(len(stack))) if sections is None else list(sections)
@@ -198,7 +198,7 @@ class EnsembleUncertainty:
 
     def uncertainty(self, xyz, genes: Sequence[int] | None = None) -> np.ndarray:
         """(n,) std across members in units of each gene's data std, averaged over ``genes`` (all)."""
-        from .field.model import FieldModel
+        from ..field.model import FieldModel
 
         # unclamped: beyond the field's box the members' disagreement (extrapolation) is the signal
         preds = np.stack([np.asarray(m.predict(xyz, clamp=False) if isinstance(m, FieldModel) else m.predict(xyz),
@@ -251,7 +251,7 @@ def member_fit_fn(config=None, **fit_kwargs) -> Callable:
     interpolation of the data, would hide the disagreement this ensemble measures."""
 
     def fit(st, secs, seed):
-        from .field import FieldConfig, fit_field
+        from ..field import FieldConfig, fit_field
 
         cfg = (config or FieldConfig()).replace(seed=int(seed), ensemble=1, blend=False)
         return fit_field(st, cfg, sections=list(secs), **fit_kwargs)

@@ -66,7 +66,7 @@ def legend_html(names, *, before_shown: bool = False) -> str:
 
 def correction(angle_deg: float, dx: float, dy: float, flip: bool, center) -> np.ndarray:
     """3×3: optional flip in x and rotation, both about ``center``, then a shift (stack frame)."""
-    from .align.kabsch import rigid_matrix
+    from .kabsch import rigid_matrix
 
     return rigid_matrix(angle_deg, (dx, dy), mirror=flip, center=center)
 
@@ -75,7 +75,7 @@ def manual_transform(base, xy_input, edit) -> np.ndarray:
     """A section's transform after the manual correction ``edit = (angle, dx, dy, flip)`` on top of
     ``base`` (its transform before manual corrections): flip and rotation about the centroid of its
     cells as ``base`` places them, then the shift."""
-    from .stack import apply_transform
+    from ..stack import apply_transform
 
     center = apply_transform(base, xy_input).mean(axis=0)
     return correction(*edit, center=center) @ base
@@ -83,7 +83,7 @@ def manual_transform(base, xy_input, edit) -> np.ndarray:
 
 def table_rows(stack, result=None) -> list[list[str]]:
     """Per section: name, rotation angle (°), "yes" when mirrored, residual to the next section (µm)."""
-    from .align.kabsch import rigid_params
+    from .kabsch import rigid_params
 
     rows = []
     for i, s in enumerate(stack):
