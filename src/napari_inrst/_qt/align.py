@@ -4,8 +4,8 @@ State and matrices: :class:`~napari_inrst.viewer.align_state.AlignState` (no Qt)
 correction panel: :mod:`.align_manual`; the run: :class:`.workers.Job`."""
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
 
 from napari.viewer import Viewer
 
@@ -15,6 +15,7 @@ from ..render.sections import LOD_KEY, points_zyx
 from ..viewer.align_state import METHODS, AlignState
 from ..viewer.stack_source import StackSource, section_layers
 from .align_manual import ManualCorrection
+from .common import form_layout, hbox
 from .workers import Job
 
 OVERLAY_AFTER = "Align: sections overlaid"
@@ -55,15 +56,9 @@ class AlignWidget(QWidget):
         self.section, self.angle, self.dx, self.dy, self.flip = m.section, m.angle, m.dx, m.dy, m.flip
         self.reset_button, self.undo_button = m.reset_button, m.undo_button
 
-        form = QFormLayout()
-        form.addRow("Reference", self.reference)
-        form.addRow("Method", self.method)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(buttons)
+        lay.addLayout(form_layout([("Reference", self.reference), ("Method", self.method)]))
+        lay.addLayout(hbox(self.run_button, self.cancel_button))
         for w in (self.progress, self.status, self.show_before, self.legend, self.table, self.manual):
             lay.addWidget(w)
         lay.addStretch(1)

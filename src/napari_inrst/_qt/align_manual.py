@@ -2,7 +2,9 @@
 reset it, undo. Edits go to :class:`~napari_inrst.viewer.align_state.AlignState`, which moves the
 section; this panel only shows and reports values."""
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QPushButton
+
+from .common import form_layout, hbox
 
 
 class ManualCorrection(QGroupBox):
@@ -21,16 +23,8 @@ class ManualCorrection(QGroupBox):
         self.undo_button = QPushButton("Undo")
         self.undo_button.setToolTip("Undo the last manual correction (any section)")
         self.undo_button.setEnabled(False)
-        form = QFormLayout(self)
-        form.addRow("Section", self.section)
-        form.addRow("Rotate", self.angle)
-        form.addRow("Shift x", self.dx)
-        form.addRow("Shift y", self.dy)
-        form.addRow("", self.flip)
-        row = QHBoxLayout()
-        row.addWidget(self.reset_button)
-        row.addWidget(self.undo_button)
-        form.addRow("", row)
+        form_layout([("Section", self.section), ("Rotate", self.angle), ("Shift x", self.dx), ("Shift y", self.dy),
+                     ("", self.flip), ("", hbox(self.reset_button, self.undo_button))], self)
 
         self.section.currentIndexChanged.connect(self.show_section)
         for w in (self.angle, self.dx, self.dy):

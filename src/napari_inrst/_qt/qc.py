@@ -17,8 +17,7 @@ its child widgets (:mod:`.qc_panels`, :mod:`.qc_uncertainty`, :mod:`.qc_strip`) 
 """
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLayout, QPlainTextEdit, QPushButton,
-                            QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QComboBox, QLabel, QLayout, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from napari.viewer import Viewer
 
@@ -26,7 +25,7 @@ from ..viewer.qc_state import QCState
 from ..viewer.stack_source import StackSource
 from . import qc_layers as L
 from .anndata_save import save_qc_dialog
-from .common import GeneBox
+from .common import GeneBox, form_layout, hbox
 from .qc_panels import DomainsPanel, ScoreTable, SectionChecks
 from .qc_strip import STRIP_EXCLUDED, STRIP_FLAGGED, STRIP_SECTION, SectionStrip  # noqa: F401 - the strip's colours
 from .qc_uncertainty import UncertaintyPanel
@@ -94,16 +93,9 @@ class QCWidget(QWidget):
         self.overview = QPlainTextEdit(readOnly=True)
         self.overview.setMaximumHeight(120)
 
-        form = QFormLayout()
-        form.addRow("Hold out", self.holdout_box)
-        form.addRow("Gene", self.gene)
-        form.addRow("Training steps", self.steps)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.train_btn)
-        buttons.addWidget(self.cancel_btn)
-        more = QHBoxLayout()
-        for b in (self.check_btn, self.unc_btn, self.dom_btn, self.save_qc_btn):
-            more.addWidget(b)
+        form = form_layout([("Hold out", self.holdout_box), ("Gene", self.gene), ("Training steps", self.steps)])
+        buttons = hbox(self.train_btn, self.cancel_btn)
+        more = hbox(self.check_btn, self.unc_btn, self.dom_btn, self.save_qc_btn)
         lay = QVBoxLayout(self)
         for item in (QLabel("Sections (tick = missing/damaged: left out of training)"), self.sections, form, self.unc,
                      self.dom, buttons, more, self.status, self.table_title):

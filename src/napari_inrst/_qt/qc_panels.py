@@ -4,8 +4,10 @@ choices through Qt signals; the QC widget wires them to :class:`~napari_inrst.vi
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QHeaderView, QListWidget,
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHeaderView, QListWidget,
                             QListWidgetItem, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QWidget)
+
+from .common import form_layout
 
 COLUMNS = ("gene", "pearson", "rmse", "ssim")
 NO_ANNOTATION = "(none)"
@@ -101,10 +103,7 @@ class DomainsPanel(QWidget):
         self.n_domains = QSpinBox(minimum=2, maximum=30, value=state.n_domains)
         self.labels_box = QComboBox()
         self.button = QPushButton("3D domains")
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Domains (k)", self.n_domains)
-        form.addRow("Annotations", self.labels_box)
+        form_layout([("Domains (k)", self.n_domains), ("Annotations", self.labels_box)], self, tight=True)
         self.n_domains.valueChanged.connect(lambda v: setattr(state, "n_domains", int(v)))
         self.labels_box.currentTextChanged.connect(lambda _: setattr(state, "labels_key", self.labels_key()))
 

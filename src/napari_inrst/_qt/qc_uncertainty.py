@@ -3,10 +3,11 @@ shown like a gene — a volume in 3D display and a plane at the current z in 2D 
 follows z in the background (debounced; the latest z wins)."""
 
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import QCheckBox, QPushButton, QSpinBox, QWidget
 
 from ..viewer.qc_state import render_uncertainty_plane
 from . import qc_layers as L
+from .common import form_layout
 from .workers import LatestRequest
 
 
@@ -29,10 +30,7 @@ class UncertaintyPanel(QWidget):
         self.inside_only.setToolTip("untick to see the uncertainty outside the tissue too (where the field "
                                     "has no data at all)")
         self.button = QPushButton("Uncertainty")
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Ensemble members", self.members)
-        form.addRow("", self.inside_only)
+        form_layout([("Ensemble members", self.members), ("", self.inside_only)], self, tight=True)
 
         self.members.valueChanged.connect(lambda v: setattr(state, "members", int(v)))
         self.inside_only.toggled.connect(self._inside_toggled)
