@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..generators import run_to_end
 from .cache import LatentCache, LatentEntry
 from .grids import PlaneGrid, plane_from_extent, plane_shape_for
 from .threads import render_threads
@@ -99,12 +100,7 @@ def iter_latent(field, xyz: np.ndarray, *, masked: bool = True, threshold: float
 
 def latent_entry(field, xyz, **kw) -> LatentEntry:
     """:func:`iter_latent` run to the end."""
-    gen = iter_latent(field, xyz, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_latent(field, xyz, **kw))
 
 
 def decode_entry(field, entry: LatentEntry, genes: Sequence[int], shape) -> np.ndarray:
@@ -174,12 +170,7 @@ def iter_plane(field, grid: PlaneGrid, genes: Sequence[int], *, cache: LatentCac
 
 def evaluate_plane(field, grid: PlaneGrid, genes: Sequence[int], **kw) -> np.ndarray:
     """:func:`iter_plane` run to the end: (k, ny, nx) float32, NaN outside tissue."""
-    gen = iter_plane(field, grid, genes, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_plane(field, grid, genes, **kw))
 
 
 def field_extent(field, margin: float = 0.0) -> tuple[float, float, float, float]:
