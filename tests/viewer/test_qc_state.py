@@ -69,3 +69,34 @@ def test_qc_state_holdout_panels_overview_and_domains(small):
     # a new stack drops every result
     st.set_stack(None)
     assert st.pred is None and st.model is None and st.consistency is None and st.rows == []
+
+
+def test_qc_state_uncertainty_job_renders_volume_and_plane_off_the_ui_thread(small):
+    """The ensemble job returns the volume and, for a given z, the plane too (the widget only shows
+    them); the shared colour scale spans the volume's values inside tissue."""
+    from napari_inrst.measure.baselines import KNN3D
+    from napari_inrst.viewer.qc_state import QCState
+
+    stack, _ = small
+    st = QCState()
+    st.set_stack(stack)
+    class Boxed(KNN3D):  # a quick stand-in field with bounds (the members differ by their spots)
+        def __init__(self, st_, secs):
+            super().__init__(st_, secs)
+            self.box = st_.bounds()
+
+        def bounds(self):
+            return self.box
+
+    st.fit_fn = lambda s_, secs, seed: Boxed(s_, secs)
+    st.members, st.inside_only = 2, False
+    shown = []
+    st.uncertainty_changed.connect(shown.append)
+    res, msgs = run_to_end(st.uncertainty_job(z=float(stack[2].z)))
+    assert msgs[0] == "training 2 ensemble members" and len(res[0].members) == 2
+    plane_grid, img = res[4]
+    assert plane_grid.z == float(stack[2].z) and img.ndim == 2 and np.isfinite(img).all()  # unmasked
+    assert "median" in st.set_uncertainty(res)
+    grid, data, inside = shown[-1]
+    assert data.shape == grid.shape and inside.all() and st.uncertainty_contrast[0] <= float(data.max())
+    assert run_to_end(st.rerender_job())[0][4] is None  # no z (3D display): no plane rendered

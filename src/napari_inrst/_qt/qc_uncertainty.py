@@ -46,13 +46,24 @@ class UncertaintyPanel(QWidget):
         for ev, cb in self._connections:
             ev.connect(cb)
 
+    def _plane_z(self):
+        """The z of the plane to render with a job (None in 3D display: no plane shown)."""
+        return self._current_z() if self.viewer.dims.ndisplay == 2 else None
+
     def start(self, *_):
-        """Train a small ensemble (background) and show its disagreement like a gene."""
-        return self.run("QC: uncertainty ensemble", self.state.uncertainty_job, self._done)
+        """Train a small ensemble (background) and show its disagreement like a gene; volume and
+        plane are rendered in the job, the UI thread only shows them."""
+        z = self._plane_z()
+        return self.run("QC: uncertainty ensemble", lambda stop: self.state.uncertainty_job(stop, z), self._done)
 
     def _done(self, result):
+        self.planes.cancel()  # a plane still rendering belongs to the previous result
         msg = self.state.set_uncertainty(result)  # shows the volume
-        self.refresh_plane(sync=True)
+        plane = result[4] if len(result) > 4 else None
+        if plane is not None:
+            self._show_plane(*plane)
+        if plane is None or plane[0].z != self._plane_z():  # z moved meanwhile: render it (background)
+            self.refresh_plane()
         self.message.emit(msg)
 
     def _current_z(self):
@@ -88,7 +99,8 @@ class UncertaintyPanel(QWidget):
         self.state.inside_only = bool(on)
         if self.state.uncertainty_field is None:
             return None
-        return self.run("QC: uncertainty volume", lambda stop: self.state.rerender_job(), self._done)
+        z = self._plane_z()
+        return self.run("QC: uncertainty volume", lambda stop: self.state.rerender_job(z), self._done)
 
     def cleanup(self):
         for ev, cb in self._connections:

@@ -47,6 +47,12 @@ def render_uncertainty_plane(uf, z: float, masked: bool):
     return grid, evaluate_plane(uf, grid, [0], masked=masked)[0]
 
 
+def _render(ens, uf, masked: bool, z: float | None) -> tuple:
+    """``(ensemble, field, volume grid, volume, (plane grid, plane) or None)`` of the uncertainty."""
+    plane = render_uncertainty_plane(uf, z, masked) if z is not None else None
+    return (ens, uf, *render_uncertainty_volume(uf, masked), plane)
+
+
 def call_fit(fit_fn: Callable, stack, sections, seed: int = 0):
     """``fit_fn(stack, sections, seed)`` when it takes a seed, else ``fit_fn(stack, sections)``."""
     try:
@@ -247,8 +253,9 @@ class QCState:
         return "outlier sections: " + ", ".join(flagged) if flagged else "no outlier section"
 
     # --- uncertainty ---------------------------------------------------------------------------
-    def uncertainty_job(self, should_stop=None):
-        """The job "train a small ensemble, render its disagreement as a volume"."""
+    def uncertainty_job(self, should_stop=None, z: float | None = None):
+        """The job "train a small ensemble, render its disagreement as a volume" (and as a plane
+        at height ``z`` when given, so the UI thread only shows it)."""
         from ..evaluate.checks import UncertaintyField, fit_ensemble
 
         stack, k, masked, fit = self.stack, int(self.members), bool(self.inside_only), self.fitter(should_stop)
@@ -256,27 +263,27 @@ class QCState:
         def job():
             yield f"training {k} ensemble members"
             ens = fit_ensemble(stack, lambda st, secs, seed: fit(st, secs, seed, member=True), k=k)
-            uf = UncertaintyField(ens)
             yield "rendering the uncertainty volume"
-            return (ens, uf, *render_uncertainty_volume(uf, masked))
+            return _render(ens, UncertaintyField(ens), masked, z)
 
         return job
 
-    def rerender_job(self):
-        """The job "render the uncertainty volume again" (the tissue mask was toggled; no training)."""
+    def rerender_job(self, z: float | None = None):
+        """The job "render the uncertainty volume (and plane at ``z``) again" (the tissue mask was
+        toggled; no training)."""
         ens, uf, masked = self.ensemble, self.uncertainty_field, bool(self.inside_only)
 
         def job():
             yield "rendering the uncertainty volume"
-            return (ens, uf, *render_uncertainty_volume(uf, masked))
+            return _render(ens, uf, masked, z)
 
         return job
 
     def set_uncertainty(self, result) -> str:
-        """Store ``(ensemble, field, grid, volume)``; the volume's colour scale (1–99.5 %) becomes
-        the shared one of volume and plane. Emits ``uncertainty_changed((grid, data, inside))``
-        with NaNs (outside tissue) set to the low end; returns the status line."""
-        self.ensemble, self.uncertainty_field, grid, vol = result
+        """Store ``(ensemble, field, grid, volume[, plane])``; the volume's colour scale (1–99.5 %)
+        becomes the shared one of volume and plane. Emits ``uncertainty_changed((grid, data,
+        inside))`` with NaNs (outside tissue) set to the low end; returns the status line."""
+        self.ensemble, self.uncertainty_field, grid, vol = result[:4]
         inside = np.isfinite(vol)
         lo, hi = np.percentile(vol[inside], [1, 99.5]) if inside.any() else (0.0, 1.0)
         self.uncertainty_contrast = (float(lo), float(hi if hi > lo else lo + 1e-6))
