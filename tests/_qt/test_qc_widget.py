@@ -6,7 +6,7 @@ import pytest
 from napari_inrst.viewer.layers import stack_layer_data
 from napari_inrst.synthetic.sample import sample_stack
 
-from ..test_qc import fast_fit
+from ..conftest import fast_fit
 
 
 @pytest.fixture()
