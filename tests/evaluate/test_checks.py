@@ -73,7 +73,9 @@ def test_uncertainty_is_higher_in_a_wide_gap_than_at_measured_sections(aligned):
     assert outside > 2 * gap  # far outside the tissue the members disagree most
     # per gene and on a grid: shapes napari can show
     assert ens.uncertainty(stack[0].xyz[:5], genes=[0, 3]).shape == (5,)
-    grid = qc.Grid.over([0, 0, 0], [2000, 1500, 270], 250.0, 90.0)
+    from napari_inrst.render.grids import grid_over
+
+    grid = grid_over([0, 0, 0], [2000, 1500, 270], 250.0, 90.0)
     vol = ens.volume(grid)
     assert vol.shape == grid.shape == (4, 7, 9) and np.isfinite(vol).all()
     # rendered like a gene: the uncertainty is an ExpressionField with one gene
@@ -110,8 +112,7 @@ def test_domains_3d_of_truth_follow_tissue_layers(aligned):
     s.adata = s.adata.copy()
     s.adata.obs["layer"] = tissue.programs(s.xyz)[:, :5].argmax(1).astype(str)
     assert qc.domain_ari(f, dom, s, "layer") > 0.25
-    kw = dom.grid.layer_kwargs()
-    assert kw["scale"][0] == 15.0 and kw["translate"] == (0.0, 0.0, 0.0)
+    assert dom.grid.scale[0] == 15.0 and dom.grid.translate == (0.0, 0.0, 0.0)
 
 
 def test_default_ensemble_members_are_single_networks_with_own_seeds_and_spots(aligned, monkeypatch):

@@ -1,9 +1,11 @@
 """The seams between the evaluation protocols and a field: :func:`inr_fit_fn` fits the real field
 (``fit_fn(stack, sections)``), :class:`FieldPredictor` wraps any field (e.g. the synthetic truth)
-as a predictor. Shared by the protocols (:mod:`.protocol`) and the section checks (:mod:`.checks`)."""
+as a predictor; :func:`fit_predict` is the one "fit without some sections, predict them" step.
+Shared by the protocols (:mod:`.protocol`) and the section checks (:mod:`.checks`)."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -39,3 +41,25 @@ class FieldPredictor:
 
     def bounds(self):
         return self.field.bounds()
+
+
+def fit_timed(fit_fn, stack, kept):
+    t0 = time.perf_counter()
+    model = fit_fn(stack, list(kept))
+    return model, time.perf_counter() - t0
+
+
+def kept_sections(stack, holdout: Sequence[int]) -> list[int]:
+    """The sections a fit without ``holdout`` trains on: every other section not marked excluded."""
+    out = set(int(h) for h in holdout)
+    return [i for i in range(len(stack)) if i not in out and not stack[i].excluded]
+
+
+def fit_predict(stack, fit_fn: Callable, kept: Sequence[int], holdout: Sequence[int]):
+    """One fit on ``kept``, then each held-out section predicted at its cells (all genes):
+    ``(model, [pred (cells × genes) per held-out section], fit_seconds)``. The fit → predict of
+    :func:`~.protocol.leave_out` (``evaluate --holdout``), :func:`~.checks.section_consistency`
+    (``qc``) and the QC widget's hold-out (:func:`~.protocol.hold_out`)."""
+    model, fit_s = fit_timed(fit_fn, stack, kept)
+    preds = [np.asarray(model.predict(stack[h].xyz), dtype=np.float64) for h in holdout]
+    return model, preds, fit_s
