@@ -1,6 +1,6 @@
 """How to fit a field: the encoding's settings (nested), the network's size, the losses and the
 training schedule (a dataclass, JSON round-trip). The trained network itself is described by
-:class:`~napari_inrst.field.spec.ModelConfig`, which :meth:`FieldConfig.model_config` makes from
+:class:`~napari_inrst.field.spec.ModelConfig`, which :meth:`ModelConfig.for_data` makes from
 this recipe and the data.
 
 Lengths are in µm. ``None`` in a ``*_um`` field means "choose from the data" (see
