@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 
 from napari_inrst.errors import InputError  # noqa: E402
 from napari_inrst.field import ExpressionField, FieldConfig, Fourier, HashGrid  # noqa: E402
-from napari_inrst.field.model import load_model  # noqa: E402
 from napari_inrst.field.fit import fit_field, iter_fit, load_checkpoint  # noqa: E402
+from napari_inrst.field.model import load_model  # noqa: E402
 
 #: small and quick: fixed wavelengths (no probe runs), narrow trunk
 QUICK = dict(steps=160, batch_size=1024, width=64, depth=2, rank=16, val_every=20, patience=4,
@@ -344,8 +344,8 @@ def straight():
 def test_fit_is_unit_free(straight):
     """The same data in mm, µm or 1/100 µm give the same held-out scores (the network sees
     coordinates relative to the data's own spacings); array-unit spacing gets a warning."""
-    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.field.data import spacing_of, unit_warning
+    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.stack import build_stack
 
     secs, tissue = straight
@@ -371,10 +371,10 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
     """A stack: validation on whole held-out interior sections, with 3D kNN scored on the same
     split (recomputed here from the measured data: the same number); one section: held-out spots
     against 2D kNN. The report is in the model file and in words."""
-    from napari_inrst.measure.baselines import knn3d
-    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.field.data import holdout_positions
     from napari_inrst.field.report import describe, format_validation, validation_warning
+    from napari_inrst.measure.baselines import knn3d
+    from napari_inrst.measure.metrics import pearson_per_gene
 
     stack, tissue = aligned
     m = fit_field(stack, FieldConfig(**TINY))
@@ -412,8 +412,8 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
 def test_blended_field_predicts_renders_and_saves_consistently(aligned, tmp_path):
     """(1 − w) · network + w · interpolant is one latent and one decoder: predict, latent/decode,
     the rendered plane and a reloaded file agree; w = 1 is exactly 3D kNN of the training data."""
-    from napari_inrst.measure.baselines import knn3d
     from napari_inrst.field.model import Interpolant
+    from napari_inrst.measure.baselines import knn3d
     from napari_inrst.render.plane import plane_grid_for, render_plane
 
     stack, tissue = aligned
