@@ -21,9 +21,10 @@ on the 200 most expressed genes; synthetic data per-spot Pearson on all genes):
 
 Compute is scarce: choose rows with ``GENERALIZE_ROWS=merfish,her2st_A`` (comma-separated row
 name prefixes) and ``GENERALIZE_STEPS`` (training steps, default the config's); each finished
-row is appended to ``GENERALIZE_OUT`` (JSON lines) as soon as it is measured.
+row is appended to ``GENERALIZE_OUT`` (JSON lines) as soon as it is measured; ``GENERALIZE_SEED`` (default 0).
 ``GENERALIZE_ENCODINGS=fourier,rff`` runs every chosen row once per encoding (same seeds; rows
-named ``<row>@<encoding>``); unset: the config's default encoding.
+named ``<row>@<encoding>``); an entry may be an encoding's JSON settings, entries then separated by
+``;`` (``GENERALIZE_ENCODINGS='fourier;{"name": "rff", "n_dirs": 8}'``); unset: the default encoding.
 
     python benchmarks/run.py --only generalize [--quick]      # quick: one row per data set
     GENERALIZE_ROWS=synth python benchmarks/bench_generalize.py
@@ -158,7 +159,10 @@ def synth_stack(tissue, zs, spot_spacing, seed=0, unit=1.0, library_size=3000.0)
 def _config(encoding=None):
     from napari_inrst.field import FieldConfig
 
-    cfg = FieldConfig(seed=0) if encoding is None else FieldConfig(seed=0, encoding=encoding)
+    if isinstance(encoding, str) and encoding.startswith("{"):
+        encoding = json.loads(encoding)
+    seed = int(os.environ.get("GENERALIZE_SEED", 0))
+    cfg = FieldConfig(seed=seed) if encoding is None else FieldConfig(seed=seed, encoding=encoding)
     steps = os.environ.get("GENERALIZE_STEPS")
     if steps:
         cfg = cfg.replace(steps=int(steps))
@@ -323,17 +327,25 @@ def format_rows(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _label(enc: str) -> str:
+    if not enc.startswith("{"):
+        return enc
+    d = json.loads(enc)
+    return d.pop("name") + "(" + ",".join(f"{k}={v}" for k, v in d.items()) + ")"
+
+
 def run(quick: bool = True) -> dict:
     want = [w.strip() for w in os.environ.get("GENERALIZE_ROWS", "").split(",") if w.strip()]
     out_path = os.environ.get("GENERALIZE_OUT")
-    encs = [e.strip() for e in os.environ.get("GENERALIZE_ENCODINGS", "").split(",") if e.strip()] or [None]
+    env = os.environ.get("GENERALIZE_ENCODINGS", "")
+    encs = [e.strip() for e in env.split(";" if "{" in env else ",") if e.strip()] or [None]
     table, figs, cache = [], {}, {}
     per_enc = [rows(quick, e, cache) for e in encs]
     # each row once per encoding, side by side (a partial run still holds pairs)
     for name, e, thunk in [(n, e, t) for row in zip(*per_enc) for e, (n, t) in zip(encs, row)]:
         if want and not any(name.startswith(w) for w in want):
             continue
-        name = name if e is None else f"{name}@{e}"
+        name = name if e is None else f"{name}@{_label(e)}"
         t0 = time.perf_counter()
         try:
             r = thunk()

@@ -36,6 +36,16 @@ def test_rff_keeps_the_axis_encodings_scales():
     assert RandomFourier(min_wavelength_z_um=20.0).resolve(GEO).detail_um() == (100.0, 20.0)
 
 
+def test_rff_with_a_z_ladder_spreads_directions_in_plane_and_keeps_z_alone():
+    e = RandomFourier(n_scales=8, n_dirs=5, n_freq_z=4).resolve(GEO)
+    assert e.out_dim() == 3 + 2 * (8 * 5 + 4) and e.detail_um() == (100.0, 75.0)
+    k, rank = e.frequencies(seed=0)
+    assert np.all(k[2, :40] == 0)  # the levels: in the x/y plane
+    assert np.all(k[:2, 40:] == 0) and k[2, -1] == pytest.approx(1 / 75.0)  # z alone, up to the finest z
+    np.testing.assert_allclose(rank[40:], [0, 1 / 3, 2 / 3, 1])
+    assert RandomFourier(n_freq_z=4).resolve(ONE_SECTION).out_dim() == 3 + 2 * 16 * 4  # one section: no z
+
+
 def test_rff_directions_are_deterministic_from_settings_and_seed():
     e = RandomFourier().resolve(GEO)
     again = from_dict(json.loads(json.dumps(e.to_dict())))

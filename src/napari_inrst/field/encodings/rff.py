@@ -56,6 +56,10 @@ class RandomFourier(Encoding):
 
     n_scales: int = 16  # log-spaced levels (the axis encoding's n_freq_xy)
     n_dirs: int = 4  # directions per level
+    # > 0: the levels' directions lie in the x/y plane and z has its own ladder of this many
+    # frequencies along z alone (the axis encoding's z features; they are constant in the plane,
+    # so they cannot stripe it); 0: the directions spread over the sphere (oblique in z)
+    n_freq_z: int = 0
     min_wavelength_xy_um: float | None = None  # finest wavelengths; None → from the data's spacings
     min_wavelength_z_um: float | None = None
     xy_wavelength_spacings: float = 2.0  # as in Fourier: × the spot spacing
@@ -69,13 +73,16 @@ class RandomFourier(Encoding):
         lo, hi = np.asarray(g.lo, dtype=np.float64), np.asarray(g.hi, dtype=np.float64)
         wl_xy = float(self.min_wavelength_xy_um or self.xy_wavelength_spacings * g.spacing)
         wl_z = float(self.min_wavelength_z_um or g.finest_z_um(self.z_wavelength_spacings))
-        return RandomFourier(self.n_scales, self.n_dirs, wl_xy, wl_z, self.xy_wavelength_spacings,
+        return RandomFourier(self.n_scales, self.n_dirs, self.n_freq_z, wl_xy, wl_z, self.xy_wavelength_spacings,
                              self.z_wavelength_spacings, center=tuple(((lo + hi) / 2).tolist()),
                              extent=tuple((hi - lo).tolist()), min_wavelength=(wl_xy, wl_xy, wl_z),
                              planar=g.z_spacing is None)
 
+    def _n_z(self) -> int:
+        return 0 if self.planar else int(self.n_freq_z)
+
     def out_dim(self) -> int:
-        return 3 + 2 * int(self.n_scales) * int(self.n_dirs)
+        return 3 + 2 * (int(self.n_scales) * int(self.n_dirs) + self._n_z())
 
     def detail_um(self):
         wl = self.min_wavelength
@@ -84,6 +91,7 @@ class RandomFourier(Encoding):
     def validate(self):
         check_positive_int("rff", "n_scales", self.n_scales, 1, 256)
         check_positive_int("rff", "n_dirs", self.n_dirs, 1, 256)
+        check_positive_int("rff", "n_freq_z", self.n_freq_z, 0, 256)
         for k in ("min_wavelength_xy_um", "min_wavelength_z_um", "xy_wavelength_spacings", "z_wavelength_spacings"):
             check_positive_um("rff", k, getattr(self, k))
         return self
@@ -104,15 +112,25 @@ class RandomFourier(Encoding):
         wl = np.asarray(self.min_wavelength, dtype=np.float64)
         ns, nd = int(self.n_scales), int(self.n_dirs)
         ext_xy = max(ext[0], ext[1], wl[0])  # one x/y ladder: no in-plane axis preferred
-        ladders = []
-        for e, lam in ((ext_xy, wl[0]), (max(ext[2], wl[2]), wl[2])):
+        nz = self._n_z()
+
+        def ladder(e, lam, n):
             f_hi = 1.0 / lam
             f_lo = min(1.0 / (2.0 * e), f_hi)  # half a period over the data
-            ladders.append(np.geomspace(f_lo, f_hi, ns) if ns > 1 else np.array([f_hi]))
-        scale = np.stack([ladders[0], ladders[0], ladders[1]], axis=1)  # (ns, 3)
-        u = directions(ns, nd, bool(self.planar), seed)
+            return np.geomspace(f_lo, f_hi, n) if n > 1 else np.array([f_hi])
+
+        def ranks(n):
+            return np.linspace(0, 1, n) if n > 1 else np.ones(1)
+
+        lad_xy, lad_z = ladder(ext_xy, wl[0], ns), ladder(max(ext[2], wl[2]), wl[2], ns)
+        scale = np.stack([lad_xy, lad_xy, lad_z], axis=1)  # (ns, 3)
+        u = directions(ns, nd, bool(self.planar) or nz > 0, seed)
         k = (u * scale[:, None, :]).reshape(ns * nd, 3)
-        rank = np.repeat(np.linspace(0, 1, ns) if ns > 1 else np.ones(1), nd)
+        rank = np.repeat(ranks(ns), nd)
+        if nz > 0:  # z alone, as the axis encoding's z features
+            kz = np.zeros((nz, 3))
+            kz[:, 2] = ladder(max(ext[2], wl[2]), wl[2], nz)
+            k, rank = np.concatenate([k, kz]), np.concatenate([rank, ranks(nz)])
         return k.T, rank
 
     # --- torch ----------------------------------------------------------------------------
