@@ -11,7 +11,9 @@ ladder, so no in-plane axis is preferred). Level ``l`` holds ``n_dirs`` frequenc
 Fibonacci lattice (a half circle for one section) turned by a random rotation per level, so the
 levels' directions interleave. Along an axis no frequency exceeds ``1 / min_wavelength``: the
 finest detail (what the renderer samples at) is the axis encoding's. Coarse-to-fine annealing
-opens the levels as :class:`~.fourier.Fourier` opens its per-axis ranks.
+opens the levels as :class:`~.fourier.Fourier` opens its per-axis ranks. With ``n_freq_z > 0``
+the directions lie in the x/y plane (a half circle per level) and z gets the axis encoding's own
+ladder of frequencies along z alone: no feature then varies in the plane and along z at once.
 
 The directions are a function of the resolved settings and ``seed`` (numpy's PCG64 generator), so a
 model file's JSON + seed rebuild them; they are also buffers in its weights.
