@@ -11,11 +11,24 @@ import contextlib
 
 import numpy as np
 
-from ..render.display import RENDER_KEY, hide_superseded, update_or_add_image
-from ..render.screenshot import viewer_overlay
+from ..render.display import RENDER_KEY, canvas_hw, hide_superseded, update_or_add_image
+from ..render.screenshot import viewer_camera, viewer_overlay
 from .view_state import FIRST_COLORMAP, GenesChange
 
 SUFFIX = {"plane": "field", "volume": "field 3D"}
+
+
+def frame_bounds(viewer, bounds, margin: float = 0.05) -> None:
+    """Centre the 2D camera on the x/y of ``bounds`` ((lo, hi) of x, y, z in µm) and zoom so they
+    fill the canvas but for ``margin`` on each side."""
+    lo, hi = (np.asarray(b, dtype=float) for b in bounds)
+    h, w = canvas_hw(viewer)
+    cam = viewer_camera(viewer)
+    size = np.maximum(hi[:2] - lo[:2], 1e-6)
+    center = list(cam.center)
+    center[-2:] = [(lo[1] + hi[1]) / 2, (lo[0] + hi[0]) / 2]
+    cam.center = tuple(center)
+    cam.zoom = (1 - 2 * margin) * min(h / size[1], w / size[0])
 
 
 class FieldLayers:

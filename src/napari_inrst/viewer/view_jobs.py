@@ -16,6 +16,7 @@ import numpy as np
 
 from ..render.display import preview_levels
 from ..render.plane import auto_contrast, iter_plane
+from ..render.sections import LOD_CAP, gene_contrast_sampled, lod_rank, needs_lod, section_update
 from ..render.volume import iter_volume
 
 #: the coarse preview of an expensive plane request has 1/COARSE_FACTOR of its pixels per side
@@ -75,3 +76,20 @@ def z_sweep_job(req, zs):
         gen = iter_plane(req.field, dataclasses.replace(grid, z=z), list(req.idx), oversample=req.oversample)
         stack[:, i] = yield from rescaled(gen, i / len(zs), 1.0 / len(zs))
     return stack
+
+
+def sections_job(stack, gene, cmap, rect, items, ranks: dict):
+    """Colours (and, for large sections, the cells in ``rect`` or a stable subsample) of the section
+    layers ``items`` = [(layer, section index), …] by ``gene``: yields ``(layer, gene, update, rect)``
+    per layer for :func:`~napari_inrst.render.sections.apply_section_update`. ``ranks`` caches each
+    large section's subsample order between calls (filled here)."""
+    contrast = gene_contrast_sampled(stack, gene)
+    g = stack.gene_index(gene)
+    for layer, i in items:
+        s = stack[i]
+        rank = None
+        if needs_lod(s, LOD_CAP):
+            rank = ranks.get(i)
+            if rank is None:
+                rank = ranks[i] = lod_rank(s.n_obs)
+        yield layer, gene, section_update(s, g, contrast, cmap, rect, LOD_CAP, rank), rect
