@@ -177,8 +177,7 @@ def bench_lod(quick: bool) -> dict:
         setattr(cls, name, timed)
 
     timing(SectionsOverlay, "_apply", "sections")
-    timing(FieldRenderer, "_on_plane_yield", "field")
-    timing(FieldRenderer, "_on_volume_yield", "field")
+    timing(FieldRenderer, "_on_result", "field")
     viewer, w = _viewer_and_view()
     warm = viewer.add_points(np.zeros((3, 3)), units="µm")  # napari's one-time costs (units, text, GL)
     _wait_ms(200)

@@ -1,11 +1,34 @@
-"""Helpers shared by the widgets: finding the stack in the viewer, a searchable gene box."""
+"""Helpers shared by the widgets: finding the stack in the viewer, a searchable gene box, the
+viewer events a widget listens to (disconnected together when it closes)."""
 
 from __future__ import annotations
+
+import contextlib
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QCompleter
 
 from ..viewer.layers import SECTION_KEY, STACK_KEY
+
+
+class Connections:
+    """Callbacks connected to napari/psygnal events (``pairs`` of (event, callback)), all
+    disconnected at once by :meth:`clear` (when the widget closes)."""
+
+    def __init__(self, pairs=()):
+        self._pairs = []
+        for event, callback in pairs:
+            self.add(event, callback)
+
+    def add(self, event, callback) -> None:
+        event.connect(callback)
+        self._pairs.append((event, callback))
+
+    def clear(self) -> None:
+        for event, callback in self._pairs:
+            with contextlib.suppress(Exception):  # the viewer may already be gone
+                event.disconnect(callback)
+        self._pairs = []
 
 
 def find_stack(viewer):

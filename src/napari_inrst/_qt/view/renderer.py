@@ -30,8 +30,8 @@ class FieldRenderer(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(debounce_ms)
         self._timer.timeout.connect(self.refresh_plane)
-        self.planes = LatestRequest(plane_job, on_yield=self._on_plane_yield, what="plane rendering")
-        self.volumes = LatestRequest(volume_job, on_yield=self._on_volume_yield, what="volume rendering")
+        self.planes = LatestRequest(plane_job, on_yield=self._on_result, what="plane rendering")
+        self.volumes = LatestRequest(volume_job, on_yield=self._on_result, what="volume rendering")
 
     @property
     def busy(self) -> bool:
@@ -62,13 +62,16 @@ class FieldRenderer(QObject):
             return
         self.planes.submit(req, self.state.cache)
 
-    def _on_plane_yield(self, item):
+    def _on_result(self, item):
+        """What a plane or volume job yields: a progress fraction, contrast limits, or a result."""
         if not isinstance(item, tuple):
             self.status.fraction(item)
         elif item[0] == "contrast":
             self.state.add_contrast(item[1], item[2])
-        else:
+        elif item[0] == "plane":
             self._show_plane(*item[1:])
+        else:
+            self._show_volume(*item[1:])
 
     def _show_plane(self, grid, genes, vals, fine):
         if not self.layers.show_plane(grid, genes, vals, fine=fine):
@@ -96,17 +99,11 @@ class FieldRenderer(QObject):
         self.status.say(f"rendering {', '.join(req.genes)} at {grid.nx}×{grid.ny}×{grid.nz} voxels…")
         self.volumes.submit(req, st.cache)
 
-    def _on_volume_yield(self, item):
-        if not isinstance(item, tuple):
-            self.status.fraction(item)
-        elif item[0] == "contrast":
-            self.state.add_contrast(item[1], item[2])
-        else:
-            _, grid, genes, vals, key = item
-            self.layers.show_volume(grid, genes, vals, key)
-            self.status.percent(100)
-            self.status.say(f"volume {grid.nx}×{grid.ny}×{grid.nz} voxels of {grid.dx:.1f}×{grid.dy:.1f}×"
-                            f"{grid.dz:.1f} µm")
+    def _show_volume(self, grid, genes, vals, key):
+        self.layers.show_volume(grid, genes, vals, key)
+        self.status.percent(100)
+        self.status.say(f"volume {grid.nx}×{grid.ny}×{grid.nz} voxels of {grid.dx:.1f}×{grid.dy:.1f}×"
+                        f"{grid.dz:.1f} µm")
 
     def cancel(self):
         self.planes.cancel()

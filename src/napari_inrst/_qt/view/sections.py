@@ -17,7 +17,7 @@ from ...render.screenshot import viewer_camera
 from ...render.sections import LOD_CAP, LOD_KEY, apply_section_update, needs_lod, view_rect
 from ...viewer.layers import SECTION_KEY, STACK_KEY
 from ...viewer.view_jobs import sections_job
-from ..common import section_layers
+from ..common import Connections, section_layers
 from ..workers import LatestRequest
 
 
@@ -37,10 +37,8 @@ class SectionsOverlay(QObject):
         self._timer.timeout.connect(lambda: self.refresh(lod_only=True))
         self.worker = LatestRequest(sections_job, on_yield=self._apply, what="colouring the sections")
         cam = viewer_camera(viewer)
-        self._connections = [(ev, self._schedule) for ev in (
-            cam.events.zoom, cam.events.center, viewer.dims.events.point, viewer.dims.events.ndisplay)]
-        for ev, cb in self._connections:
-            ev.connect(cb)
+        self._connections = Connections((ev, self._schedule) for ev in (
+            cam.events.zoom, cam.events.center, viewer.dims.events.point, viewer.dims.events.ndisplay))
 
     def _schedule(self, *_):
         self._timer.start()
@@ -110,7 +108,4 @@ class SectionsOverlay(QObject):
     def cleanup(self) -> None:
         self._timer.stop()
         self.worker.cancel()
-        for ev, cb in self._connections:
-            with contextlib.suppress(Exception):
-                ev.disconnect(cb)
-        self._connections = []
+        self._connections.clear()

@@ -26,7 +26,7 @@ from ...render.screenshot import viewer_camera
 from ...viewer.field_layers import FieldLayers, frame_bounds
 from ...viewer.session import field_session, find_field
 from ...viewer.view_state import ViewState, field_summary
-from ..common import find_stack
+from ..common import Connections, find_stack
 from .export import ExportPanel
 from .genes import GenePanel
 from .movie import MovieMaker
@@ -84,7 +84,7 @@ class ViewWidget(QWidget):
                         (st.show_sections_changed, self.sections.set_visible)):
             sig.connect(cb)
         cam = viewer_camera(viewer)
-        self._connections = [
+        self._connections = Connections([
             (cam.events.zoom, self.renderer.schedule),
             (cam.events.center, self.renderer.schedule),
             (viewer.dims.events.ndisplay, self._on_ndisplay),
@@ -92,9 +92,7 @@ class ViewWidget(QWidget):
             (viewer.layers.events.removed, self._on_layers_changed),
             # the explicit hand-over: Train publishes each field it ends with (also after Cancel/Resume)
             (field_session(viewer).changed, self._on_field_published),
-        ]
-        for ev, cb in self._connections:
-            ev.connect(cb)
+        ])
         self._on_layers_changed()
 
     # --- the widget's public face (tests, scripts, other widgets) ------------------------------
@@ -290,10 +288,7 @@ class ViewWidget(QWidget):
         self.sections.cleanup()
         self.zctl.cleanup()
         self.movies.cancel()
-        for ev, cb in self._connections:
-            with contextlib.suppress(Exception):
-                ev.disconnect(cb)
-        self._connections = []
+        self._connections.clear()
 
     def closeEvent(self, event):  # noqa: N802 - Qt name
         self.cleanup()

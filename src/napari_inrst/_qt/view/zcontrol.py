@@ -4,13 +4,13 @@ step with napari's own z slider (the sections are 3D points)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton
 
 from ...render.resample import OVERSAMPLE
+from ..common import Connections
 
 BAND_TIP = (f"Sample the field at its own finest scale ({OVERSAMPLE:g} samples per shortest wavelength / finest grid "
             "cell) and resample it cubically to screen resolution: identical to evaluating every pixel "
@@ -58,7 +58,7 @@ class ZControl(QGroupBox):
         form.addRow(self.band_box)
         state.field_changed.connect(self._on_field)
         state.z_changed.connect(self._show_z)
-        viewer.dims.events.point.connect(self._on_dims_point)
+        self._connections = Connections([(viewer.dims.events.point, self._on_dims_point)])
         self._last_dims_z = self.dims_z()  # napari's z when this widget last looked
 
     def set_z(self, z: float, *, force: bool = False) -> bool:
@@ -121,5 +121,4 @@ class ZControl(QGroupBox):
             self.state.set_z(z)
 
     def cleanup(self):
-        with contextlib.suppress(Exception):
-            self.viewer.dims.events.point.disconnect(self._on_dims_point)
+        self._connections.clear()
