@@ -14,6 +14,7 @@ def test_children_work_without_the_view_widget(make_napari_viewer, qtbot, tmp_pa
     from napari_inrst._qt.view.movie import MovieMaker
     from napari_inrst._qt.view.renderer import FieldRenderer
     from napari_inrst._qt.view.status import StatusBar
+    from napari_inrst._qt.view.volume import VolumePanel
     from napari_inrst._qt.view.zcontrol import ZControl
     from napari_inrst.viewer.field_layers import FieldLayers, frame_bounds
     from napari_inrst.viewer.view_state import ViewState
@@ -26,8 +27,9 @@ def test_children_work_without_the_view_widget(make_napari_viewer, qtbot, tmp_pa
     genes = GenePanel(state)
     zctl = ZControl(viewer, state, section_z=lambda: [0.0, 90.0, 180.0])
     renderer = FieldRenderer(viewer, state, layers, status, debounce_ms=10)
+    volume = VolumePanel(state)
     export = ExportPanel(viewer, state, layers, MovieMaker(viewer, state, layers, status, restore_z=zctl.push_to_dims))
-    for w in (status, genes, zctl, export):
+    for w in (status, genes, zctl, volume, export):
         qtbot.addWidget(w)
     state.genes_changed.connect(layers.apply_genes)
     state.z_changed.connect(renderer.schedule)
@@ -48,6 +50,18 @@ def test_children_work_without_the_view_widget(make_napari_viewer, qtbot, tmp_pa
     assert layer.metadata["z_um"] == pytest.approx(95.0) and np.isfinite(layer.data).any()
     zctl.snap_to_section()
     assert state.z == 90.0
+
+    # the controls follow the model when it is changed elsewhere
+    state.set_band_limited(False)
+    state.set_colorbars(False)
+    state.set_colormap("BlobA", "gray")
+    state.set_resolution(64)
+    assert volume.resolution.value() == 64
+    volume.rendering.setCurrentText("iso")
+    assert state.rendering == "iso"
+    assert not zctl.band_box.isChecked() and not genes.colorbar_box.isChecked()
+    assert genes.colormap.currentText() == "gray"
+    state.set_colorbars(True)
 
     # the export panel needs no widget around it: a figure of what is shown, with its colorbar
     shot = export.screenshot(tmp_path / "fig.png", scale=1, background="black")

@@ -32,6 +32,15 @@ class Connections:
         self._pairs = []
 
 
+def set_quietly(widget, setter: str, *args) -> None:
+    """``widget.<setter>(*args)`` without emitting its signals (a control following its model)."""
+    widget.blockSignals(True)
+    try:
+        getattr(widget, setter)(*args)
+    finally:
+        widget.blockSignals(False)
+
+
 class GeneBox(QComboBox):
     """An editable combo box over thousands of genes with type-to-search (prefix, then substring)."""
 

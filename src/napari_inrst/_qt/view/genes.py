@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLa
 
 from ...errors import InputError
 from ...viewer.view_state import COLORMAPS
-from ..common import GeneBox
+from ..common import GeneBox, set_quietly
 
 
 class GenePanel(QGroupBox):
@@ -56,6 +56,8 @@ class GenePanel(QGroupBox):
         form.addRow(row3)
         state.field_changed.connect(self._on_field)
         state.genes_changed.connect(self._on_genes)
+        state.colorbars_changed.connect(lambda on: set_quietly(self.colorbar_box, "setChecked", on))
+        state.colormap_changed.connect(self._colormap_set)
 
     def selected(self) -> str | None:
         """The gene selected in the list (None when none is)."""
@@ -80,9 +82,11 @@ class GenePanel(QGroupBox):
 
     def _selected(self, gene):
         if gene in self.state.colormaps:
-            self.colormap.blockSignals(True)
-            self.colormap.setCurrentText(self.state.colormaps[gene])
-            self.colormap.blockSignals(False)
+            set_quietly(self.colormap, "setCurrentText", self.state.colormaps[gene])
+
+    def _colormap_set(self, gene, _cmap):
+        if gene == self.selected():
+            self._selected(gene)
 
     def _colormap_picked(self, cmap):
         gene = self.selected()

@@ -7,6 +7,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QPushButton, QSpin
 
 from ...render.grids import VOLUME_MAX, VOLUME_MIN
 from ...viewer.view_state import RENDERINGS
+from ..common import set_quietly
 
 
 class VolumePanel(QGroupBox):
@@ -29,3 +30,5 @@ class VolumePanel(QGroupBox):
         form.addRow("Resolution", self.resolution)
         form.addRow("Rendering", self.rendering)
         form.addRow(self.volume_btn)
+        state.volume_changed.connect(lambda n: set_quietly(self.resolution, "setValue", n))
+        state.rendering_changed.connect(lambda mode: set_quietly(self.rendering, "setCurrentText", mode))

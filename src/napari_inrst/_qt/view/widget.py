@@ -1,16 +1,11 @@
-"""Widget "View field": any gene of the continuous field, resampled at screen resolution.
+"""Widget "View field": any gene of the continuous field at screen resolution — 2D planes at any z
+(µm, between and beyond the sections; NaN outside tissue), 3D volumes masked by occupancy.
 
-2D: one Image layer per chosen gene at the current z (µm, continuous, between and beyond the
-measured sections), re-evaluated at the canvas' pixel size on debounced zoom/pan/z changes in a
-background worker (a coarse image first; latest request wins). Outside tissue is NaN
-(transparent). 3D: one volume layer per gene, masked by occupancy. The latent of the current
-view is cached, so switching gene is one small matrix product.
-
-This widget only wires: the state is a Qt-free :class:`~napari_inrst.viewer.view_state.ViewState`,
-the layers a :class:`~napari_inrst.viewer.field_layers.FieldLayers`; the children edit and
-follow the state — :class:`.genes.GenePanel`, :class:`.zcontrol.ZControl`,
-:class:`.volume.VolumePanel`, :class:`.export.ExportPanel` — and :class:`.renderer.FieldRenderer`,
-:class:`.sections.SectionsOverlay` and :class:`.movie.MovieMaker` run the work.
+It only wires: the state is a Qt-free :class:`~napari_inrst.viewer.view_state.ViewState`, the
+layers a :class:`~napari_inrst.viewer.field_layers.FieldLayers`; child widgets edit and follow the
+state (:class:`.genes.GenePanel`, :class:`.zcontrol.ZControl`, :class:`.volume.VolumePanel`,
+:class:`.export.ExportPanel`); :class:`.renderer.FieldRenderer`, :class:`.sections.SectionsOverlay`
+and :class:`.movie.MovieMaker` run the work in workers (:mod:`napari_inrst._qt.workers`).
 """
 
 import contextlib  # no `from __future__ import annotations`: napari finds the viewer argument by its annotation
@@ -56,8 +51,8 @@ class ViewWidget(QWidget):
         self.status_bar = StatusBar()
         self.movies = MovieMaker(viewer, st, self.layers, self.status_bar, restore_z=self._push_z, parent=self)
         self.movies.finished.connect(self.movieFinished)
-        paused = lambda: self.movies.active  # noqa: E731 - a movie drives camera and z meanwhile
-        self.renderer = FieldRenderer(viewer, st, self.layers, self.status_bar, DEBOUNCE_MS, paused, parent=self)
+        self.renderer = FieldRenderer(viewer, st, self.layers, self.status_bar, DEBOUNCE_MS, self._paused,
+                                      parent=self)
         self.sections = SectionsOverlay(viewer, st, DEBOUNCE_MS, parent=self)
         self.field_label = QLabel("No field yet: train one (Train widget) or load a model file.")
         self.field_label.setWordWrap(True)
@@ -65,7 +60,7 @@ class ViewWidget(QWidget):
         self.load_btn.clicked.connect(self._load_dialog)
         self.genes_panel = GenePanel(st)
         self.genes_panel.autoContrastRequested.connect(self._auto_contrast)
-        self.zctl = ZControl(viewer, st, self.section_z, paused)
+        self.zctl = ZControl(viewer, st, self.section_z, self._paused)
         self.volume_panel = VolumePanel(st)
         self.volume_panel.showRequested.connect(self.show_volume)
         self.export = ExportPanel(viewer, st, self.layers, self.movies)
@@ -243,6 +238,10 @@ class ViewWidget(QWidget):
         self.zctl.set_z(z, force=sync)
         if sync:
             self.refresh_plane(sync=True)
+
+    def _paused(self) -> bool:
+        """A movie is being captured: it drives camera and z, the view must not follow them."""
+        return self.movies.active
 
     def _push_z(self):
         self.zctl.push_to_dims()

@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton
 
 from ...render.resample import OVERSAMPLE
-from ..common import Connections
+from ..common import Connections, set_quietly
 
 BAND_TIP = (f"Sample the field at its own finest scale ({OVERSAMPLE:g} samples per shortest wavelength / finest grid "
             "cell) and resample it cubically to screen resolution: identical to evaluating every pixel "
@@ -58,6 +58,8 @@ class ZControl(QGroupBox):
         form.addRow(self.band_box)
         state.field_changed.connect(self._on_field)
         state.z_changed.connect(self._show_z)
+        state.sampling_changed.connect(lambda _: set_quietly(self.band_box, "setChecked", state.band_limited))
+        state.show_sections_changed.connect(lambda on: set_quietly(self.sections_box, "setChecked", on))
         self._connections = Connections([(viewer.dims.events.point, self._on_dims_point)])
         self._last_dims_z = self.dims_z()  # napari's z when this widget last looked
 
@@ -77,16 +79,12 @@ class ZControl(QGroupBox):
         if field is None:
             return
         for w in (self.z_spin, self.z_slider):
-            w.blockSignals(True)
-            w.setRange(*self.state.z_range)
-            w.blockSignals(False)
+            set_quietly(w, "setRange", *self.state.z_range)
         self._show_z(self.state.z)
 
     def _show_z(self, z):
         for w in (self.z_spin, self.z_slider):
-            w.blockSignals(True)
-            w.setValue(z)
-            w.blockSignals(False)
+            set_quietly(w, "setValue", z)
 
     # --- napari's own z slider --------------------------------------------------------------
     def dims_z(self):
