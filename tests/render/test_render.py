@@ -192,14 +192,16 @@ def model_file(tmp_path_factory):
     """A small, untrained FieldModel saved to disk (the CLI's I/O does not depend on training)."""
     pytest.importorskip("torch")
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.field.spec import ModelConfig
 
     genes = ["LayerA", "BlobA", "G010"]
     lo, hi = np.array([0.0, 0, 0]), np.array([2000.0, 1500, 270])
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
             "rank": 3, "n_genes": 3, "seed": 0}
-    model = FieldModel(build_net(arch), genes=genes, mean=np.ones(3), std=np.ones(3), arch=arch,
+    spec = ModelConfig.from_arch(arch)
+    model = FieldModel(spec.build(), genes=genes, mean=np.ones(3), std=np.ones(3), spec=spec,
                        config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
                        stack_meta={"names": ["a", "b"], "z": [0.0, 270.0]}, bounds=(lo, hi))
     path = tmp_path_factory.mktemp("model") / "m.inrst"
