@@ -184,7 +184,7 @@ def _warm_imports():
         import scipy.spatial  # noqa: F401
         import torch  # noqa: F401
 
-        from ..field import data, model, train  # noqa: F401
+        from ..field import data, fit, model  # noqa: F401
 
 
 class TrainWidget(QWidget):
