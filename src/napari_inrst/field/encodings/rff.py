@@ -60,8 +60,10 @@ class RandomFourier(Encoding):
     n_dirs: int = 4  # directions per level
     # > 0: the levels' directions lie in the x/y plane and z has its own ladder of this many
     # frequencies along z alone (the axis encoding's z features; they are constant in the plane,
-    # so they cannot stripe it); 0: the directions spread over the sphere (oblique in z)
-    n_freq_z: int = 0
+    # so they cannot stripe it); 0: the directions spread over the sphere (oblique in z). 4 by
+    # measurement (bench_generalize, 300 steps, seeds 0 and 1, missing sections): MERFISH 50 µm
+    # Pearson 0.382 vs 0.370 oblique, HER2ST A3 0.259 vs 0.239, breast ST 0.282 vs 0.282
+    n_freq_z: int = 4
     min_wavelength_xy_um: float | None = None  # finest wavelengths; None → from the data's spacings
     min_wavelength_z_um: float | None = None
     xy_wavelength_spacings: float = 2.0  # as in Fourier: × the spot spacing
