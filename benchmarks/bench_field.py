@@ -89,9 +89,9 @@ def synthetic(cfg, out: dict):
     """The synthetic sample (aligned with its true transforms): error against the analytic truth at
     the two missing sections (z = 90, 210 µm) and halfway between measured ones (z = 15, 135, 165,
     255 µm), INR vs knn3d over the measured spots (same points), on a 20 µm grid inside the tissue."""
-    from napari_inrst.evaluate.baselines import knn3d
+    from napari_inrst.measure.baselines import knn3d
     from napari_inrst.field.train import fit_field
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack()
     stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])

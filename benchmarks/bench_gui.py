@@ -158,7 +158,7 @@ def bench_lod(quick: bool) -> dict:
     from stall import StallMeter
 
     import napari_inrst._qt.view_sections as VS
-    from napari_inrst.layers import stack_layer_data
+    from napari_inrst.viewer.layers import stack_layer_data
 
     n_sec, n_cells, n_genes = (2, 50_000, 100) if quick else (5, 200_000, 100)
     stack = _big_stack(n_sec, n_cells, n_genes)

@@ -33,7 +33,7 @@ GENES = 20
 def _model():
     from napari_inrst.cli.fit import select_model_genes
     from napari_inrst.field import FieldConfig, fit_field
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, _ = sample_stack()
     stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])

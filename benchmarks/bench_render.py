@@ -139,7 +139,7 @@ def _out_of_core(model, figs: dict, shape=(1024, 1024, 512), extra=(), key="ooc"
 def run(quick: bool = False) -> dict:
     import torch
 
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     figs: dict = {}
     stack, _ = sample_stack()

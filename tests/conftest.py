@@ -35,7 +35,7 @@ def merfish_dir():
 @pytest.fixture(scope="session")
 def sample():
     """The synthetic sample (misplaced sections) and its analytic tissue: (stack, tissue)."""
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     return sample_stack()
 

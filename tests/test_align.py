@@ -6,7 +6,7 @@ import pytest
 
 from napari_inrst.align import AlignCancelled, align_stack, kabsch, rigid_params, transforms_json
 from napari_inrst.errors import InputError
-from napari_inrst.sample import rigid_matrix
+from napari_inrst.synthetic.sample import rigid_matrix
 from napari_inrst.stack import apply_transform, build_stack
 
 
@@ -68,7 +68,7 @@ def test_transforms_json_format():
 # --- the synthetic sample: recovery against the analytic truth -------------------------------
 @pytest.fixture(scope="module")
 def aligned_sample():
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, _ = sample_stack()
     steps = []
@@ -138,7 +138,7 @@ def test_cancel(sample):
 @pytest.fixture(scope="module")
 def aligned_pair():
     """Two adjacent synthetic sections in their true frame, and the tissue (width 2000 µm)."""
-    from napari_inrst.sample import make_sample
+    from napari_inrst.synthetic.sample import make_sample
 
     secs, tissue = make_sample(misplace=False, n_genes=60, seed=5)
     return secs[3], secs[4], tissue

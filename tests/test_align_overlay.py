@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_inrst.align_overlay import IDENTITY, ManualEdits, legend_html, overlay_points
+from napari_inrst.align.overlay import IDENTITY, ManualEdits, legend_html, overlay_points
 
 
 def test_overlay_colours_per_section_and_before_differs():

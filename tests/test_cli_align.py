@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_inrst.cli import main
-from napari_inrst.sample import make_sample
+from napari_inrst.synthetic.sample import make_sample
 from napari_inrst.stack import apply_transform
 
 

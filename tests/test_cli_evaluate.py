@@ -10,7 +10,7 @@ from napari_inrst.cli import main
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from napari_inrst.sample import write_sample
+    from napari_inrst.synthetic.sample import write_sample
 
     d = tmp_path_factory.mktemp("synth")
     paths = write_sample(d, misplace=False, n_genes=40, spot_spacing=80.0)
@@ -22,7 +22,7 @@ def _truth_fit_fn(config=None, **kw):
     """Stand-in for the INR: the sample's analytic truth (what a perfect field would predict)."""
     from napari_inrst.evaluate.protocol import FieldPredictor
     from napari_inrst.field.api import TruthField
-    from napari_inrst.sample import SyntheticTissue
+    from napari_inrst.synthetic.sample import SyntheticTissue
 
     def fit(stack, sections):
         tissue = SyntheticTissue(n_genes=40, depth=270.0, seed=0)

@@ -14,7 +14,7 @@ from napari_inrst.cli import main  # noqa: E402
 @pytest.fixture(scope="module")
 def sample_files(tmp_path_factory):
     """Four aligned synthetic sections (40 genes) as .h5ad files + the tissue."""
-    from napari_inrst.sample import make_sample
+    from napari_inrst.synthetic.sample import make_sample
 
     d = tmp_path_factory.mktemp("sections")
     sections, tissue = make_sample(n_genes=40, misplace=False)
@@ -132,7 +132,7 @@ def test_bad_input_exits_2_and_writes_nothing(fitted, sample_files, tmp_path, ca
 def misplaced_files(tmp_path_factory):
     """Three adjacent synthetic sections as placed on the slides (the middle one unmoved), with
     their true transforms kept aside (not in the files)."""
-    from napari_inrst.sample import make_sample
+    from napari_inrst.synthetic.sample import make_sample
 
     d = tmp_path_factory.mktemp("misplaced")
     sections, _ = make_sample(n_genes=60)

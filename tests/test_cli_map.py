@@ -16,7 +16,7 @@ from napari_inrst.cli import main  # noqa: E402
 def moved(tmp_path_factory):
     """Three synthetic sections (30 genes) moved by known rigid motions (one mirrored), as .h5ad files
     with coordinates in mm (unit factor 1000), and a model fitted by the CLI with --no-refine."""
-    from napari_inrst.sample import make_sample
+    from napari_inrst.synthetic.sample import make_sample
 
     d = tmp_path_factory.mktemp("moved")
     sections, tissue = make_sample(n_sections=3, missing=(), n_genes=30, spot_spacing=80.0)
@@ -67,7 +67,7 @@ def test_map_puts_each_section_where_the_truth_is(moved, tmp_path):
 
 def test_map_applies_the_stored_transform_exactly_in_row_order(moved, tmp_path):
     from napari_inrst.field.model import load_model
-    from napari_inrst.sample import rigid_matrix
+    from napari_inrst.synthetic.sample import rigid_matrix
 
     _, sections, _, model_path = moved
     model = load_model(model_path)
@@ -138,7 +138,7 @@ def test_map_bad_input_is_one_line_and_writes_nothing(moved, tmp_path, capsys, c
 def test_fit_refines_by_default_and_stores_the_result(moved, tmp_path, monkeypatch):
     """Without --no-refine, fit runs the refinement and stores its report and transforms (the
     wiring, not the optimization, which test_refine.py checks)."""
-    import napari_inrst.align.refine as refine
+    import napari_inrst.field.refine as refine
     from napari_inrst.field.model import load_model
 
     real = refine.refine_stack

@@ -1,4 +1,4 @@
-"""Multi-process training: ``torchrun --nproc_per_node 2 -m napari_inrst.train`` with the gloo
+"""Multi-process training: ``torchrun --nproc_per_node 2 -m napari_inrst.cli.distributed`` with the gloo
 backend on CPU gives the same kind of model file as ``fit``, with processes in agreement."""
 
 import json
@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def _torchrun(args, tmp_path, nproc=2, timeout=240):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_port", str(29500 + os.getpid() % 1000), "-m", "napari_inrst.train", *args]
+           "--master_port", str(29500 + os.getpid() % 1000), "-m", "napari_inrst.cli.distributed", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=env)
 
 
 @pytest.fixture(scope="module")
 def sections(tmp_path_factory):
-    from napari_inrst.sample import write_sample
+    from napari_inrst.synthetic.sample import write_sample
 
     d = tmp_path_factory.mktemp("sample")
     paths = write_sample(d, n_genes=40)
@@ -34,7 +34,7 @@ def sections(tmp_path_factory):
 def test_two_gloo_processes_train_one_model_like_fit(sections, tmp_path):
     from napari_inrst.cli import main
     from napari_inrst.field.model import load_model
-    from napari_inrst.sample import SyntheticTissue
+    from napari_inrst.synthetic.sample import SyntheticTissue
 
     paths, z = sections
     out = tmp_path / "ddp.inrst"

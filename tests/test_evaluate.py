@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_inrst.evaluate import baselines as B
-from napari_inrst.evaluate import metrics as M
+from napari_inrst.measure import baselines as B
+from napari_inrst.measure import metrics as M
 from napari_inrst.evaluate import protocol as P
 
 
@@ -147,7 +147,7 @@ def test_adjacent_means_three_nearest_in_each_neighbour_section():
 # --- protocols on the synthetic sample (analytic truth) --------------------------------------
 @pytest.fixture(scope="module")
 def aligned():
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack(misplace=False, n_genes=60, spot_spacing=70.0)
     return stack, tissue

@@ -32,7 +32,7 @@ RUNNER = Path(__file__).resolve().parent / "_fault_runner.py"
 def fault_data(tmp_path_factory):
     """Three small sections (8 genes, ~100 spots each) and a small untrained model over their
     bounds (the CLI's input and output handling does not depend on training)."""
-    from napari_inrst.sample import make_sample
+    from napari_inrst.synthetic.sample import make_sample
 
     d = tmp_path_factory.mktemp("fault_data")
     sections, _ = make_sample(n_sections=3, n_genes=8, missing=(), spot_spacing=150.0, misplace=False)

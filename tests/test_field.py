@@ -21,7 +21,7 @@ QUICK = dict(steps=160, batch_size=1024, width=64, depth=2, rank=16, val_every=2
 @pytest.fixture(scope="module")
 def aligned():
     """The synthetic sample with its true transforms (aligned), 60 genes, and its tissue."""
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack(n_genes=60)
     stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])
@@ -305,7 +305,7 @@ def test_fast_pca_init_matches_the_exact_eigendecomposition():
     """The decoder's PCA start comes from randomized subspace iteration on the data (seconds at
     thousands of genes); on small data it equals the exact eigen-decomposition of the covariance."""
     from napari_inrst.field.train import _pca_init
-    from napari_inrst.linalg import top_components
+    from napari_inrst.stack.linalg import top_components
 
     rng = np.random.default_rng(3)
     n, d, r = 900, 120, 6
@@ -337,7 +337,7 @@ TINY = dict(steps=120, batch_size=512, width=32, depth=2, rank=8, val_every=20, 
 @pytest.fixture(scope="module")
 def straight():
     """Six sections of the synthetic tissue as cut (not misplaced), 40 genes."""
-    from napari_inrst.sample import make_sample
+    from napari_inrst.synthetic.sample import make_sample
 
     return make_sample(n_sections=6, missing=(), n_genes=40, misplace=False, spot_spacing=60.0)
 
@@ -345,7 +345,7 @@ def straight():
 def test_fit_is_unit_free(straight):
     """The same data in mm, µm or 1/100 µm give the same held-out scores (the network sees
     coordinates relative to the data's own spacings); array-unit spacing gets a warning."""
-    from napari_inrst.evaluate.metrics import pearson_per_gene
+    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.field.data import spacing_of, unit_warning
     from napari_inrst.stack import build_stack
 
@@ -372,8 +372,8 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
     """A stack: validation on whole held-out interior sections, with 3D kNN scored on the same
     split (recomputed here from the measured data: the same number); one section: held-out spots
     against 2D kNN. The report is in the model file and in words."""
-    from napari_inrst.evaluate.baselines import knn3d
-    from napari_inrst.evaluate.metrics import pearson_per_gene
+    from napari_inrst.measure.baselines import knn3d
+    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.field.data import holdout_positions
     from napari_inrst.field.report import describe, format_validation, validation_warning
 
@@ -413,7 +413,7 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
 def test_blended_field_predicts_renders_and_saves_consistently(aligned, tmp_path):
     """(1 − w) · network + w · interpolant is one latent and one decoder: predict, latent/decode,
     the rendered plane and a reloaded file agree; w = 1 is exactly 3D kNN of the training data."""
-    from napari_inrst.evaluate.baselines import knn3d
+    from napari_inrst.measure.baselines import knn3d
     from napari_inrst.field.model import Interpolant
     from napari_inrst.render.plane import plane_grid_for, render_plane
 

@@ -30,8 +30,8 @@ def test_core_imports_without_qt_or_torch():
     import sys
 
     code = (
-        "import sys; import napari_inrst, napari_inrst.io, napari_inrst.stack, napari_inrst.sample, "
-        "napari_inrst.layers, napari_inrst._napari, napari_inrst.cli; "
+        "import sys; import napari_inrst, napari_inrst.io, napari_inrst.stack, napari_inrst.synthetic.sample, "
+        "napari_inrst.viewer.layers, napari_inrst.viewer.hooks, napari_inrst.cli; "
         "bad = [m for m in ('torch', 'PyQt6', 'qtpy', 'napari') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -5,7 +5,7 @@ network."""
 import numpy as np
 import pytest
 
-from napari_inrst.prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field
+from napari_inrst.stack.prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_inrst import qc
-from napari_inrst.sample import rigid_matrix, sample_stack
+from napari_inrst.evaluate import checks as qc
+from napari_inrst.synthetic.sample import rigid_matrix, sample_stack
 
 
 def fast_config(seed=0):
@@ -100,7 +100,7 @@ def test_uncertainty_is_higher_in_a_wide_gap_than_at_measured_sections(aligned):
 
 
 def test_kmeans_recovers_separated_clusters():
-    from napari_inrst.evaluate.metrics import adjusted_rand_score
+    from napari_inrst.measure.metrics import adjusted_rand_score
 
     rng = np.random.default_rng(0)
     c = rng.normal(0, 10, (4, 5))
@@ -131,7 +131,7 @@ def test_default_ensemble_members_are_single_networks_with_own_seeds_and_spots(a
     """The uncertainty's members: one network each (the field's own small-data averaging would
     shrink their disagreement), each with its own seed and its own 90 % of the spots."""
     import napari_inrst.field.train as train
-    from napari_inrst.evaluate.baselines import KNN3D
+    from napari_inrst.measure.baselines import KNN3D
 
     stack, _ = aligned
     seen = []

@@ -1,4 +1,4 @@
-"""Field-driven rigid refinement (napari_inrst.align.refine) against known motions of the synthetic sample."""
+"""Field-driven rigid refinement (napari_inrst.field.refine) against known motions of the synthetic sample."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def placed():
     """Five synthetic sections (40 genes) placed at their true positions, and the tissue."""
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack(n_sections=5, missing=(), n_genes=40, spot_spacing=70.0)
     stack.set_transforms([np.asarray(s.adata.uns["truth_matrix"]) for s in stack])
@@ -25,7 +25,7 @@ def _error(stack, k, matrix):
 
 
 def _perturbed(stack, tissue, k, angle=3.0, shift=(25.0, -20.0)):
-    from napari_inrst.sample import rigid_matrix
+    from napari_inrst.synthetic.sample import rigid_matrix
 
     work = stack.select(range(len(stack)))
     mats = work.transforms()
@@ -36,7 +36,7 @@ def _perturbed(stack, tissue, k, angle=3.0, shift=(25.0, -20.0)):
 
 
 def test_refine_stack_recovers_a_known_perturbation_and_keeps_the_reference(placed):
-    from napari_inrst.align.refine import refine_stack
+    from napari_inrst.field.refine import refine_stack
 
     stack, tissue = placed
     work = _perturbed(stack, tissue, 1)

@@ -15,7 +15,7 @@ from napari_inrst.render import (
     render_volume,
     volume_grid,
 )
-from napari_inrst.sample import SyntheticTissue
+from napari_inrst.synthetic.sample import SyntheticTissue
 
 GENES = ["LayerA", "LayerB", "BlobA", "Boundary", "G010", "G011"]
 
@@ -153,7 +153,7 @@ def test_unknown_gene_and_bad_shape_are_input_errors(field):
 
 @pytest.mark.parametrize("name", ["vol.tif", "vol.ome.zarr"])
 def test_volume_files_keep_values_and_physical_scale(tmp_path, field, name):
-    from napari_inrst.render.export import read_volume, save_volume
+    from napari_inrst.io.ome import read_volume, save_volume
 
     vol, grid = render_volume(field, ["LayerA", "BlobA"], shape=(4, 10, 12))
     path = save_volume(tmp_path / name, vol, scale_zyx=grid.scale, translate_zyx=grid.translate,
@@ -168,7 +168,7 @@ def test_volume_files_keep_values_and_physical_scale(tmp_path, field, name):
 def test_movie_without_napari_animation_says_how_to_install(monkeypatch):
     import sys
 
-    from napari_inrst.render.export import animation_available, rotation_movie, sweep_movie
+    from napari_inrst.render.movie import animation_available, rotation_movie, sweep_movie
 
     monkeypatch.setitem(sys.modules, "napari_animation", None)  # as if not installed
     assert not animation_available()
@@ -179,7 +179,7 @@ def test_movie_without_napari_animation_says_how_to_install(monkeypatch):
 
 
 def test_movie_formats():
-    from napari_inrst.render.export import movie_format
+    from napari_inrst.render.movie import movie_format
 
     assert movie_format("a/b.mp4") == "mp4" and movie_format("b.GIF") == "gif" and movie_format("frames") == "frames"
     with pytest.raises(InputError, match="mp4"):
@@ -259,7 +259,7 @@ def test_cli_renders_volume_slab_by_slab(model_file, tmp_path, monkeypatch):
     """--shape NX NY NZ; the volume reaches the writer in slabs within --slab-mb and equals the
     in-memory render; physical scale and genes are in the file."""
     from napari_inrst.field import load_model
-    from napari_inrst.render.export import VolumeWriter, read_volume
+    from napari_inrst.io.ome import VolumeWriter, read_volume
 
     slabs = []
     orig = VolumeWriter.write
@@ -281,7 +281,7 @@ def test_cli_band_limited_volume_streams_and_matches_in_memory(model_file, tmp_p
     import sys
 
     from napari_inrst.field import load_model
-    from napari_inrst.render.export import read_volume
+    from napari_inrst.io.ome import read_volume
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # progress is shown on a terminal only
     out = tmp_path / "v.tif"

@@ -1,6 +1,6 @@
 import numpy as np
 
-from napari_inrst.sample import SyntheticTissue, make_sample
+from napari_inrst.synthetic.sample import SyntheticTissue, make_sample
 
 
 def test_sample_has_missing_sections_known_spacing_and_motions():

@@ -10,7 +10,7 @@ from napari_inrst.errors import InputError  # noqa: E402
 from napari_inrst.field import FieldConfig  # noqa: E402
 from napari_inrst.field.data import ProjectedData, StackData, choose_data  # noqa: E402
 from napari_inrst.field.train import fit_field  # noqa: E402
-from napari_inrst.io.lazy import open_lazy_stack  # noqa: E402
+from napari_inrst.stack.lazy import open_lazy_stack  # noqa: E402
 
 QUICK = dict(steps=160, batch_size=1024, width=64, depth=2, rank=16, val_every=20, patience=4,
              min_wavelength_xy_um=100.0, rc_pretrain_steps=30, threads=1, ensemble=1)
@@ -19,7 +19,7 @@ QUICK = dict(steps=160, batch_size=1024, width=64, depth=2, rank=16, val_every=2
 @pytest.fixture(scope="module")
 def atlas(tmp_path_factory):
     """A small atlas on disk (6,000 cells × 80 genes, 6 sections) and its analytic tissue."""
-    from napari_inrst.atlas import atlas_tissue, write_atlas
+    from napari_inrst.synthetic.atlas import atlas_tissue, write_atlas
 
     d = tmp_path_factory.mktemp("atlas")
     args = dict(n_cells=6000, n_genes=80, n_sections=6, cell_spacing_um=12.0, spacing_z=20.0, seed=3)
@@ -157,7 +157,7 @@ def test_choose_data_switches_by_size_and_lazy(sample, atlas, monkeypatch):
 @pytest.mark.parametrize("standardize", [True, False])
 def test_projected_field_matches_the_truth_like_the_dense_one(standardize):
     """Both target spaces (z-scores; centred values) through dense and projected targets."""
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack(n_genes=60)
     stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])

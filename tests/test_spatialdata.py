@@ -185,7 +185,7 @@ def test_without_spatialdata_a_message_says_how_to_install(tiny_store, tmp_path,
 
 
 def test_napari_reader_opens_a_store(tiny_store):
-    from napari_inrst._napari import get_reader
+    from napari_inrst.viewer.hooks import get_reader
 
     reader = get_reader(str(tiny_store["path"]))
     assert reader is not None
@@ -202,7 +202,7 @@ def test_napari_reader_opens_a_store(tiny_store):
 @pytest.fixture(scope="module")
 def truth():
     from napari_inrst.field.api import TruthField
-    from napari_inrst.sample import SyntheticTissue
+    from napari_inrst.synthetic.sample import SyntheticTissue
 
     tissue = SyntheticTissue(n_genes=12, depth=120.0)
     return TruthField(tissue), tissue
@@ -308,7 +308,7 @@ def sample_store_model(tmp_path_factory):
     from shapely import points as shp_points
     from spatialdata.models import ShapesModel
 
-    from napari_inrst.sample import make_sample
+    from napari_inrst.synthetic.sample import make_sample
 
     secs, tissue = make_sample(n_sections=3, missing=(), n_genes=20, misplace=False, spot_spacing=100, spacing_z=60)
     shapes, parts, zs = {}, [], []

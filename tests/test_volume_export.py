@@ -9,14 +9,9 @@ import pytest
 
 from napari_inrst.errors import InputError
 from napari_inrst.render import render_volume, volume_grid
-from napari_inrst.render import export
-from napari_inrst.render.export import (
-    VolumeWriter,
-    block_nanmean,
-    pyramid_plan,
-    read_volume,
-    write_field_volume,
-)
+from napari_inrst.io import atomic, ome
+from napari_inrst.io.ome import VolumeWriter, block_nanmean, pyramid_plan, read_volume
+from napari_inrst.render.volume import write_field_volume
 
 BOUNDS = (np.array([0.0, 0.0, 0.0]), np.array([2000.0, 1500.0, 300.0]))
 
@@ -127,7 +122,7 @@ def test_ome_zarr_is_ngff_0_4_with_a_pyramid_in_micrometers(streamed):
             f = np.array(scale[1:]) / np.array(prev[1][1:])
             assert set(np.round(f, 6)) <= {1.0, 2.0} and np.all(np.array(za["shape"][1:]) <= prev[0][1:])
         prev = (za["shape"], scale)
-    assert max(prev[0][1:]) <= export.PYRAMID_COARSEST
+    assert max(prev[0][1:]) <= ome.PYRAMID_COARSEST
     ch = attrs["omero"]["channels"]
     assert [c["label"] for c in ch] == ["ramp", "wave"] and ch[1]["window"]["start"] == 1
     assert attrs["napari_inrst"]["contrast_limits"] == [[0, 2], [1, 3]]
@@ -202,14 +197,14 @@ def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**6, 10**6))
     with pytest.raises(InputError, match="not enough disk space"):
-        export.check_free_space(tmp_path / "v.zarr", export.volume_bytes((1, 512, 1024, 1024)))
-    export.check_free_space(tmp_path / "v.zarr", 10**5)
+        atomic.check_free_space(tmp_path / "v.zarr", ome.volume_bytes((1, 512, 1024, 1024)))
+    atomic.check_free_space(tmp_path / "v.zarr", 10**5)
 
 
 def test_reader_opens_only_its_own_zarr_lazily(streamed, tmp_path):
     import zarr
 
-    from napari_inrst._napari import get_reader, read_volume_layers
+    from napari_inrst.viewer.hooks import get_reader, read_volume_layers
 
     assert get_reader(str(streamed["path"])) is read_volume_layers
     plain = tmp_path / "other.zarr"
@@ -229,7 +224,7 @@ def test_reader_opens_only_its_own_zarr_lazily(streamed, tmp_path):
 def test_reader_reports_a_damaged_volume_in_one_line(streamed, tmp_path, monkeypatch):
     import shutil
 
-    from napari_inrst import _napari
+    from napari_inrst.viewer import hooks as _napari
 
     bad = tmp_path / "damaged.zarr"
     shutil.copytree(streamed["path"], bad)

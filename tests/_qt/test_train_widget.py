@@ -59,7 +59,7 @@ def test_training_runs_in_background_with_live_plot_preview_and_no_stall(viewer_
 
     assert isinstance(w.field, FieldModel) and not w.field.provenance["cancelled"]
     assert find_field(viewer) is w.field
-    from napari_inrst.session import current_field
+    from napari_inrst.viewer.session import current_field
 
     assert current_field(viewer) is w.field  # handed over explicitly (the View widget listens)
     preview = next(lyr for lyr in viewer.layers if lyr.metadata.get(FIELD_KEY) is not None)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_inrst.layers import STACK_KEY
+from napari_inrst.viewer.layers import STACK_KEY
 
 pytest.importorskip("torch")
 

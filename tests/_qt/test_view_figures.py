@@ -63,7 +63,7 @@ def _tissue_fraction(img, background):
 def two_gene_view(make_napari_viewer, qtbot):
     from napari_inrst._qt.view import ViewWidget
     from napari_inrst.field import TruthField
-    from napari_inrst.sample import SyntheticTissue
+    from napari_inrst.synthetic.sample import SyntheticTissue
 
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(760, 480)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_inrst.field import TruthField
-from napari_inrst.sample import SyntheticTissue
+from napari_inrst.synthetic.sample import SyntheticTissue
 
 GENES = ["LayerA", "LayerB", "LayerC", "BlobA", "Boundary", "G010", "G011", "G012"]
 
@@ -28,8 +28,8 @@ def tissue():
 @pytest.fixture(scope="module")
 def section_layer_data():
     """The plugin's section Points layers of the synthetic sample (built once per module)."""
-    from napari_inrst.layers import stack_layer_data
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.viewer.layers import stack_layer_data
+    from napari_inrst.synthetic.sample import sample_stack
 
     return stack_layer_data(sample_stack()[0])
 
@@ -166,7 +166,7 @@ def test_volume_appears_masked_and_its_screenshot_is_not_blank(view, qtbot, tiss
     _wait(qtbot, w, timeout=60000)
     assert "BlobA" in w.volume_layers and field.latent_points == n  # cached latent, no trunk run
     path = w.save_volume(tmp_path / "field.ome.zarr")
-    from napari_inrst.render.export import read_volume
+    from napari_inrst.io.ome import read_volume
 
     arr, meta = read_volume(path)
     inside = tissue.inside(grid.points().astype(np.float64)).reshape(grid.shape)

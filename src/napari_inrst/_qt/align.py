@@ -8,8 +8,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 
 from napari.viewer import Viewer
 
-from ..align_overlay import ManualEdits, correction, legend_html, overlay_points, table_rows
-from ..layers import SECTION_KEY
+from ..align.overlay import ManualEdits, correction, legend_html, overlay_points, table_rows
+from ..viewer.layers import SECTION_KEY
 from ..render.sections import LOD_KEY, points_zyx
 from .common import find_stack, section_layers
 

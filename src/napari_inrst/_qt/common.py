@@ -5,7 +5,7 @@ from __future__ import annotations
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QCompleter
 
-from ..layers import SECTION_KEY, STACK_KEY
+from ..viewer.layers import SECTION_KEY, STACK_KEY
 
 
 def find_stack(viewer):

@@ -11,7 +11,7 @@
   held-out / flagged sections coloured; click a tick to hold that section out) and a text list
   with every gap's width and, on demand, the per-section consistency score with outlier flags;
 * uncertainty of the field (disagreement of a small deep ensemble, see
-  :mod:`napari_inrst.qc`), rendered like a gene: a plane at the current z (re-rendered when z
+  :mod:`napari_inrst.evaluate.checks`), rendered like a gene: a plane at the current z (re-rendered when z
   moves) and a volume (shown in 3D), one shared colour scale;
 * 3D domains (k-means of the field's latent features) as a Labels volume, with the ARI on the
   held-out section when an annotation column is chosen.
@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout
 
 from napari.viewer import Viewer
 
-from ..layers import SECTION_KEY
+from ..viewer.layers import SECTION_KEY
 from ..render.display import labels_legend_html, result_on_top, show_own_colorbars
 from .anndata_save import save_qc_dialog
 from .common import GeneBox, find_stack
@@ -313,7 +313,7 @@ class QCWidget(QWidget):
         cols = [c for c in stack[0].adata.obs.columns
                 if all(c in s.adata.obs for s in stack) and stack[0].adata.obs[c].nunique() <= 50]
         self.labels_box.addItems([str(c) for c in cols])
-        from ..layers import default_gene
+        from ..viewer.layers import default_gene
 
         self.gene.set_genes(stack.genes, default_gene(stack))
         self._set_enabled(True)
@@ -342,7 +342,7 @@ class QCWidget(QWidget):
             self.holdout_box.setCurrentIndex(k)
 
     def update_overview(self):
-        from ..qc import format_gaps, gap_overview
+        from ..evaluate.checks import format_gaps, gap_overview
 
         if self.stack is None:
             return
@@ -439,7 +439,7 @@ class QCWidget(QWidget):
         return self._run(job, self._holdout_done, f"QC: training without {stack[h].name}")
 
     def _holdout_done(self, result):
-        from ..evaluate.metrics import pearson_per_gene, rmse
+        from ..measure.metrics import pearson_per_gene, rmse
 
         self.model, self.holdout, self.pred, self.rows = result
         s = self.stack[self.holdout]
@@ -566,7 +566,7 @@ class QCWidget(QWidget):
     # --- section consistency -----------------------------------------------------------------
     def start_consistency(self):
         """Score every section against a field trained without it (background; N fits)."""
-        from ..qc import section_consistency
+        from ..evaluate.checks import section_consistency
 
         stack = self.stack
         if stack is None:
@@ -589,7 +589,7 @@ class QCWidget(QWidget):
 
     # --- uncertainty -------------------------------------------------------------------------
     def _grid(self, n_xy: int = 48):
-        from ..qc import Grid
+        from ..evaluate.checks import Grid
 
         lo, hi = self.stack.bounds()
         sz = float(np.median(np.diff(np.sort(self.stack.z)))) / 2 if len(self.stack) > 1 else 10.0
@@ -599,7 +599,7 @@ class QCWidget(QWidget):
     def start_uncertainty(self):
         """Train a small ensemble (background) and show its disagreement like a gene: a volume
         (3D display) and a plane at the current z (2D display)."""
-        from ..qc import UncertaintyField, fit_ensemble
+        from ..evaluate.checks import UncertaintyField, fit_ensemble
         from ..render.grids import volume_grid
         from ..render.volume import evaluate_volume
 
@@ -741,7 +741,7 @@ class QCWidget(QWidget):
     def show_domains(self):
         """Cluster the held-out field's latent features into 3D domains (background; a Labels
         layer), with the ARI against the chosen annotation on the held-out section."""
-        from ..qc import domain_ari, domains_3d
+        from ..evaluate.checks import domain_ari, domains_3d
 
         if self.model is None or not hasattr(self.model, "latent"):
             self.status.setText("train a field first (Train without it)")

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
-from ..layers import gene_contrast, refresh_section_layers
+from ..viewer.layers import gene_contrast, refresh_section_layers
 from .common import GeneBox, find_stack, section_layers
 
 COLORMAPS = ["viridis", "magma", "inferno", "plasma", "turbo", "gray"]
@@ -131,7 +131,7 @@ class SectionsWidget(QWidget):
         self._show_summary()
         self.z_edit.setText(", ".join(f"{z:g}" for z in self.stack.z))
         self.message.setText(f"{what}. A field trained before this no longer matches the sections: train again.")
-        from ..session import stack_changed
+        from ..viewer.session import stack_changed
 
         stack_changed(self.viewer, self.stack)
 

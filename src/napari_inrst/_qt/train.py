@@ -5,10 +5,10 @@ dock); a small Qt-drawn plot shows the training loss and the validation error li
 seconds the worker renders a preview of the chosen gene at the viewer's current z into an Image
 layer. Cancel keeps the best weights so far (and a checkpoint); Resume continues from it.
 
-The stack is prepared as ``napari-inrst fit`` does (:func:`napari_inrst.prepare.prepare_for_field`:
+The stack is prepared as ``napari-inrst fit`` does (:func:`napari_inrst.stack.prepare.prepare_for_field`:
 the same default gene panel; the Genes control sets another size). The trained
 :class:`~napari_inrst.field.model.FieldModel` is handed over explicitly when a fit ends
-(:func:`napari_inrst.session.publish_field`; the View widget listens), and kept as
+(:func:`napari_inrst.viewer.session.publish_field`; the View widget listens), and kept as
 :attr:`TrainWidget.field` and in ``layer.metadata['inrst_field']`` of the preview layer;
 :func:`find_field` finds it from any widget.
 
@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 from napari.viewer import Viewer
 
 from ..field.config import FieldConfig
-from ..prepare import DEFAULT_GENE_CAP, TOP_EXPRESSED
+from ..stack.prepare import DEFAULT_GENE_CAP, TOP_EXPRESSED
 from .common import GeneBox, find_stack
 
 FIELD_KEY = "inrst_field"
@@ -51,9 +51,9 @@ PREVIEW_SECONDS = 3.0
 
 
 def find_field(viewer):
-    """The viewer's current field: the one last handed over (:mod:`napari_inrst.session`), else
+    """The viewer's current field: the one last handed over (:mod:`napari_inrst.viewer.session`), else
     the most recently added one in a layer's metadata (``layer.metadata['inrst_field']``), or None."""
-    from ..session import current_field
+    from ..viewer.session import current_field
 
     f = current_field(viewer)
     if f is not None:
@@ -276,7 +276,7 @@ class TrainWidget(QWidget):
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         viewer.dims.events.point.connect(self._dims_changed)
-        from ..session import field_session
+        from ..viewer.session import field_session
 
         field_session(viewer).stack_changed.connect(self._stack_changed)
         self._dims_changed()
@@ -298,7 +298,7 @@ class TrainWidget(QWidget):
             self.status.setText("No sections loaded: open sections or a sample first.")
             self.gene.set_genes([])
         else:
-            from ..layers import default_gene
+            from ..viewer.layers import default_gene
 
             g = default_gene(stack)
             self.gene.set_genes(stack.genes, g)
@@ -406,7 +406,7 @@ class TrainWidget(QWidget):
         """Worker generator (background thread): preparation, training progress, previews;
         returns (field, preview, trained stack)."""
         from ..field.train import iter_fit
-        from ..prepare import prepare_for_field
+        from ..stack.prepare import prepare_for_field
 
         if prepared is None:
             prepared = prepare_for_field(stack, genes, copy=True, log=self._set_status_msg)
@@ -564,7 +564,7 @@ class TrainWidget(QWidget):
                 pbar.update(pbar.total - pbar.n)
         self._latest = self._pending_preview = None  # nothing older may replace the final preview
         self.status.setText(self.end_message(field))
-        from ..session import publish_field
+        from ..viewer.session import publish_field
 
         publish_field(self.viewer, field, "Train")  # the View widget shows it at once
 

@@ -9,7 +9,7 @@ Two ways, both on top of the rigid transforms (which they leave unchanged), the 
   bending penalty, small ridge, then clipped to the bound) against those targets; sections are
   updated in turn (the reference never moves) for a few sweeps. No torch.
 * :func:`deform_sections` — field-driven (``fit --deform``, through
-  :func:`napari_inrst.align.refine.refine_stack`): the grids of the listed sections are optimized
+  :func:`napari_inrst.field.refine.refine_stack`): the grids of the listed sections are optimized
   through a frozen field's latent and gene decoder (torch), as the refinement optimizes rigid
   parameters: the error of the field at the section's cells plus ``smooth`` × bending ÷ bound²,
   the control displacements ``bound · tanh(raw)``; per section the best step is kept, and a grid

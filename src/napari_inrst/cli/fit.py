@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ..prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field, select_model_genes  # noqa: F401 (re-exported)
+from ..stack.prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field, select_model_genes  # noqa: F401 (re-exported)
 from ._common import add_stack_options, load_stack
 
 HELP = "train an expression field (INR) on serial sections and write a model file"
@@ -90,7 +90,7 @@ def use_lazy(args) -> bool:
 
 def prepare_stack(args, log=print):
     """The stack ``fit`` trains on: read (lazily for large inputs), genes chosen, aligned unless
-    ``--no-align``. Shared by ``fit`` and the multi-process trainer (:mod:`napari_inrst.train`)."""
+    ``--no-align``. Shared by ``fit`` and the multi-process trainer (:mod:`napari_inrst.cli.distributed`)."""
     if not use_lazy(args):
         stack = load_stack(args)
         prepare_for_field(stack, args.genes)
@@ -101,7 +101,7 @@ def prepare_stack(args, log=print):
         return stack
     from pathlib import Path
 
-    from ..io.lazy import open_lazy_stack
+    from ..stack.lazy import open_lazy_stack
 
     if args.z is not None and len(args.z) != len(args.sections):
         raise InputError(None, f"{len(args.sections)} sections but {len(args.z)} values after --z; "
@@ -126,14 +126,14 @@ def prepare_stack(args, log=print):
 
 
 def refine_if_aligned(stack, args, cfg, log=print):
-    """Field-driven refinement of the rigid transforms (:mod:`napari_inrst.align.refine`) when
+    """Field-driven refinement of the rigid transforms (:mod:`napari_inrst.field.refine`) when
     ``fit`` aligned the sections (not ``--no-align``, not ``--no-refine``, ≥ 2 training sections).
-    Updates the stack's transforms; returns the :class:`~napari_inrst.align.refine.RefineResult` or None."""
+    Updates the stack's transforms; returns the :class:`~napari_inrst.field.refine.RefineResult` or None."""
     if getattr(args, "no_align", False) or getattr(args, "no_refine", False):
         return None
     if len(stack.training_sections()) < 2:
         return None
-    from ..align import refine
+    from ..field import refine
 
     target = stack.subsample(3000, seed=args.seed) if getattr(stack, "lazy", False) else stack
     log("refining the alignment against the field (--no-refine skips this)")

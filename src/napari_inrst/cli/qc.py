@@ -3,7 +3,7 @@
     napari-inrst qc S1.h5ad S2.h5ad … --z Z1 Z2 … [--json OUT] [--out QC.h5ad] [--steps N]
                     [--genes N] [--no-align | --reference K] [--seed S] [--device D]
 
-The same core as the QC widget's "Check every section" (:func:`napari_inrst.qc.section_consistency`):
+The same core as the QC widget's "Check every section" (:func:`napari_inrst.evaluate.checks.section_consistency`):
 one fit per section without it; the per-section score (Pearson on 50 µm bins for single-cell data,
 per spot otherwise) and RMSE become robust z-scores across sections (median / MAD); a section with
 z < −3 in score or > 3 in error is flagged. Prints a table (stderr) and the results as JSON
@@ -49,7 +49,7 @@ def _clean(v):
 
 
 def results_json(rows, settings: dict) -> dict:
-    from ..qc import FLAG_Z
+    from ..evaluate.checks import FLAG_Z
 
     keys = ("index", "name", "z_um", "excluded", "score", "z_score", "pearson", "rmse", "rmse_rel", "z_rmse",
             "flagged", "reason")
@@ -70,7 +70,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..evaluate.protocol import inr_fit_fn
     from ..io.atomic import atomic_path
-    from ..qc import section_consistency
+    from ..evaluate.checks import section_consistency
     from .fit import align_if_available, config_from_args, select_model_genes
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))

@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import metrics as M
-from .baselines import BASELINES
+from ..measure import metrics as M
+from ..measure.baselines import BASELINES
 
 METRICS = ("pearson", "pearson_50um", "pearson_100um", "rmse", "ssim", "ari", "ari_domains")
 TOP_GENES = 200
@@ -214,7 +214,7 @@ def leave_out(stack, fit_fn: Callable | None, holdout: Sequence[int], *,
 def _latent_domain_ari(field, stack, kept, holdout, labels_key, seed: int = 0) -> float:
     """Unsupervised domains of a field: k-means (k = number of annotated classes in the kept
     sections) of its latent at the kept cells; ARI of the held-out cells' domains vs the labels."""
-    from ..qc import domain_ari, domains_from_points
+    from .checks import domain_ari, domains_from_points
 
     k = len(np.unique(np.concatenate([np.asarray(stack[i].adata.obs[labels_key]).astype(str) for i in kept])))
     dom = domains_from_points(field, stack.coords(kept), k, seed=seed)

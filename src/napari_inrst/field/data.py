@@ -11,7 +11,7 @@ Two kinds of targets, one interface for the training loop (:mod:`.train`):
   latent-space squared error plus that residual, exactly (V has orthonormal columns), so training
   on n × r numbers optimizes the same RMSE over all genes as the dense targets would, with memory
   n × r instead of n × genes. The expression is streamed from disk chunk by chunk
-  (:class:`~napari_inrst.io.lazy.LazyStack`), so peak memory is bounded by the chunk size and the
+  (:class:`~napari_inrst.stack.lazy.LazyStack`), so peak memory is bounded by the chunk size and the
   n × r projections (10^6 cells × r = 128: 512 MB), whatever the number of genes.
 
 Both hold: ``idx`` (training sections), ``n_genes``, ``mean``/``std`` (per gene: the
@@ -249,7 +249,7 @@ class StackData(_Base):
 
 
 class ProjectedData(_Base):
-    """Projected targets (n × r) streamed from a :class:`~napari_inrst.io.lazy.LazyStack` (or any
+    """Projected targets (n × r) streamed from a :class:`~napari_inrst.stack.lazy.LazyStack` (or any
     stack: in-memory sections are streamed the same way)."""
 
     projected = True
@@ -286,7 +286,7 @@ class ProjectedData(_Base):
         sd = np.sqrt(np.maximum(np.diag(cov_raw) * (m - 1) / max(m, 1), 0))
         self.mean, self.std = gene_scale(mu, sd, config.resolved_standardize(len(mu)))
         cov = cov_raw / np.outer(self.std, self.std)  # covariance of the standardized values
-        from ..linalg import top_eigen
+        from ..stack.linalg import top_eigen
 
         evals, evecs = top_eigen(cov, self.r, np.random.default_rng(config.seed + 31))
         self.basis = np.ascontiguousarray(evecs, dtype=np.float32)  # genes × r, orthonormal

@@ -26,7 +26,7 @@ INTERP_KEYS = ("interp.xyz", "interp.coef", "interp.basis")
 class Interpolant:
     """The local interpolant a field is blended with: inverse-distance weighted mean of the ``k``
     nearest training cells/spots (3D, or 2D in x, y for one section: the baselines ``knn3d`` and
-    ``knn2d`` of :mod:`napari_inrst.evaluate.baselines`), of their expression in a low-rank basis.
+    ``knn2d`` of :mod:`napari_inrst.measure.baselines`), of their expression in a low-rank basis.
 
     ``xyz`` (n, 3) training coordinates (µm, in the network's frame: the stack frame less the
     field's ``origin``), ``coef`` (n, q) their centred (÷ std)
@@ -53,7 +53,7 @@ class Interpolant:
         """(m, 3) points → (m, q) interpolated coefficients."""
         from scipy.spatial import cKDTree
 
-        from ..evaluate.baselines import EPS_UM
+        from ..measure.baselines import EPS_UM
 
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         if len(xyz) == 0:

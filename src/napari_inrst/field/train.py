@@ -29,7 +29,7 @@ loop never waits on the device except every ``log_every`` steps (progress) and a
 On CUDA: TF32 matmuls, bf16 autocast, ``torch.compile`` of the network (``config.compile``).
 Large stacks train on projected targets (:class:`~.data.ProjectedData`, streamed from disk).
 When ``torch.distributed`` is initialized with more than one process (``torchrun``, see
-:mod:`napari_inrst.train`), the network is wrapped in DistributedDataParallel: every process
+:mod:`napari_inrst.cli.distributed`), the network is wrapped in DistributedDataParallel: every process
 draws its batches from its own share of the training cells, gradients are averaged, validation
 errors are summed over processes, so all processes take the same early-stopping decisions.
 """
@@ -123,11 +123,11 @@ def _dist():
 def _pca_init(net, Xs: np.ndarray, rank: int, seed: int):
     """Decoder ← the top principal axes of the training profiles (scaled so the latent starts at
     unit variance), bias ← the mean profile. Randomized subspace iteration on (a subsample of)
-    the centred data (:func:`~napari_inrst.linalg.top_components`): never the genes × genes
+    the centred data (:func:`~napari_inrst.stack.linalg.top_components`): never the genes × genes
     covariance, so thousands of genes cost seconds, not minutes."""
     import torch
 
-    from ..linalg import top_components
+    from ..stack.linalg import top_components
 
     rng = np.random.default_rng(seed)
     sub = Xs if len(Xs) <= 8000 else Xs[rng.choice(len(Xs), 8000, replace=False)]
@@ -486,7 +486,7 @@ def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int
     """Train a field on ``stack`` (generator; yields progress dicts, returns the FieldModel).
 
     ``stack`` is a :class:`~napari_inrst.stack.SectionStack` or a lazily read
-    :class:`~napari_inrst.io.lazy.LazyStack` (trained on projected targets). ``on_status(str)``
+    :class:`~napari_inrst.stack.lazy.LazyStack` (trained on projected targets). ``on_status(str)``
     hears what happens between progress records (reading the data, initialising a network), so a
     GUI can say so instead of a silent "Preparing…".
 
@@ -568,7 +568,7 @@ def _interp_basis(data, rows, seed: int):
     targets, else the top components of the training targets (all of them for ≤ INTERP_RANK genes)."""
     if getattr(data, "projected", False):
         return data.basis, data.targets[rows]
-    from ..linalg import top_components
+    from ..stack.linalg import top_components
 
     G = data.n_genes
     q = int(min(G, INTERP_RANK, len(rows), max(16, INTERP_VALUES // max(len(rows), 1))))
@@ -601,8 +601,8 @@ def _net_gene_rows(net, data, xyz, genes) -> np.ndarray:
 def _validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
     """Score the network, the interpolant and their blends on the validation split; choose the
     blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed genes)."""
-    from ..evaluate.baselines import idw
-    from ..evaluate.metrics import pearson_per_gene
+    from ..measure.baselines import idw
+    from ..measure.metrics import pearson_per_gene
 
     dims = 3 if data.z_spacing is not None else 2
     k = 5 if dims == 3 else 4

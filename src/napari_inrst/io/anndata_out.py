@@ -297,7 +297,7 @@ def qc_anndata(stack, rows, *, settings: dict | None = None):
             table[c] = [str(v or "") for v in vals]
         else:
             table[c] = np.array([np.nan if v is None else float(v) for v in vals])
-    from ..qc import FLAG_Z
+    from ..evaluate.checks import FLAG_Z
 
     out.uns["napari_inrst_qc"] = h5ad_safe({"sections": table, "flag_z": FLAG_Z, **(settings or {})})
     return out

@@ -15,6 +15,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..io.ome import SLAB_BYTES, VolumeWriter
+from ..io.atomic import write_error
 from .cache import LatentCache, LatentEntry
 from .grids import VolumeGrid, volume_grid
 from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent, render_threads
@@ -242,3 +244,40 @@ def _stream_band(field, grid: VolumeGrid, genes, band, step: int, *, masked: boo
         del vz, oz
         yield k0, k1, out
         del out
+
+
+def write_field_volume(path, field, grid, genes, *, names=None, masked: bool = True, threshold: float = 0.5,
+                       oversample: float | None = None, slab_bytes: float = SLAB_BYTES, contrast=None,
+                       pyramid: bool = True, progress=None) -> dict:
+    """Evaluate ``field`` on ``grid`` for gene indices ``genes`` and stream it to ``path``
+    (OME-Zarr with pyramid, or TIFF) slab by slab: memory is bounded by ``slab_bytes`` whatever the
+    volume's size (see :func:`~napari_inrst.render.volume.stream_volume`). ``progress(k1, nz)`` is
+    called after each slab. Returns ``{'mode', 'slab_planes'}``. Nothing is left at ``path`` on
+    error; OS errors (disk full, unwritable folder) become an InputError naming ``path``."""
+    from .volume import stream_volume
+
+    genes = list(genes)
+    names = [str(g) for g in (names or [field.genes[i] for i in genes])]
+    info: dict = {}
+    try:
+        w = VolumeWriter(path, (len(genes), *grid.shape), scale_zyx=grid.scale, translate_zyx=grid.translate,
+                         genes=names, contrast=contrast, pyramid=pyramid, slab_bytes=slab_bytes)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        for k0, k1, vals in stream_volume(field, grid, genes, masked=masked, threshold=threshold,
+                                          slab_bytes=slab_bytes, planes_multiple=w.chunk_z,
+                                          oversample=oversample, info=info):
+            w.write(k0, vals)
+            del vals  # the next slab is computed without this one alive
+            if progress is not None:
+                progress(k1, grid.nz)
+        w.close()
+    except OSError as exc:
+        w.abort()
+        raise write_error(path, exc) from None
+    except BaseException:
+        w.abort()
+        raise
+    return info
+

@@ -24,8 +24,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .readers import NO_Z_MESSAGE, section_z
-from ..stack import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, PlacedSection, StackBase
+from ..io.readers import NO_Z_MESSAGE, section_z
+from . import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, PlacedSection, StackBase
 
 #: rows read per chunk by default (× genes × 4 bytes: 16,384 × 2,000 genes ≈ 131 MB dense)
 CHUNK_ROWS = 16384
@@ -154,7 +154,7 @@ class LazyStack(StackBase):
         import anndata as ad
         import pandas as pd
 
-        from ..stack import Section, SectionStack
+        from . import Section, SectionStack
 
         rng = np.random.default_rng(seed)
         secs = []
@@ -234,7 +234,7 @@ def open_lazy_stack(paths: Sequence, z: Sequence[float] | None, *, names: Sequen
                                                               "(gene_policy='intersection'); try gene_policy='union'")
         else:
             genes = list(dict.fromkeys(g for gs in gene_sets for g in gs))
-        from .validate import validate_shared_genes
+        from ..io.validate import validate_shared_genes
 
         validate_shared_genes(genes, paths, gene_policy)
     except BaseException:  # nothing left open: every section's file is closed
@@ -250,7 +250,7 @@ def open_lazy_stack(paths: Sequence, z: Sequence[float] | None, *, names: Sequen
 
 
 def _check_lazy_section(s: LazySection, path, unit_factor: float):
-    from .validate import validate_layout, validate_stack_section
+    from ..io.validate import validate_layout, validate_stack_section
 
     validate_layout(s.adata, path)
     s.xy_input = np.asarray(s.adata.obsm["spatial"], dtype=np.float64) * unit_factor

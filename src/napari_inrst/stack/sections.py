@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 NORMALIZE_CHOICES = ("log1p", "none")
 GENE_POLICIES = ("intersection", "union")
@@ -326,7 +326,7 @@ def build_stack(
     import pandas as pd
     from scipy import sparse
 
-    from .io.validate import validate_section, validate_shared_genes, validate_stack_section, validate_z_precision
+    from ..io.validate import validate_section, validate_shared_genes, validate_stack_section, validate_z_precision
 
     n = len(adatas)
     names = list(names) if names is not None else [f"section_{i}" for i in range(n)]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .align.kabsch import rigid_matrix  # noqa: F401 - re-exported (tests and scripts use it from here)
-from .stack import TARGET_SUM
+from ..align.kabsch import rigid_matrix  # noqa: F401 - re-exported (tests and scripts use it from here)
+from ..stack import TARGET_SUM
 
 
 @dataclass
@@ -206,7 +206,7 @@ SAMPLE_FILES = "section_*.h5ad"
 
 def write_sample(directory, **kwargs) -> list[Path]:
     """Write the sample sections as ``section_XX.h5ad`` into ``directory`` (atomic per file)."""
-    from .io.atomic import atomic_path
+    from ..io.atomic import atomic_path
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -223,7 +223,7 @@ def write_sample(directory, **kwargs) -> list[Path]:
 
 def sample_stack(normalize: str = "log1p", **kwargs):
     """The sample as a :class:`~napari_inrst.stack.SectionStack` (misplaced, not aligned) plus the tissue."""
-    from .stack import build_stack
+    from ..stack import build_stack
 
     sections, tissue = make_sample(**kwargs)
     names = [f"section_{int(round(a.uns['z_um'] / kwargs.get('spacing_z', 30.0))):02d}" for a in sections]

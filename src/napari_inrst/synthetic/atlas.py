@@ -5,7 +5,7 @@
 section in blocks of cells so memory stays bounded by one section's sparse counts. Cells are
 placed uniformly at random inside the tissue outline (a Poisson process, as segmented cells
 are, not a spot grid); the tissue is scaled so the mean cell spacing is ``cell_spacing_um``.
-The truth is :class:`~napari_inrst.sample.SyntheticTissue` (``atlas_tissue`` rebuilds it), so
+The truth is :class:`~napari_inrst.synthetic.sample.SyntheticTissue` (``atlas_tissue`` rebuilds it), so
 benchmarks at 10^6 cells can score against it. Used by ``benchmarks/bench_scale.py`` and
 ``scripts/make_atlas.py``.
 """
@@ -66,7 +66,7 @@ def write_atlas(directory, n_cells: int = 1_000_000, n_genes: int = 2000, n_sect
     import anndata as ad
     import pandas as pd
 
-    from .io.atomic import atomic_path
+    from ..io.atomic import atomic_path
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .evaluate import metrics as M
+from ..measure import metrics as M
 
 #: robust z beyond which a section is flagged
 FLAG_Z = 3.0
@@ -109,7 +109,7 @@ def robust_z(values, min_spread: float = 0.0) -> np.ndarray:
 
 # --- consistency -----------------------------------------------------------------------------
 def _default_fit_fn():
-    from .evaluate.protocol import inr_fit_fn
+    from .protocol import inr_fit_fn
 
     return inr_fit_fn()
 
@@ -195,7 +195,7 @@ class EnsembleUncertainty:
 
     def uncertainty(self, xyz, genes: Sequence[int] | None = None) -> np.ndarray:
         """(n,) std across members in units of each gene's data std, averaged over ``genes`` (all)."""
-        from .field.model import FieldModel
+        from ..field.model import FieldModel
 
         # unclamped: beyond the field's box the members' disagreement (extrapolation) is the signal
         preds = np.stack([np.asarray(m.predict(xyz, clamp=False) if isinstance(m, FieldModel) else m.predict(xyz),
@@ -248,7 +248,7 @@ def member_fit_fn(config=None, **fit_kwargs) -> Callable:
     interpolation of the data, would hide the disagreement this ensemble measures."""
 
     def fit(st, secs, seed):
-        from .field import FieldConfig, fit_field
+        from ..field import FieldConfig, fit_field
 
         cfg = (config or FieldConfig()).replace(seed=int(seed), ensemble=1, blend=False)
         return fit_field(st, cfg, sections=list(secs), **fit_kwargs)

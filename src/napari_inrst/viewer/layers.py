@@ -7,7 +7,7 @@ layers of the field overlay exactly.
 from __future__ import annotations
 
 
-from .stack import SectionStack
+from ..stack import SectionStack
 
 #: metadata key under which every plugin layer carries the shared :class:`SectionStack`.
 STACK_KEY = "inrst_stack"
@@ -17,7 +17,7 @@ SECTION_KEY = "inrst_section"
 def default_gene(stack: SectionStack) -> str:
     """The most variable gene across the stack (a good first colouring), over a sample of at most
     20,000 cells (never a dense concatenation of a large stack)."""
-    from .render.sections import default_gene_sampled
+    from ..render.sections import default_gene_sampled
 
     return default_gene_sampled(stack)
 
@@ -31,7 +31,7 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
     Sections with more than :data:`~.render.sections.LOD_CAP` cells start as a stable subsample
     of that many (``metadata['inrst_lod']['idx']``); the View widget then shows all cells in view
     when few enough are (level of detail, see :mod:`.render.sections`)."""
-    from .render.sections import LOD_KEY, section_update
+    from ..render.sections import LOD_KEY, section_update
 
     s = stack[i]
     if contrast is None:
@@ -58,7 +58,7 @@ def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "v
 def gene_contrast(stack: SectionStack, gene: str) -> tuple[float, float]:
     """Shared contrast limits for a gene across sections: 1st–99.5th percentile (over a sample of
     at most 200,000 cells; every cell of smaller stacks)."""
-    from .render.sections import gene_contrast_sampled
+    from ..render.sections import gene_contrast_sampled
 
     return gene_contrast_sampled(stack, gene)
 
@@ -84,7 +84,7 @@ def refresh_section_layers(layers, stack, *, gene: str | None = None, colormap: 
         gene = next((lyr.metadata.get("gene") for lyr in mine if lyr.metadata.get("gene") in stack.genes), None)
     gene = gene or default_gene(stack)
     contrast = gene_contrast(stack, gene)
-    from .render.sections import LOD_KEY, apply_section_update
+    from ..render.sections import LOD_KEY, apply_section_update
 
     for lyr in mine:
         i = lyr.metadata[SECTION_KEY]

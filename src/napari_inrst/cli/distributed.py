@@ -1,6 +1,6 @@
 """Multi-process training with PyTorch DistributedDataParallel:
 
-    torchrun --nproc_per_node N -m napari_inrst.train S1.h5ad [S2.h5ad …] --z Z1 [Z2 …] --out MODEL [fit options]
+    torchrun --nproc_per_node N -m napari_inrst.cli.distributed S1.h5ad [S2.h5ad …] --z Z1 [Z2 …] --out MODEL [fit options]
 
 The same options as ``napari-inrst fit`` and the same model file as the result. Each process
 (one per GPU with NCCL; CPU processes with gloo) reads the stack, takes its share of the
@@ -21,12 +21,12 @@ import time
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .cli import fit
+    from . import fit
 
-    top = argparse.ArgumentParser(prog="torchrun … -m napari_inrst.train")
+    top = argparse.ArgumentParser(prog="torchrun … -m napari_inrst.cli.distributed")
     sub = top.add_subparsers(dest="command")
     p = fit.add_parser(sub)
-    p.prog = "torchrun --nproc_per_node N -m napari_inrst.train"
+    p.prog = "torchrun --nproc_per_node N -m napari_inrst.cli.distributed"
     p.add_argument("--backend", choices=["auto", "nccl", "gloo"], default="auto",
                    help="process-group backend (auto: nccl on CUDA, else gloo)")
     return p
@@ -60,8 +60,8 @@ def weights_checksum(model) -> float:
 
 
 def main(argv=None) -> int:
-    from .cli import fit
-    from .errors import InputError
+    from . import fit
+    from ..errors import InputError
 
     args = _parser().parse_args(argv)
     distributed = _init_group(args)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             if align and len(stack) > 1:
                 mats = [None]
                 if rank == 0:
-                    from .io.lazy import LazyStack
+                    from ..stack.lazy import LazyStack
 
                     target = stack.subsample(3000, seed=args.seed) if isinstance(stack, LazyStack) else stack
                     fit.align_if_available(target, args.reference, log)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                     dist.broadcast_object_list(mats, src=0)
                 stack.set_transforms(mats[0])
             log(f"training on {world} process(es), {cfg.batch_size} cells per process per step")
-            from .field.train import fit_field
+            from ..field.train import fit_field
 
             t0 = time.perf_counter()
             model = fit_field(stack, cfg, progress=fit.progress_printer(log), checkpoint=args.checkpoint,
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
                 if not model.provenance["processes_agree"]:
                     raise RuntimeError(f"processes ended with different weights (checksums {sums})")
             if rank == 0:
-                model.provenance["command"] = "torchrun -m napari_inrst.train " + " ".join(
+                model.provenance["command"] = "torchrun -m napari_inrst.cli.distributed " + " ".join(
                     argv if argv is not None else sys.argv[1:])
                 model.save(args.out)
                 log(f"wrote {args.out}: {len(model.genes)} genes, validation RMSE {model.provenance['val_rmse']:.4f}, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .layers import stack_layer_data
 
 #: z spacing (µm) used when files do not record their z.
@@ -25,7 +25,7 @@ def _notify_error(exc: Exception):
 
 
 def _inputs_from_path(path):
-    from .io.readers import SectionInput, read_csv_pair, read_path
+    from ..io.readers import SectionInput, read_csv_pair, read_path
 
     p = Path(os.fspath(path))
     if p.is_file() and p.name.endswith("_counts.csv"):
@@ -44,7 +44,7 @@ def stack_from_section_inputs(inputs, *, spacing: float = DEFAULT_SPACING_UM, no
     the stack (``stack.inputs``) for later changes (another normalization, more sections)."""
     import numpy as np
 
-    from .stack import build_stack, estimate_spacing
+    from ..stack import build_stack, estimate_spacing
 
     if normalize is None:
         normalize = "log1p" if all(_looks_like_counts(i.adata.X) for i in inputs) else "none"
@@ -185,7 +185,7 @@ def _join(viewer, old, inputs):
 def _is_volume_zarr(p: Path) -> bool:
     """An OME-Zarr written by napari-inrst (``napari-inrst render --volume``, Save volume): a
     directory whose ``.zattrs`` carries the ``napari_inrst`` marker. Only that file is read."""
-    from .render.export import is_inrst_zarr
+    from ..io.ome import is_inrst_zarr
 
     return p.is_dir() and is_inrst_zarr(p)
 
@@ -198,7 +198,7 @@ def read_volume_layers(path):
         for p in path:
             out.extend(read_volume_layers(p))
         return out
-    from .render.export import open_volume_levels
+    from ..io.ome import open_volume_levels
 
     p = Path(os.fspath(path))
     try:
@@ -239,7 +239,7 @@ def read_volume_layers(path):
 
 def _is_spatialdata(p: Path) -> bool:
     """A SpatialData .zarr store (sections = the regions its table annotates; reads root metadata only)."""
-    from .io.spatialdata import is_spatialdata_store
+    from ..io.spatialdata import is_spatialdata_store
 
     return is_spatialdata_store(p)
 
@@ -264,7 +264,7 @@ def get_reader(path):
 
 def synthetic_sample():
     """Sample data: the synthetic tissue, 8 measured sections (misplaced, one mirrored)."""
-    from .sample import sample_stack
+    from ..synthetic.sample import sample_stack
 
     stack, _ = sample_stack()
     return stack_layer_data(stack, gene="LayerB")
@@ -272,7 +272,7 @@ def synthetic_sample():
 
 def synthetic_sample_aligned():
     """Sample data: the synthetic tissue with every section in its true place."""
-    from .sample import sample_stack
+    from ..synthetic.sample import sample_stack
 
     stack, _ = sample_stack(misplace=False)
     return stack_layer_data(stack, gene="LayerB")

@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .kabsch import rigid_matrix
+from ..align.kabsch import rigid_matrix
 
 #: training steps of each half field (short: the field only needs the section-scale structure)
 FIELD_STEPS = 250
@@ -144,7 +144,7 @@ def refine_sections(model, stack, sections: Sequence[int], *, steps: int = STEPS
     if not sections:
         return [], [], []
     if max_shift_um is None:
-        from ..field.data import spacing_of
+        from .data import spacing_of
 
         max_shift_um = MAX_SHIFT_SPACINGS * spacing_of([stack.sections[k] for k in sections])
     rng = np.random.default_rng(seed)
@@ -229,7 +229,7 @@ def heldout_score(model, stack, sections: Sequence[int], *, max_cells: int = MAX
     """How well ``model`` predicts sections it was not trained on, at their cells (current
     transforms): RMSE per gene ÷ the gene's spread (the field's target space; lower is better)
     and the mean per-gene Pearson (:func:`napari_inrst.evaluate.pearson_per_gene`)."""
-    from ..evaluate.metrics import pearson_per_gene
+    from ..measure.metrics import pearson_per_gene
 
     rng = np.random.default_rng(seed + 7)
     err, n, truth, preds = 0.0, 0, [], []
@@ -257,7 +257,7 @@ def halves(stack) -> tuple[list[int], list[int]]:
 def half_config(config=None, field_steps: int = FIELD_STEPS):
     """The short fit of each half field: one network, the default finest wavelength (2 spacings),
     no checkpoints, the network alone (no interpolant blend), no selection/final split."""
-    from ..field import FieldConfig
+    from . import FieldConfig
 
     # a fit trains twice (a selection run on a held-out split, then the final run up to the
     # selected step), so each run gets half of ``field_steps``: a half field costs ≤ field_steps
@@ -281,8 +281,8 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
     ``reference``: the section that stays fixed (default: the middle one, as alignment's). ``config``:
     the :class:`~napari_inrst.field.FieldConfig` of the fit (seed, device, batch size carry over).
     """
-    from ..field.data import spacing_of
-    from ..field.train import fit_field
+    from .data import spacing_of
+    from .train import fit_field
 
     t0 = time.perf_counter()
     n = len(stack)

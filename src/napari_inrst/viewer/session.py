@@ -4,7 +4,7 @@ No Qt: a psygnal signal per viewer. The Train widget calls :func:`publish_field`
 ends (finished, cancelled or resumed); the View widget listens to :attr:`FieldSession.changed`
 and shows the new field at once (it does not wait for a layer to be added or removed)::
 
-    from napari_inrst.session import field_session
+    from .session import field_session
     field_session(viewer).changed.connect(lambda field: ...)
 
 It also carries ``stack_changed`` for in-place changes of the stack (the Sections widget's z,

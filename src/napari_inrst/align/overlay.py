@@ -65,7 +65,7 @@ def legend_html(names, *, before_shown: bool = False) -> str:
 
 def correction(angle_deg: float, dx: float, dy: float, flip: bool, center) -> np.ndarray:
     """3×3: optional flip in x and rotation, both about ``center``, then a shift (stack frame)."""
-    from .align.kabsch import rigid_matrix
+    from .kabsch import rigid_matrix
 
     return rigid_matrix(angle_deg, (dx, dy), mirror=flip, center=center)
 

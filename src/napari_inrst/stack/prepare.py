@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: genes a field models by default (whole-transcriptome data are cut to this many)
 DEFAULT_GENE_CAP = 2000
@@ -27,7 +27,7 @@ def model_genes(stack, n: int | None) -> tuple[np.ndarray, str] | None:
     """Indices of the genes to model: the most expressed ones plus the most variable, ``n`` in
     all (``None``: all genes up to :data:`DEFAULT_GENE_CAP`, never fewer than 500 when the data
     have them), and a sentence saying so; ``None`` when every gene is kept."""
-    from .stack import highly_variable_genes
+    from . import highly_variable_genes
 
     total = stack.n_genes
     cap = DEFAULT_GENE_CAP if n is None else int(n)

@@ -1,0 +1,1 @@
+"""Qt-free napari-facing state: layer data (:mod:`.layers`), the field hand-over between widgets (:mod:`.session`), the npe2 reader/writer/sample hooks (:mod:`.hooks`) and the widgets' view models."""
