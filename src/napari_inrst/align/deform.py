@@ -64,7 +64,7 @@ class Deformation:
         self.max_disp_um = float(self.max_disp_um)
 
     @classmethod
-    def for_points(cls, xy, cells: int = CELLS, max_fraction: float = MAX_FRACTION) -> "Deformation":
+    def for_points(cls, xy, cells: int = CELLS, max_fraction: float = MAX_FRACTION) -> Deformation:
         """A zero (identity) grid covering ``xy`` (n × 2, the section's input coordinates, µm)."""
         xy = np.asarray(xy, dtype=np.float64)
         lo, hi = xy.min(axis=0), xy.max(axis=0)
@@ -111,6 +111,13 @@ class Deformation:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         return xy + self.displacement(xy)
 
+    def grid_points(self, n: int = 24) -> np.ndarray:
+        """An n × n lattice of points over the grid's box (input frame), e.g. to summarise or draw it."""
+        nx, ny = self.shape[0] - 3, self.shape[1] - 3
+        gx = self.origin[0] + np.linspace(0, nx * self.spacing[0], n)
+        gy = self.origin[1] + np.linspace(0, ny * self.spacing[1], n)
+        return np.stack(np.meshgrid(gx, gy, indexing="ij"), axis=-1).reshape(-1, 2)
+
     def bending(self) -> float:
         return float(bending(self.coef))
 
@@ -121,7 +128,7 @@ class Deformation:
                 "coef": self.coef.tolist()}
 
     @classmethod
-    def from_json(cls, d, source=None, what: str = "deformation") -> "Deformation":
+    def from_json(cls, d, source=None, what: str = "deformation") -> Deformation:
         """Read (and validate) :meth:`to_json`'s dict; problems are :class:`InputError` naming ``source``."""
         def bad(msg):
             raise InputError(source, f"{what}: {msg}")

@@ -1,43 +1,32 @@
-"""Fitting the per-section deformations of :mod:`.deform` (the grids start at zero = identity).
+"""Expression-matched fit of the per-section deformations of :mod:`.deform` (grids start at zero).
 
-Two ways, both on top of the rigid transforms (which they leave unchanged), the reference fixed:
+On top of the rigid transforms (which it leaves unchanged), the reference fixed (the field-driven
+fit, ``fit --deform``, is :mod:`napari_inrst.field.warp`):
 
-* :func:`match_deformations` — expression-matched (``napari-inrst align --method nonrigid``):
-  every cell of a section is pulled towards
-    the best-correlated cell within a radius in each adjacent section (expression peaks, as the
-  rigid polish; the radius shrinks from a quarter of the bound to 1.5 spacings over the sweeps), and each section's grid is solved in closed form (weighted least squares,
-  bending penalty, small ridge, then clipped to the bound) against those targets; sections are
-  updated in turn (the reference never moves) for a few sweeps. No torch.
-* :func:`deform_sections` — field-driven (``fit --deform``, through
-  :func:`napari_inrst.field.refine.refine_stack`): the grids of the listed sections are optimized
-  through a frozen field's latent and gene decoder (torch), as the refinement optimizes rigid
-  parameters: the error of the field at the section's cells plus ``smooth`` × bending ÷ bound²,
-  the control displacements ``bound · tanh(raw)``; per section the best step is kept, and a grid
-  whose error did not go down is left as it was.
+* :func:`match_deformations` (``napari-inrst align --method nonrigid``): every cell of a section
+  is pulled towards the best-correlated cell within a radius in each adjacent section (expression
+  peaks, as the rigid polish; the radius shrinks from a quarter of the bound to 1.5 spacings over
+  the sweeps), and each section's grid is solved in closed form (weighted least squares, bending
+  penalty, small ridge, then clipped to the bound) against those targets; sections are updated in
+  turn, nearest to the reference first (the reference never moves), for a few sweeps. No torch.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 
-from .deform import Deformation, bending
+from .deform import Deformation
 
-#: Adam steps of the field-driven grid optimization per round
-STEPS = 60
-LR = 0.05
-#: weight of bending ÷ bound² against the field's error (target space)
-SMOOTH = 0.02
-MAX_CELLS = 2500
 #: expression-matched fit: sweeps over the sections, bending weight (relative), ridge (relative)
 SWEEPS = 6
 BEND = 0.003
 RIDGE = 1e-4
 
 
-def _zero_grid(section) -> Deformation:
+def zero_grid(section) -> Deformation:
+    """A zero (identity) grid over ``section``'s input coordinates."""
     return Deformation.for_points(section.xy_input)
 
 
@@ -124,7 +113,7 @@ def match_deformations(stack, reference: int, *, sweeps: int = SWEEPS, bend: flo
     for k in range(n - 1):
         Fa, Fb, _ = pair_features(xin[k], X[k], xin[k + 1], X[k + 1], rng=np.random.default_rng([seed, k]))
         feats[(k, k + 1)], feats[(k + 1, k)] = (Fa, Fb), (Fb, Fa)
-    grids = [None if k == reference else _zero_grid(stack[k]) for k in range(n)]
+    grids = [None if k == reference else zero_grid(stack[k]) for k in range(n)]
     mats = [np.asarray(s.transform, dtype=np.float64) for s in stack.sections]
     h = float(np.median([spacing(x) for x in xin]))
     bound = max(g.max_disp_um for g in grids if g is not None) if n > 1 else 0.0
@@ -157,81 +146,3 @@ def match_deformations(stack, reference: int, *, sweeps: int = SWEEPS, bend: flo
             r = (t - mats[k][:2, 2]) @ Ainv.T - x  # the displacement (input frame) each target asks for
             grids[k] = solve_grid(grids[k], x, r, w, bend=bend)
     return grids
-
-
-# --- field-driven --------------------------------------------------------------------------------
-
-def deform_sections(model, stack, sections: Sequence[int], *, steps: int = STEPS, lr: float = LR,
-                    smooth: float = SMOOTH, max_cells: int = MAX_CELLS, seed: int = 0) -> tuple[list, list, list]:
-    """Optimize the deformation grids of ``stack.sections[k] for k in sections`` (their current
-    grid, or a zero one) against the frozen field ``model``; transforms unchanged. Returns
-    ``(grids, loss_before, loss_after)`` per listed section."""
-    import torch
-
-    sections = list(sections)
-    if not sections:
-        return [], [], []
-    rng = np.random.default_rng(seed)
-    net, dev, o = model.net, model.device, model.origin
-    was = [p.requires_grad for p in net.parameters()]
-    for p in net.parameters():
-        p.requires_grad_(False)
-    f32 = dict(dtype=torch.float32, device=dev)
-    items, raws = [], []
-    for k in sections:
-        s = stack.sections[k]
-        g = getattr(s, "deformation", None) or _zero_grid(s)
-        r = np.arange(s.n_obs) if s.n_obs <= max_cells else np.sort(rng.choice(s.n_obs, max_cells, replace=False))
-        x = s.xy_input[r]
-        X = np.asarray(s.X[r], dtype=np.float32)
-        wts, idx = g.basis(x)
-        M = np.asarray(s.transform, dtype=np.float64)
-        m = max(g.max_disp_um, 1e-9)
-        items.append(dict(grid=g, m=m, x=torch.as_tensor(x - x.mean(0), **f32), c=x.mean(0),
-                          w=torch.as_tensor(wts, **f32), idx=torch.as_tensor(idx, dtype=torch.long, device=dev),
-                          A=torch.as_tensor(M[:2, :2], **f32),
-                          t=torch.as_tensor(M[:2, :2] @ x.mean(0) + M[:2, 2] - o[:2], **f32),
-                          z=torch.full((len(x), 1), float(s.z - o[2]), **f32),
-                          T=torch.as_tensor((X - model.mean) / model.std, **f32)))
-        raws.append(torch.as_tensor(np.arctanh(np.clip(g.coef / m, -0.999, 0.999)), **f32).requires_grad_(True))
-
-    def losses():
-        out = []
-        for it, raw in zip(items, raws):
-            c = it["m"] * torch.tanh(raw)
-            disp = (it["w"][..., None] * c.reshape(-1, 2)[it["idx"]]).sum(1)
-            xy = (it["x"] + disp) @ it["A"].T + it["t"]
-            pred = net.decoder(net.latent(torch.cat([xy, it["z"]], dim=1)))
-            out.append(((pred - it["T"]) ** 2).mean() + smooth * bending(c) / it["m"] ** 2)
-        return torch.stack(out)
-
-    opt = torch.optim.Adam(raws, lr=lr)
-    try:
-        with torch.no_grad():
-            before = losses().cpu().numpy().astype(float)
-        best = before.copy()
-        best_raw = [r.detach().clone() for r in raws]
-        for i in range(int(steps) + 1):
-            for gr in opt.param_groups:
-                gr["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / max(steps, 1))))
-            opt.zero_grad(set_to_none=True)
-            L = losses()
-            cur = L.detach().cpu().numpy().astype(float)
-            for j in np.flatnonzero(cur < best):
-                best[j], best_raw[j] = cur[j], raws[j].detach().clone()
-            if i == int(steps):
-                break
-            L.sum().backward()
-            opt.step()
-    finally:
-        for p, w in zip(net.parameters(), was):
-            p.requires_grad_(w)
-    grids = []
-    for j, it in enumerate(items):
-        g = it["grid"]
-        if not best[j] < before[j]:
-            grids.append(g)
-            continue
-        c = it["m"] * np.tanh(best_raw[j].cpu().numpy().astype(np.float64))
-        grids.append(Deformation(g.origin, g.spacing, c, g.max_disp_um, g.enabled))
-    return grids, list(before), list(best)
