@@ -56,7 +56,7 @@ def test_bending_is_zero_for_affine_and_grows_with_curvature():
 
 def test_json_round_trip_and_bad_files():
     xy = _section_xy()
-    d = solve_grid(Deformation.for_points(xy), xy, _warp(xy), np.ones(len(xy)))
+    d = solve_grid(Deformation.for_points(xy), xy, _warp(xy), np.ones(len(xy)), bend=1e-3)
     text = json.dumps(deformations_json(["a", "b"], [None, d]))
     meta = {"names": ["a", "b"], "z": [0.0, 10.0], "transforms": [np.eye(3).tolist()] * 2,
             "deformation": json.loads(text)}
@@ -84,7 +84,7 @@ def test_map_applies_the_deformation_before_the_transform_against_known_truth():
     observed = true_in + _warp(true_in)  # the section as cut: warped in its own frame
     M = rigid_matrix(17.0, (120.0, -40.0), center=(500.0, 500.0))
     truth = true_in @ M[:2, :2].T + M[:2, 2]
-    d = solve_grid(Deformation.for_points(observed), observed, true_in - observed, np.ones(len(observed)))
+    d = solve_grid(Deformation.for_points(observed), observed, true_in - observed, np.ones(len(observed)), bend=1e-3)
     meta = {"names": ["ref", "s1"], "z": [0.0, 20.0], "transforms": [np.eye(3).tolist(), M.tolist()],
             "unit_factor": 1000.0, "deformation": deformations_json(["ref", "s1"], [None, d])}
     out = map_points(meta, "s1", observed / 1000.0)  # the file holds mm
