@@ -226,7 +226,8 @@ def _expr_matched_distance(stack, matrices, pairs) -> list[float]:
 def _matched_spot_distance(stack, matrices) -> list[float]:
     """Median distance of matched spots (nearest expression-aware partner) of adjacent sections."""
     from napari_inrst.align.matching import pair_features
-    from napari_inrst.align.pairwise import matched_distances, spacing
+    from napari_inrst.align.pairwise import matched_distances
+    from napari_inrst.stack import estimate_spacing as spacing
     from napari_inrst.stack import apply_transform
 
     out = []

@@ -119,7 +119,8 @@ def synthetic(cfg, out: dict):
 
 
 def run(quick: bool = True) -> dict:
-    from napari_inrst.evaluate.protocol import inr_fit_fn, intra_section, leave_out
+    from napari_inrst.evaluate.fitting import inr_fit_fn
+    from napari_inrst.evaluate.protocol import intra_section, leave_out
     from napari_inrst.field import FieldConfig
     from napari_inrst.field.train import fit_field
 

@@ -45,7 +45,7 @@ PAPER_DLPFC = {"ari": 0.65, "ssim": 0.70}
 
 # --- data ----------------------------------------------------------------------------------
 def _counts_stack(paths, z, names=None, align=True, n_genes=None):
-    from napari_inrst.cli.fit import select_model_genes
+    from napari_inrst.stack.prepare import select_model_genes
     from napari_inrst.io.readers import read_h5ad
     from napari_inrst.stack import build_stack
 

@@ -31,7 +31,7 @@ GENES = 20
 
 
 def _model():
-    from napari_inrst.cli.fit import select_model_genes
+    from napari_inrst.stack.prepare import select_model_genes
     from napari_inrst.field import FieldConfig, fit_field
     from napari_inrst.synthetic.sample import sample_stack
 

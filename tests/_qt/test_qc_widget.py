@@ -6,7 +6,7 @@ import pytest
 from napari_inrst.viewer.layers import stack_layer_data
 from napari_inrst.synthetic.sample import sample_stack
 
-from ..test_qc import fast_fit
+from ..conftest import fast_fit
 
 
 @pytest.fixture()
@@ -217,7 +217,7 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
     assert order.index(plane) > order.index(field_plane)  # the new result is not buried under the field
     assert plane.colorbar.visible and not field_plane.colorbar.visible  # its own colour scale
     viewer.dims.set_point(0, 120.0)  # the plane follows z (debounced, in the background)
-    qtbot.waitUntil(lambda: plane.metadata["z_um"] == pytest.approx(120.0) and w._plane_worker is None,
+    qtbot.waitUntil(lambda: plane.metadata["z_um"] == pytest.approx(120.0) and not w.planes.busy,
                     timeout=20000)
     in_gap = float(np.nanmean(plane.data))
     assert in_gap > 1.1 * at_section, (in_gap, at_section)
@@ -237,7 +237,7 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
     n_calls = len(calls)
     w.inside_only.setChecked(False)
     _wait(qtbot, w)
-    qtbot.waitUntil(lambda: w._plane_worker is None, timeout=20000)
+    qtbot.waitUntil(lambda: not w.planes.busy, timeout=20000)
     assert len(calls) == n_calls  # re-rendered, not retrained
     full = viewer.layers["QC uncertainty · plane"].data
     assert np.isfinite(full).all()

@@ -1,6 +1,7 @@
 """What the Align widget shows, without Qt: the overlay of all sections (one colour per section;
 the positions *before* the run in a greyed tone of the same colour, so before ≠ after), its
-legend, the manual correction matrix and an undo history of manual corrections."""
+legend, the manual correction matrix (:func:`~napari_inrst.align.kabsch.rigid_matrix`), the table
+(angles from :func:`~napari_inrst.align.kabsch.rigid_params`) and an undo history of manual corrections."""
 
 from __future__ import annotations
 
@@ -70,16 +71,25 @@ def correction(angle_deg: float, dx: float, dy: float, flip: bool, center) -> np
     return rigid_matrix(angle_deg, (dx, dy), mirror=flip, center=center)
 
 
+def manual_transform(base, xy_input, edit) -> np.ndarray:
+    """A section's transform after the manual correction ``edit = (angle, dx, dy, flip)`` on top of
+    ``base`` (its transform before manual corrections): flip and rotation about the centroid of its
+    cells as ``base`` places them, then the shift."""
+    from ..stack import apply_transform
+
+    center = apply_transform(base, xy_input).mean(axis=0)
+    return correction(*edit, center=center) @ base
+
+
 def table_rows(stack, result=None) -> list[list[str]]:
     """Per section: name, rotation angle (°), "yes" when mirrored, residual to the next section (µm)."""
+    from .kabsch import rigid_params
+
     rows = []
     for i, s in enumerate(stack):
-        m = s.transform
-        det = np.linalg.det(m[:2, :2])
-        A = m[:2, :2] @ np.diag([-1.0, 1.0]) if det < 0 else m[:2, :2]
-        ang = np.degrees(np.arctan2(A[1, 0], A[0, 0]))
+        p = rigid_params(s.transform)
         res = "" if result is None or i >= len(result.residual_um) else f"{result.residual_um[i]:.1f}"
-        rows.append([s.name, f"{ang:.1f}", "yes" if det < 0 else "", res])
+        rows.append([s.name, f"{p['angle_deg']:.1f}", "yes" if p["mirrored"] else "", res])
     return rows
 
 

@@ -118,7 +118,8 @@ def iter_align_stack(stack, reference=None, method: str = "rigid", *, seed: int 
     returns the :class:`AlignResult` (``result = yield from iter_align_stack(...)``). Stop
     iterating to cancel. Validation happens before the first yield."""
     from .matching import expressed_genes, pair_features
-    from .pairwise import align_pair, apply, matched_distances, spacing
+    from ..stack import apply_transform, estimate_spacing
+    from .pairwise import align_pair, matched_distances
 
     ref = check_sections(stack, method, reference)
     n = len(stack)
@@ -178,8 +179,8 @@ def iter_align_stack(stack, reference=None, method: str = "rigid", *, seed: int 
     for i in range(n - 1):
         a, b = stack[i], stack[i + 1]
         Fa, Fb = features(i, i + 1)
-        ya, yb = apply(mats[i], a.xy_input), apply(mats[i + 1], b.xy_input)
-        h = max(spacing(ya), spacing(yb))
+        ya, yb = apply_transform(mats[i], a.xy_input), apply_transform(mats[i + 1], b.xy_input)
+        h = max(estimate_spacing(ya), estimate_spacing(yb))
         residual.append(float(np.median(matched_distances(ya, yb, Fa, Fb, h))))
         key = (i, i + 1) if (i, i + 1) in pair else (i + 1, i)
         scores.append(pair[key][1])

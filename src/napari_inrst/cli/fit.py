@@ -8,8 +8,8 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ..stack.prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field, select_model_genes  # noqa: F401 (re-exported)
-from ._common import add_stack_options, load_stack
+from ..stack.prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field
+from ._common import add_fit_options, add_stack_options, load_stack
 
 HELP = "train an expression field (INR) on serial sections and write a model file"
 #: cells × genes (summed over the files) above which sections are read lazily by default
@@ -23,13 +23,9 @@ def add_parser(sub):
                        "sections are predicted better) unless --no-refine.")
     add_stack_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.inrst)")
-    p.add_argument("--genes", type=int, default=None, metavar="N",
-                   help=f"model the N most variable genes (+ the most expressed); default: all up to "
-                        f"{DEFAULT_GENE_CAP}")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--no-align", action="store_true", help="use the coordinates as given")
-    g.add_argument("--reference", type=int, default=None, metavar="K",
-                   help="0-based index of the reference section for alignment (default: the middle one)")
+    add_fit_options(p, steps_help="training steps of the final fit (default from the config)",
+                    genes_help=f"model the N most variable genes (+ the most expressed); default: all up to "
+                               f"{DEFAULT_GENE_CAP:,}")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the rigid alignment as found (skip the field-driven refinement, which adds "
                         "6 short fits of half the sections: about the time of the final fit)")
@@ -37,10 +33,6 @@ def add_parser(sub):
                    help="also fit a smooth non-rigid deformation per section (a bounded B-spline displacement "
                         "grid, optimized through the half fields with the refinement and kept only when held-out "
                         "sections are predicted better); stored in the model and applied by 'map'")
-    p.add_argument("--steps", type=int, default=None, help="training steps of the final fit (default from the config)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = CUDA, then MPS, then CPU")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same model)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="cells per training step (default 4096; per process under torchrun)")
     p.add_argument("--lazy", action="store_true",

@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..measure import metrics as M
+from ..render.grids import VolumeGrid, grid_over
 
 #: robust z beyond which a section is flagged
 FLAG_Z = 3.0
@@ -109,7 +110,7 @@ def robust_z(values, min_spread: float = 0.0) -> np.ndarray:
 
 # --- consistency -----------------------------------------------------------------------------
 def _default_fit_fn():
-    from .protocol import inr_fit_fn
+    from .fitting import inr_fit_fn
 
     return inr_fit_fn()
 
@@ -136,6 +137,8 @@ def section_consistency(stack, fit_fn: Callable | None = None, sections: Sequenc
     all non-excluded sections) but not used to fit the others. ``should_stop()`` True ends early
     (remaining sections get NaN).
     """
+    from .fitting import fit_predict
+
     fit_fn = fit_fn or _default_fit_fn()
     sections = list(range(len(stack))) if sections is None else list(sections)
     train_all = [i for i in range(len(stack)) if not stack[i].excluded]
@@ -148,8 +151,8 @@ def section_consistency(stack, fit_fn: Callable | None = None, sections: Sequenc
         if should_stop is not None and should_stop() or not kept:
             row.update(score=np.nan, pearson=np.nan, rmse=np.nan, rmse_rel=np.nan)
         else:
-            model = fit_fn(stack, kept)
-            row.update(section_score(s, np.asarray(model.predict(s.xyz), dtype=np.float64), single_cell))
+            _, (pred,), _ = fit_predict(stack, fit_fn, kept, [i])
+            row.update(section_score(s, pred, single_cell))
         rows.append(row)
         if progress is not None:
             progress({"done": k + 1, "total": len(sections), "section": s.name, "score": row["score"]})
@@ -209,7 +212,7 @@ class EnsembleUncertainty:
         return sd.mean(axis=1).astype(np.float32)
 
     def volume(self, grid, genes=None) -> np.ndarray:
-        """Uncertainty on a :class:`Grid` as a (z, y, x) float32 volume."""
+        """Uncertainty on a :class:`~napari_inrst.render.grids.VolumeGrid` as a (z, y, x) float32 volume."""
         return self.uncertainty(grid.points(), genes).reshape(grid.shape)
 
 
@@ -282,37 +285,7 @@ def fit_ensemble(stack, fit_fn: Callable | None = None, sections: Sequence[int] 
 
 
 # --- grids and domains -----------------------------------------------------------------------
-@dataclass
-class Grid:
-    """A regular (z, y, x) grid in µm (napari world axes): ``origin`` and ``spacing`` are (z, y, x)."""
-
-    origin: tuple
-    spacing: tuple
-    shape: tuple
-
-    @classmethod
-    def over(cls, lo, hi, spacing_xy: float, spacing_z: float) -> "Grid":
-        """Grid covering the box (x, y, z) ``lo``…``hi``."""
-        lo = np.asarray(lo, dtype=np.float64)
-        hi = np.asarray(hi, dtype=np.float64)
-        sp = np.array([spacing_z, spacing_xy, spacing_xy])
-        lo_zyx = lo[::-1]
-        n = np.maximum(1, np.floor((hi[::-1] - lo_zyx) / sp + 1e-9).astype(int) + 1)
-        return cls(tuple(lo_zyx.tolist()), tuple(sp.tolist()), tuple(int(v) for v in n))
-
-    def axes(self):
-        return [o + s * np.arange(n) for o, s, n in zip(self.origin, self.spacing, self.shape)]
-
-    def points(self) -> np.ndarray:
-        """(n, 3) points (x, y, z) in C order of the (z, y, x) volume."""
-        z, y, x = np.meshgrid(*self.axes(), indexing="ij")
-        return np.column_stack([x.ravel(), y.ravel(), z.ravel()])
-
-    def layer_kwargs(self) -> dict:
-        return {"translate": tuple(self.origin), "scale": tuple(self.spacing), "units": "µm"}
-
-
-def default_grid(field, stack=None, n_xy: int = 64) -> Grid:
+def default_grid(field, stack=None, n_xy: int = 64) -> VolumeGrid:
     """A grid over the field's bounds: ``n_xy`` pixels along the longer of x/y, z at the sections
     (or every 10 µm when the stack is unknown) plus mid-gap planes."""
     lo, hi = field.bounds()
@@ -323,7 +296,7 @@ def default_grid(field, stack=None, n_xy: int = 64) -> Grid:
         sz = float(np.median(np.diff(np.sort(stack.z)))) / 2
     else:
         sz = 10.0
-    return Grid.over(lo, hi, sxy, max(sz, 1e-3))
+    return grid_over(lo, hi, sxy, max(sz, 1e-3))
 
 
 def kmeans(X, k: int, seed: int = 0, n_iter: int = 50, n_init: int = 3):
@@ -361,7 +334,7 @@ class Domains:
     """3D domains: Labels volume (0 outside tissue, 1..k), grid, and what assigns new points."""
 
     labels: np.ndarray
-    grid: Grid
+    grid: VolumeGrid | None
     centroids: np.ndarray
     mean: np.ndarray
     std: np.ndarray
@@ -373,7 +346,7 @@ class Domains:
         return D.argmin(1) + 1
 
 
-def domains_3d(field, grid: Grid | None = None, k: int = 8, *, seed: int = 0, stack=None,
+def domains_3d(field, grid: VolumeGrid | None = None, k: int = 8, *, seed: int = 0, stack=None,
                occupancy_threshold: float = 0.5, max_fit_points: int = 20000) -> Domains:
     """Cluster the field's latent features on ``grid`` (default :func:`default_grid`) into ``k`` domains.
 

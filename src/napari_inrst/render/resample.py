@@ -74,7 +74,7 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     torch = sys.modules.get("torch")
     if torch is None:
         return a @ b
-    from .plane import render_threads
+    from .threads import render_threads
 
     with render_threads():
         return (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

@@ -16,10 +16,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..io.ome import SLAB_BYTES, VolumeWriter
+from ..generators import run_to_end
 from ..io.atomic import write_error
 from .cache import LatentCache, LatentEntry
 from .grids import VolumeGrid, volume_grid
-from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent, render_threads
+from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent
+from .threads import render_threads
 
 #: grid points per slab
 SLAB_POINTS = 1 << 18
@@ -39,13 +41,7 @@ def iter_slabs(field, grid: VolumeGrid, genes: Sequence[int], *, masked: bool = 
     for k0 in range(0, grid.nz, step):
         k1 = min(grid.nz, k0 + step)
         xyz = grid.points(slice(k0, k1))
-        gen = iter_latent(field, xyz, masked=masked, threshold=threshold, chunk=chunk)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                entry = stop.value
-                break
+        entry = run_to_end(iter_latent(field, xyz, masked=masked, threshold=threshold, chunk=chunk))
         vals = decode_entry(field, entry, genes, (k1 - k0, grid.ny, grid.nx))
         yield k0, k1, vals, entry
 
@@ -132,12 +128,7 @@ def iter_volume(field, grid: VolumeGrid, genes: Sequence[int], *, cache: LatentC
 
 
 def evaluate_volume(field, grid: VolumeGrid, genes: Sequence[int], **kw) -> np.ndarray:
-    gen = iter_volume(field, grid, genes, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_volume(field, grid, genes, **kw))
 
 
 def render_volume(field, gene, *, shape=None, resolution: int | None = None, bounds=None,

@@ -25,14 +25,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.readers import NO_Z_MESSAGE, section_z
-from . import GENE_POLICIES, NORMALIZE_CHOICES, TARGET_SUM, PlacedSection, StackBase
+from .normalize import TARGET_SUM, as_dense
+from .sections import GENE_POLICIES, NORMALIZE_CHOICES, PlacedSection, StackBase
 
 #: rows read per chunk by default (× genes × 4 bytes: 16,384 × 2,000 genes ≈ 131 MB dense)
 CHUNK_ROWS = 16384
-
-
-def _dense(X) -> np.ndarray:
-    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
 
 
 @dataclass
@@ -56,14 +53,9 @@ class LazySection(PlacedSection):
 
 @dataclass
 class LazyStack(StackBase):
-    """Sections on disk sharing one gene panel and one normalization (see :func:`open_lazy_stack`)."""
+    """Sections on disk (:class:`LazySection`) sharing one gene panel and one normalization (see
+    :func:`open_lazy_stack`)."""
 
-    sections: list[LazySection]
-    genes: list[str]
-    normalize: str = "log1p"
-    gene_policy: str = "intersection"
-    unit_factor: float = 1.0
-    report: dict = field(default_factory=dict)
     lazy: bool = True
 
     @property
@@ -143,9 +135,9 @@ class LazyStack(StackBase):
             perm = sparse.csr_matrix((np.ones(len(src), np.float32), (src, dst)), shape=(block.shape[1], len(self.genes)))
             return (block @ perm).tocsr()
         if identity:
-            return _dense(block)
+            return as_dense(block)
         out = np.zeros((block.shape[0], len(self.genes)), dtype=np.float32)
-        out[:, dst] = _dense(block[:, src])
+        out[:, dst] = as_dense(block[:, src])
         return out
 
     def subsample(self, n_per_section: int = 3000, seed: int = 0):

@@ -11,69 +11,15 @@ No Qt and no torch here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+from .normalize import TARGET_SUM, as_dense, highly_variable_genes
 
 NORMALIZE_CHOICES = ("log1p", "none")
 GENE_POLICIES = ("intersection", "union")
-TARGET_SUM = 1e4
-
-
-def _dense(X) -> np.ndarray:
-    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
-
-
-def normalize_log1p(X, target_sum: float = TARGET_SUM) -> np.ndarray:
-    """``log1p`` of counts per ``target_sum`` (10,000 by default), per cell/spot; dense float32."""
-    X = _dense(X)
-    tot = X.sum(axis=1, keepdims=True)
-    scale = np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)
-    return np.log1p(X * scale).astype(np.float32)
-
-
-def _mean_var(X, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and variance (ddof 1) in float64, accumulated over row blocks (no float64
-    copy of ``X``: a large subsample stays at its own size in memory)."""
-    n = X.shape[0]
-    s1 = np.zeros(X.shape[1])
-    for r in range(0, n, block):
-        s1 += np.asarray(X[r:r + block]).sum(axis=0, dtype=np.float64)
-    mean = s1 / max(n, 1)
-    ss = np.zeros(X.shape[1])
-    for r in range(0, n, block):
-        d = np.asarray(X[r:r + block], dtype=np.float64) - mean
-        ss += (d * d).sum(axis=0)
-    var = ss / (n - 1) if n > 1 else np.zeros_like(mean)
-    return mean, var
-
-
-def highly_variable_genes(X: np.ndarray, n_top: int, n_bins: int = 20) -> np.ndarray:
-    """Indices of the ``n_top`` most variable genes of log-normalized ``X``, in their original order.
-
-    Dispersion (variance / mean) normalized robustly (median / MAD, as scanpy's ``cell_ranger``
-    flavour) within bins of mean expression, so a few very variable genes do not hide each other.
-    """
-    n_top = int(min(n_top, X.shape[1]))
-    mean, var = _mean_var(X)
-    disp = np.log(np.divide(var, mean, out=np.zeros_like(var), where=mean > 1e-12) + 1e-12)
-    disp[mean <= 1e-12] = -np.inf
-    n_bins = int(max(1, min(n_bins, X.shape[1] // 10)))  # ≥ ~10 genes per bin
-    edges = np.quantile(mean, np.linspace(0, 1, n_bins + 1))
-    bins = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, n_bins - 1)
-    norm = np.full_like(disp, -np.inf)
-    for b in np.unique(bins):
-        idx = (bins == b) & np.isfinite(disp)
-        if idx.sum() == 0:
-            continue
-        d = disp[idx]
-        med = np.median(d)
-        mad = 1.4826 * np.median(np.abs(d - med))
-        norm[idx] = (d - med) / mad if mad > 0 else d - med
-    order = np.lexsort((-var, -norm))  # by normalized dispersion, ties by variance
-    return np.sort(order[:n_top])
 
 
 def apply_transform(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -81,6 +27,29 @@ def apply_transform(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float64)
     xy = np.asarray(xy, dtype=np.float64)
     return xy @ m[:2, :2].T + m[:2, 2]
+
+
+def gene_positions(names: Sequence[str], genes, *, error: Callable[[str], Exception] = KeyError,
+                   what: str = "this field") -> list[int]:
+    """Gene names or indices (one or several) → positions in ``names``; ``error`` (naming the gene
+    and, for a name, up to five similar ones) for an unknown gene or an index out of range."""
+    if isinstance(genes, (str, int, np.integer)):
+        genes = [genes]
+    names = list(names)
+    pos = {g: i for i, g in enumerate(names)}
+    out = []
+    for g in genes:
+        if isinstance(g, (int, np.integer)):
+            if not 0 <= int(g) < len(names):
+                raise error(f"gene index {g} out of range (0…{len(names) - 1})")
+            out.append(int(g))
+        elif str(g) in pos:
+            out.append(pos[str(g)])
+        else:
+            close = [n for n in names if n.lower().startswith(str(g).lower()[:3])][:5]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise error(f"gene '{g}' is not modeled by {what} ({len(names)} genes){hint}")
+    return out
 
 
 class PlacedSection:
@@ -127,7 +96,7 @@ class Section(PlacedSection):
     @property
     def X(self) -> np.ndarray:
         """Normalized expression, dense float32 (n × genes of the stack)."""
-        return _dense(self.adata.X)
+        return as_dense(self.adata.X)
 
     def spot_diameter_um(self) -> float:
         """Spot/cell diameter in µm: recorded in ``uns`` or estimated from nearest-neighbour spacing."""
@@ -151,12 +120,18 @@ def estimate_spacing(xy: np.ndarray, sample: int = 2000, seed: int = 0) -> float
     return med if med > 0 else 1.0
 
 
+@dataclass
 class StackBase:
     """What every stack offers over its ``sections`` (in memory or read lazily): names, z,
-    genes, transforms, the training subset, stack-frame coordinates."""
+    genes, transforms, the training subset, stack-frame coordinates; the gene policy, unit factor
+    and normalization it was built with, and its build report."""
 
     sections: list
     genes: list[str]
+    normalize: str = "log1p"
+    gene_policy: str = "intersection"
+    unit_factor: float = 1.0
+    report: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sections)
@@ -208,14 +183,7 @@ class StackBase:
 
 @dataclass
 class SectionStack(StackBase):
-    """An ordered set of sections sharing one gene panel in one normalization."""
-
-    sections: list[Section]
-    genes: list[str]
-    normalize: str = "log1p"
-    gene_policy: str = "intersection"
-    unit_factor: float = 1.0
-    report: dict = field(default_factory=dict)
+    """An ordered set of sections (:class:`Section`) sharing one gene panel in one normalization."""
 
     def select(self, indices: Iterable[int]) -> "SectionStack":
         """A stack with only the given sections (shared AnnData, copied transforms)."""
@@ -399,9 +367,9 @@ def build_stack(
             # library size over every gene measured in the section, not only kept ones
             tot = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
             scale = np.divide(TARGET_SUM, tot, out=np.zeros_like(tot), where=tot > 0)
-            Xn = np.log1p(_dense(raw) * scale[:, None].astype(np.float32)).astype(np.float32)
+            Xn = np.log1p(as_dense(raw) * scale[:, None].astype(np.float32)).astype(np.float32)
         else:
-            Xn = _dense(raw)
+            Xn = as_dense(raw)
         normed.append(Xn)
         obs = a.obs.copy()
         obs.index = a.obs_names.astype(str)

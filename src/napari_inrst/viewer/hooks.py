@@ -25,14 +25,9 @@ def _notify_error(exc: Exception):
 
 
 def _inputs_from_path(path):
-    from ..io.readers import SectionInput, read_csv_pair, read_path
+    from ..io.paths import read_path
 
-    p = Path(os.fspath(path))
-    if p.is_file() and p.name.endswith("_counts.csv"):
-        coords = p.with_name(p.name[: -len("_counts.csv")] + "_coords.csv")
-        adata = read_csv_pair(p, coords)
-        return [SectionInput(p.name[: -len("_counts.csv")], adata, str(p))]
-    return read_path(p)
+    return read_path(path)
 
 
 def stack_from_section_inputs(inputs, *, spacing: float = DEFAULT_SPACING_UM, normalize: str | None = None,
@@ -182,14 +177,6 @@ def _join(viewer, old, inputs):
     return [section_points(both, i, gene, contrast=contrast) for i in range(len(old), len(both))]
 
 
-def _is_volume_zarr(p: Path) -> bool:
-    """An OME-Zarr written by napari-inrst (``napari-inrst render --volume``, Save volume): a
-    directory whose ``.zattrs`` carries the ``napari_inrst`` marker. Only that file is read."""
-    from ..io.ome import is_inrst_zarr
-
-    return p.is_dir() and is_inrst_zarr(p)
-
-
 def read_volume_layers(path):
     """Reader: an OME-Zarr written by napari-inrst → one Image layer per gene, backed lazily by the
     zarr arrays (dask; every pyramid level, multiscale), with voxel size and origin in µm."""
@@ -237,29 +224,17 @@ def read_volume_layers(path):
     return out
 
 
-def _is_spatialdata(p: Path) -> bool:
-    """A SpatialData .zarr store (sections = the regions its table annotates; reads root metadata only)."""
-    from ..io.spatialdata import is_spatialdata_store
-
-    return is_spatialdata_store(p)
-
-
 def get_reader(path):
-    """npe2 reader hook: return a reader function for paths we understand, else None."""
-    paths = path if isinstance(path, list) else [path]
-    if all(_is_volume_zarr(Path(os.fspath(p))) for p in paths):
+    """npe2 reader hook: a reader function for paths we understand (:func:`~napari_inrst.io.paths.path_kind`),
+    else None. Only names and small metadata files are looked at."""
+    from ..io.paths import SECTION_KINDS, path_kind
+
+    kinds = [path_kind(p) for p in (path if isinstance(path, list) else [path])]
+    if all(k == "volume" for k in kinds):
         return read_volume_layers
-    for p in paths:
-        p = Path(os.fspath(p))
-        ok = (
-            p.suffix.lower() == ".h5ad"
-            or p.name.endswith("_counts.csv")
-            or (p.is_dir() and ((p / "filtered_feature_bc_matrix.h5").exists() or any(p.glob("*.h5ad"))))
-            or _is_spatialdata(p)
-        )
-        if not ok:
-            return None
-    return read_sections_layers
+    if all(k in SECTION_KINDS for k in kinds):
+        return read_sections_layers
+    return None
 
 
 def synthetic_sample():

@@ -1,6 +1,6 @@
-"""Run the napari-inrst CLI in this process under a simulated fault; used by tests/test_faults.py.
+"""Run the napari-inrst CLI in this process under a simulated fault; used by tests/cli/test_faults.py.
 
-    python tests/_fault_runner.py FAULT ROOT napari-inrst-args...
+    python tests/cli/_fault_runner.py FAULT ROOT napari-inrst-args...
 
 FAULT: ``none``; ``ro`` (every write under ROOT fails with EROFS, as on a read-only mount: works as
 root, where chmod does not stop writes); ``full`` (files may not grow beyond 4 KiB: RLIMIT_FSIZE,

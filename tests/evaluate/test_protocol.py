@@ -6,6 +6,7 @@ import pytest
 from napari_inrst.measure import baselines as B
 from napari_inrst.measure import metrics as M
 from napari_inrst.evaluate import protocol as P
+from napari_inrst.evaluate.fitting import FieldPredictor
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def _truth_fit(tissue):
     from napari_inrst.field.api import TruthField
 
     def fit(stack, sections):
-        return P.FieldPredictor(TruthField(tissue), stack.genes)
+        return FieldPredictor(TruthField(tissue), stack.genes)
 
     return fit
 

@@ -2,7 +2,7 @@
 
 Every case: exit status 2 (or the signal's status), one line ``napari-inrst: error: <file>: …`` naming
 the file, no traceback, nothing left behind. Read-only and full filesystems are simulated without
-root privileges (CI runs as root, where chmod does not stop a write): ``tests/_fault_runner.py``
+root privileges (CI runs as root, where chmod does not stop a write): ``tests/cli/_fault_runner.py``
 makes every write under a folder fail with EROFS, or caps file size with RLIMIT_FSIZE (EFBIG, as a
 full disk). Subprocesses are used where the process itself matters (signals, a whole run's
 stderr); the rest runs in-process. One small model and three small sections serve the session.
@@ -24,7 +24,7 @@ pytest.importorskip("torch")
 
 from napari_inrst.cli import main  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).resolve().parent / "_fault_runner.py"
 
 

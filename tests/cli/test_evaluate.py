@@ -20,7 +20,7 @@ def synth(tmp_path_factory):
 
 def _truth_fit_fn(config=None, **kw):
     """Stand-in for the INR: the sample's analytic truth (what a perfect field would predict)."""
-    from napari_inrst.evaluate.protocol import FieldPredictor
+    from napari_inrst.evaluate.fitting import FieldPredictor
     from napari_inrst.field.api import TruthField
     from napari_inrst.synthetic.sample import SyntheticTissue
 
@@ -32,7 +32,7 @@ def _truth_fit_fn(config=None, **kw):
 
 
 def test_evaluate_prints_table_and_writes_json(synth, tmp_path, capsys, monkeypatch):
-    import napari_inrst.evaluate.protocol as proto
+    import napari_inrst.evaluate.fitting as proto
 
     monkeypatch.setattr(proto, "inr_fit_fn", _truth_fit_fn)
     paths, z = synth

@@ -7,7 +7,7 @@ from napari_inrst import InputError
 from napari_inrst.io import read_csv_pair, read_h5ad, read_h5ad_sections, read_path, read_visium
 from napari_inrst.stack import stack_from_inputs
 
-from .conftest import BREAST_UNIT
+from ..conftest import BREAST_UNIT
 
 
 # --- real data ------------------------------------------------------------------------------

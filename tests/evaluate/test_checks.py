@@ -6,20 +6,7 @@ import pytest
 from napari_inrst.evaluate import checks as qc
 from napari_inrst.synthetic.sample import rigid_matrix, sample_stack
 
-
-def fast_config(seed=0):
-    """A small, quick field (seconds on 2 cores) – the real trainer, fewer steps and units."""
-    from napari_inrst.field import FieldConfig
-
-    return FieldConfig(steps=150, width=64, depth=2, rank=16, wavelength_candidates=(2.0,), lambda_rc=0.0,
-                       lambda_kl=0.0, rc_pretrain_steps=0, batch_size=1024, val_every=50,
-                       checkpoint_every=0, ensemble=1, blend=False, seed=seed)
-
-
-def fast_fit(stack, sections, seed=0):
-    from napari_inrst.evaluate.protocol import inr_fit_fn
-
-    return inr_fit_fn(fast_config(seed))(stack, sections)
+from ..conftest import fast_fit
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +73,9 @@ def test_uncertainty_is_higher_in_a_wide_gap_than_at_measured_sections(aligned):
     assert outside > 2 * gap  # far outside the tissue the members disagree most
     # per gene and on a grid: shapes napari can show
     assert ens.uncertainty(stack[0].xyz[:5], genes=[0, 3]).shape == (5,)
-    grid = qc.Grid.over([0, 0, 0], [2000, 1500, 270], 250.0, 90.0)
+    from napari_inrst.render.grids import grid_over
+
+    grid = grid_over([0, 0, 0], [2000, 1500, 270], 250.0, 90.0)
     vol = ens.volume(grid)
     assert vol.shape == grid.shape == (4, 7, 9) and np.isfinite(vol).all()
     # rendered like a gene: the uncertainty is an ExpressionField with one gene
@@ -123,8 +112,7 @@ def test_domains_3d_of_truth_follow_tissue_layers(aligned):
     s.adata = s.adata.copy()
     s.adata.obs["layer"] = tissue.programs(s.xyz)[:, :5].argmax(1).astype(str)
     assert qc.domain_ari(f, dom, s, "layer") > 0.25
-    kw = dom.grid.layer_kwargs()
-    assert kw["scale"][0] == 15.0 and kw["translate"] == (0.0, 0.0, 0.0)
+    assert dom.grid.scale[0] == 15.0 and dom.grid.translate == (0.0, 0.0, 0.0)
 
 
 def test_default_ensemble_members_are_single_networks_with_own_seeds_and_spots(aligned, monkeypatch):

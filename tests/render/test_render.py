@@ -334,7 +334,7 @@ def test_cli_volume_killed_midway_leaves_nothing(model_file, tmp_path):
     import time
     from pathlib import Path
 
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     argv = ["render", str(model_file), "--gene", "LayerA", "--volume", "--shape", "1024", "1024", "256",
             "--slab-mb", "1", "--out", str(tmp_path / "v.zarr")]
