@@ -133,8 +133,8 @@ def _match_once(stack, reference: int, rows, *, sweeps: int, bend: float, seed: 
     """:func:`match_deformations` on the cells ``rows[k]`` of each section (no safeguard)."""
     from scipy.spatial import cKDTree
 
+    from ..stack import estimate_spacing as spacing
     from .matching import pair_features
-    from .pairwise import spacing
 
     n = len(stack)
     xin = [stack[k].xy_input[r] for k, r in enumerate(rows)]
