@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_inrst.cli import main  # noqa: E402
+from napari_inrst.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_fit_deform_round_trip_through_map(sections, tmp_path):
     from napari_inrst.align.deform import deformations_from_meta
     from napari_inrst.field.model import load_model
 
-    d, paths, secs = sections
+    _, paths, secs = sections
     out = tmp_path / "m.inrst"
     rc = main(["fit", *paths, "--z", "0", "30", "60", "90", "--out", str(out), "--steps", "16", "--deform",
                "--seed", "0", "--quiet"])
@@ -59,7 +59,7 @@ def test_model_stores_the_deformations_it_was_trained_with(sections, tmp_path):
     from napari_inrst.field.train import fit_field
     from napari_inrst.stack import build_stack
 
-    d, paths, secs = sections
+    _, paths, secs = sections
     stack = build_stack([a.copy() for a in secs[:2]], [0.0, 30.0], names=["a", "b"])
     g = Deformation.for_points(stack[1].xy_input)
     g.coef[..., 0] = np.linspace(-1, 1, g.shape[1])[None, :] * 0.5 * g.max_disp_um  # a shear
@@ -77,7 +77,7 @@ def test_model_stores_the_deformations_it_was_trained_with(sections, tmp_path):
 
 
 def test_deform_needs_the_refinement(sections, tmp_path, capsys):
-    d, paths, _ = sections
+    _, paths, _ = sections
     rc = main(["fit", *paths, "--out", str(tmp_path / "m.inrst"), "--deform", "--no-refine", "--quiet"])
     assert rc == 2 and "--deform" in capsys.readouterr().err and not (tmp_path / "m.inrst").exists()
 
@@ -85,7 +85,7 @@ def test_deform_needs_the_refinement(sections, tmp_path, capsys):
 def test_align_nonrigid_writes_a_grid_per_section(sections, tmp_path):
     from napari_inrst.align.deform import Deformation
 
-    d, paths, _ = sections
+    _, paths, _ = sections
     out = tmp_path / "t.json"
     assert main(["align", *paths[:3], "--method", "nonrigid", "--out", str(out), "--quiet"]) == 0
     rows = json.loads(out.read_text())
