@@ -59,7 +59,7 @@ def test_model_stores_the_deformations_it_was_trained_with(sections, tmp_path):
     from napari_inrst.field.train import fit_field
     from napari_inrst.stack import build_stack
 
-    _, paths, secs = sections
+    *_, secs = sections
     stack = build_stack([a.copy() for a in secs[:2]], [0.0, 30.0], names=["a", "b"])
     g = Deformation.for_points(stack[1].xy_input)
     g.coef[..., 0] = np.linspace(-1, 1, g.shape[1])[None, :] * 0.5 * g.max_disp_um  # a shear
