@@ -66,7 +66,7 @@ def _error(stack, mats, defs, truth_xy) -> float:
 def _heldout(stack, mats, defs) -> float:
     from napari_inrst.align.deform import set_deformations
     from napari_inrst.field.refine import half_config, halves, heldout_score
-    from napari_inrst.field.train import fit_field
+    from napari_inrst.field.fit import fit_field
 
     work = stack.select(range(len(stack)))
     work.set_transforms(mats)

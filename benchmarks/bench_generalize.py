@@ -171,7 +171,7 @@ class _Recorder:
         self.model = None
 
     def __call__(self, stack, sections):
-        from napari_inrst.field.train import fit_field
+        from napari_inrst.field.fit import fit_field
 
         self.model = fit_field(stack, self.cfg, sections=list(sections))
         return self.model

@@ -36,8 +36,7 @@ import time
 
 import numpy as np
 
-#: samples per finest field scale in band-limited mode (the viewer's default)
-OVERSAMPLE = 4.0
+from napari_inrst.render.resample import OVERSAMPLE  # band-limited sampling: the viewer's default
 
 
 def _median_ms(fn, reps: int) -> float:
@@ -50,10 +49,10 @@ def _median_ms(fn, reps: int) -> float:
 
 
 def _fit(stack, encoding: str, steps: int):
-    from napari_inrst.field import FieldConfig, fit_field
+    from napari_inrst.field import FieldConfig, Fourier, HashGrid, fit_field
 
-    cfg = FieldConfig(encoding=encoding, steps=steps, val_every=max(steps, 1), rc_pretrain_steps=10,
-                      min_wavelength_xy_um=100.0, hash_finest_um=50.0, device="cpu", seed=0)
+    enc = Fourier(min_wavelength_xy_um=100.0) if encoding == "fourier" else HashGrid(finest_um=50.0)
+    cfg = FieldConfig(encoding=enc, steps=steps, val_every=max(steps, 1), rc_pretrain_steps=10, device="cpu", seed=0)
     return fit_field(stack, cfg)
 
 
@@ -153,7 +152,7 @@ def run(quick: bool = False) -> dict:
         t0 = time.perf_counter()
         model = _fit(stack, enc, steps=20 if quick else 60)
         figs[f"{enc}.fit_s"] = round(time.perf_counter() - t0, 1)
-        figs[f"{enc}.model"] = (f"FieldModel {enc}, trunk {model.arch['depth']}x{model.arch['width']}, "
+        figs[f"{enc}.model"] = (f"FieldModel {enc}, trunk {model.spec.depth}x{model.spec.width}, "
                                 f"rank {model.rank}, {len(model.genes)} genes")
         if quick:
             volumes = {"exact": [], "band": [128]}

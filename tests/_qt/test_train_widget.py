@@ -7,10 +7,12 @@ import time
 import numpy as np
 import pytest
 
+from napari_inrst.field import Fourier
+
 pytest.importorskip("torch")
 
 QUICK = dict(batch_size=1024, width=64, depth=2, rank=16, val_every=10, patience=50,
-             min_wavelength_xy_um=100.0, rc_pretrain_steps=20, threads=1, checkpoint_every=20)
+             encoding=Fourier(min_wavelength_xy_um=100.0), rc_pretrain_steps=20, threads=1, checkpoint_every=20)
 
 
 @pytest.fixture()

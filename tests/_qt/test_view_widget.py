@@ -6,17 +6,9 @@ import pytest
 from napari_inrst.field import TruthField
 from napari_inrst.synthetic.sample import SyntheticTissue
 
+from ..conftest import counting_field
+
 GENES = ["LayerA", "LayerB", "LayerC", "BlobA", "Boundary", "G010", "G011", "G012"]
-
-
-class CountingField(TruthField):
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.latent_points = 0
-
-    def latent(self, xyz):
-        self.latent_points += len(xyz)
-        return super().latent(xyz)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,7 @@ def _make_view(make_napari_viewer, qtbot, tissue, sections=None):
     qtbot.wait(200)
     w = ViewWidget(viewer)
     qtbot.addWidget(w)
-    field = CountingField(tissue, GENES)
+    field = counting_field(tissue, GENES)
     w.set_field(field, genes=["LayerB"])
     _wait(qtbot, w)
     return viewer, w, field
@@ -208,14 +200,16 @@ def test_trained_model_plane_is_band_limited_but_follows_the_screen(make_napari_
     pytest.importorskip("torch")
     from napari_inrst._qt.view import ViewWidget
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.field.spec import ModelConfig
     from napari_inrst.render.plane import evaluate_plane
 
     lo, hi = np.array([0.0, 0, 0]), np.array([2000.0, 1500, 270])
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
             "rank": 3, "n_genes": 3, "seed": 0}
-    model = FieldModel(build_net(arch), genes=["A", "B", "C"], mean=np.ones(3), std=np.ones(3), arch=arch,
+    spec = ModelConfig.from_arch(arch)
+    model = FieldModel(spec.build(), genes=["A", "B", "C"], mean=np.ones(3), std=np.ones(3), spec=spec,
                        config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
                        stack_meta={"z": [0.0, 270.0]}, bounds=(lo, hi))
     path = tmp_path / "m.inrst"

@@ -56,7 +56,7 @@ def test_model_stores_the_deformations_it_was_trained_with(sections, tmp_path):
     from napari_inrst.align.deform import Deformation, deformations_from_meta, set_deformations
     from napari_inrst.field import FieldConfig
     from napari_inrst.field.model import load_model
-    from napari_inrst.field.train import fit_field
+    from napari_inrst.field.fit import fit_field
     from napari_inrst.stack import build_stack
 
     *_, secs = sections

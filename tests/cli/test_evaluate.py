@@ -55,7 +55,7 @@ def test_evaluate_prints_table_and_writes_json(synth, tmp_path, capsys, monkeypa
 
 def test_fit_options_reach_the_field_trainer(synth, tmp_path, monkeypatch):
     """--steps/--device/--seed configure the real trainer, which sees only the kept sections."""
-    import napari_inrst.field.train as train
+    import napari_inrst.field.fit as train
 
     seen = {}
 
@@ -74,7 +74,7 @@ def test_fit_options_reach_the_field_trainer(synth, tmp_path, monkeypatch):
 def test_genes_and_alignment_options_pass_through(synth, tmp_path, monkeypatch):
     """--genes N models N genes (as `fit` does); --reference K aligns to K; --no-align skips it."""
     import napari_inrst.cli.evaluate as ev
-    import napari_inrst.field.train as train
+    import napari_inrst.field.fit as train
 
     seen = {}
 
@@ -115,7 +115,7 @@ def _parse_table(text: str, first: str = "method") -> dict:
 def test_each_holds_sections_out_one_at_a_time_and_table_equals_json(synth, tmp_path, capsys, monkeypatch):
     """--each: one fit per held-out section (EVALUATION.md's protocol), averaged; every number of
     the printed tables is the JSON's, rounded."""
-    import napari_inrst.field.train as train
+    import napari_inrst.field.fit as train
 
     fits = []
 
@@ -161,7 +161,7 @@ def test_missing_spots_predicts_removed_spots_from_the_rest_of_each_section(synt
     spots only, scored against knn2d; every section may be named (each keeps half its spots)."""
     import anndata as ad
 
-    import napari_inrst.field.train as train
+    import napari_inrst.field.fit as train
 
     fits = []
 

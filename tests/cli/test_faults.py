@@ -52,15 +52,17 @@ def fault_data(tmp_path_factory):
 
 def small_model(genes, lo=(0.0, 0.0, 0.0), hi=(2000.0, 1500.0, 60.0)):
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.field.spec import ModelConfig
 
     genes = [str(g) for g in genes]
     lo, hi = np.asarray(lo), np.asarray(hi)
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
             "rank": 3, "n_genes": len(genes), "seed": 0}
-    return FieldModel(build_net(arch), genes=genes, mean=np.ones(len(genes)), std=np.ones(len(genes)),
-                      arch=arch, config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
+    spec = ModelConfig.from_arch(arch)
+    return FieldModel(spec.build(), genes=genes, mean=np.ones(len(genes)), std=np.ones(len(genes)),
+                      spec=spec, config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
                       stack_meta={"names": ["s0", "s1", "s2"], "z": [0.0, 30.0, 60.0]}, bounds=(lo, hi))
 
 
@@ -234,7 +236,7 @@ def _read_only(monkeypatch, folder):
 
 @pytest.mark.parametrize("target", ["out", "checkpoint"])
 def test_fit_refuses_an_unwritable_output_before_training(fault_data, tmp_path, monkeypatch, capsys, target):
-    import napari_inrst.field.train as ftrain
+    import napari_inrst.field.fit as ftrain
 
     def no_training(*a, **k):
         raise AssertionError("fit trained although its output cannot be written")
@@ -331,7 +333,7 @@ CRAFTED = {
                                "'stack_meta.transforms[0]' is not a list of numbers"),
     "nan_bounds": (lambda m: m["bounds"][0].__setitem__(0, float("nan")), "'bounds' holds NaN"),
     "unknown_config_key": (lambda m: m["config"].update(surprise=1), "unknown field config keys: surprise"),
-    "width_12000": (lambda m: m["arch"].update(width=12000), "'arch' asks for (12000,"),
+    "width_12000": (lambda m: m["model"].update(width=12000), "'model' asks for (12000,"),
 }
 
 
@@ -341,19 +343,19 @@ def test_crafted_model_metadata_is_one_line_naming_the_file(fault_data, tmp_path
     network is never built from an arch whose shapes the file's tensors do not match (defect 5)."""
     import torch
 
-    import napari_inrst.field.model as fm
+    from napari_inrst.field.spec import ModelConfig
 
     edit, needle = CRAFTED[case]
     bad = tmp_path / f"{case}.inrst"
     _crafted(fault_data["model"], bad, None if isinstance(edit, str) else edit, edit if isinstance(edit, str) else None)
-    real_build, built = fm.build_net, []
+    real_build, built = ModelConfig.build, []
 
-    def build_net(arch):
+    def build(spec):
         if torch.get_default_device().type != "meta":
-            built.append(arch)
-        return real_build(arch)
+            built.append(spec)
+        return real_build(spec)
 
-    monkeypatch.setattr(fm, "build_net", build_net)
+    monkeypatch.setattr(ModelConfig, "build", build)
     for argv in (["transforms", str(bad)],
                  ["render", str(bad), "--gene", "LayerA", "--z", "30", "--out", str(tmp_path / "p.png")],
                  ["predict", str(bad), "--coords", fault_data["coords"], "--out", str(tmp_path / "p.csv")]):

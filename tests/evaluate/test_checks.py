@@ -118,7 +118,7 @@ def test_domains_3d_of_truth_follow_tissue_layers(aligned):
 def test_default_ensemble_members_are_single_networks_with_own_seeds_and_spots(aligned, monkeypatch):
     """The uncertainty's members: one network each (the field's own small-data averaging would
     shrink their disagreement), each with its own seed and its own 90 % of the spots."""
-    import napari_inrst.field.train as train
+    import napari_inrst.field.fit as train
     from napari_inrst.measure.baselines import KNN3D
 
     stack, _ = aligned

@@ -9,13 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_inrst.errors import InputError  # noqa: E402
-from napari_inrst.field import ExpressionField, FieldConfig  # noqa: E402
+from napari_inrst.field import ExpressionField, FieldConfig, Fourier, HashGrid  # noqa: E402
+from napari_inrst.field.fit import fit_field, iter_fit, load_checkpoint  # noqa: E402
 from napari_inrst.field.model import load_model  # noqa: E402
-from napari_inrst.field.train import fit_field, iter_fit, load_checkpoint  # noqa: E402
 
 #: small and quick: fixed wavelengths (no probe runs), narrow trunk
 QUICK = dict(steps=160, batch_size=1024, width=64, depth=2, rank=16, val_every=20, patience=4,
-             min_wavelength_xy_um=100.0, rc_pretrain_steps=30, threads=1, ensemble=1)
+             encoding=Fourier(min_wavelength_xy_um=100.0), rc_pretrain_steps=30, threads=1, ensemble=1)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_model_file_round_trip(tmp_path, aligned, model):
     assert m2.genes == model.genes and m2.normalize == "log1p"
     assert m2.stack_meta["names"] == stack.names
     np.testing.assert_allclose(np.array(m2.stack_meta["transforms"]), np.array(stack.transforms()))
-    assert m2.config == model.config and m2.config.min_wavelength_xy_um == 100.0
+    assert m2.config == model.config and m2.config.encoding.min_wavelength_xy_um == 100.0
     assert m2.provenance["date"] and m2.provenance["napari_inrst"]
     assert [t["section"] for t in m2.transforms()] == stack.names
 
@@ -225,7 +225,7 @@ def test_single_section_is_2d_completion_with_an_ensemble(aligned, tmp_path):
 
 
 def test_config_json_round_trip_and_validation():
-    cfg = FieldConfig(encoding="hash", rank=48, lambda_rc=0.0, min_wavelength_xy_um=33.0)
+    cfg = FieldConfig(encoding=HashGrid(finest_um=33.0), rank=48, lambda_rc=0.0)
     again = FieldConfig.from_json(cfg.to_json())
     assert again == cfg
     assert json.loads(cfg.to_json())["rank"] == 48
@@ -241,12 +241,12 @@ def test_targets_are_z_scores_for_panels_and_centred_values_for_many_genes(align
     """standardize="auto": a panel of ≤ 500 modeled genes trains on per-gene z-scores, more genes
     on centred values (genes weigh by their variance); the model stores the resolved choice, and
     its predictions are in the data's units either way."""
-    from napari_inrst.field.config import PANEL_GENES
     from napari_inrst.field.data import StackData
 
     stack, tissue = aligned
     cfg = FieldConfig(**QUICK)
-    assert cfg.standardize == "auto"
+    PANEL_GENES = cfg.panel_genes
+    assert cfg.standardize == "auto" and PANEL_GENES == 500
     assert cfg.resolved_standardize(PANEL_GENES) is True and cfg.resolved_standardize(PANEL_GENES + 1) is False
     assert model.config.standardize is True  # 60 genes: z-scores, stored resolved
     X = stack.expression(stack.training_sections())
@@ -265,8 +265,8 @@ def test_targets_are_z_scores_for_panels_and_centred_values_for_many_genes(align
 
 def test_hash_grid_encoding_trains(aligned):
     stack, tissue = aligned
-    model = fit_field(stack, FieldConfig(**{**QUICK, "encoding": "hash", "steps": 120, "hash_levels": 8,
-                                            "hash_log2_table": 13}))
+    model = fit_field(stack, FieldConfig(**{**QUICK, "encoding": HashGrid(levels=8, log2_table=13),
+                                            "steps": 120}))
     xyz = _plane(tissue, 90.0)
     assert _pearson(tissue.truth(xyz, model.genes), model.predict(xyz)) > 0.6
 
@@ -278,12 +278,12 @@ def test_network_compiles_as_one_graph_through_annealing(aligned, encoding):
     import torch._dynamo as dynamo
 
     from napari_inrst.field.data import StackData
-    from napari_inrst.field.model import build_net
+    from napari_inrst.field.spec import ModelConfig
 
     stack, _ = aligned
-    cfg = FieldConfig(**QUICK, encoding=encoding)
+    cfg = FieldConfig(**{**QUICK, "encoding": encoding})
     data = StackData(stack, cfg)
-    net = build_net(data.arch(cfg, 100.0, 75.0))
+    net = ModelConfig.for_data(cfg, data).build()
     dynamo.reset()
     compiled = torch.compile(net, fullgraph=True, backend="eager")
     xyz = torch.from_numpy(data.xyz[:256])
@@ -291,8 +291,7 @@ def test_network_compiles_as_one_graph_through_annealing(aligned, encoding):
     dynamo.config.error_on_recompile = True
     try:
         for a in (0.1, 0.5, 1.0):
-            if hasattr(net.enc, "alpha"):
-                net.enc.alpha.fill_(a)
+            net.anneal(a)
             lat, pred, occ = compiled(xyz, xyz, decode=True)
             ref = net(xyz, xyz, decode=True)
             torch.testing.assert_close(pred, ref[1])
@@ -304,7 +303,7 @@ def test_network_compiles_as_one_graph_through_annealing(aligned, encoding):
 def test_fast_pca_init_matches_the_exact_eigendecomposition():
     """The decoder's PCA start comes from randomized subspace iteration on the data (seconds at
     thousands of genes); on small data it equals the exact eigen-decomposition of the covariance."""
-    from napari_inrst.field.train import _pca_init
+    from napari_inrst.field.networks import pca_init_decoder as _pca_init
     from napari_inrst.stack.linalg import top_components
 
     rng = np.random.default_rng(3)
@@ -345,8 +344,8 @@ def straight():
 def test_fit_is_unit_free(straight):
     """The same data in mm, µm or 1/100 µm give the same held-out scores (the network sees
     coordinates relative to the data's own spacings); array-unit spacing gets a warning."""
-    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.field.data import spacing_of, unit_warning
+    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.stack import build_stack
 
     secs, tissue = straight
@@ -372,10 +371,10 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
     """A stack: validation on whole held-out interior sections, with 3D kNN scored on the same
     split (recomputed here from the measured data: the same number); one section: held-out spots
     against 2D kNN. The report is in the model file and in words."""
-    from napari_inrst.measure.baselines import knn3d
-    from napari_inrst.measure.metrics import pearson_per_gene
     from napari_inrst.field.data import holdout_positions
     from napari_inrst.field.report import describe, format_validation, validation_warning
+    from napari_inrst.measure.baselines import knn3d
+    from napari_inrst.measure.metrics import pearson_per_gene
 
     stack, tissue = aligned
     m = fit_field(stack, FieldConfig(**TINY))
@@ -413,8 +412,8 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
 def test_blended_field_predicts_renders_and_saves_consistently(aligned, tmp_path):
     """(1 − w) · network + w · interpolant is one latent and one decoder: predict, latent/decode,
     the rendered plane and a reloaded file agree; w = 1 is exactly 3D kNN of the training data."""
-    from napari_inrst.measure.baselines import knn3d
     from napari_inrst.field.model import Interpolant
+    from napari_inrst.measure.baselines import knn3d
     from napari_inrst.render.plane import plane_grid_for, render_plane
 
     stack, tissue = aligned
@@ -424,7 +423,7 @@ def test_blended_field_predicts_renders_and_saves_consistently(aligned, tmp_path
     Xs = (X - m.mean) / m.std
     G = Xs.shape[1]
     for w in (0.0, 0.4, 1.0):
-        frame = stack.coords() - np.asarray(m.arch.get("origin", (0.0, 0.0, 0.0)))  # the network's frame
+        frame = stack.coords() - m.origin  # the network's frame
         m.interp = Interpolant(frame, Xs, np.eye(G), w) if w > 0 else None
         m._refresh_decoder()
         xyz = _plane(tissue, 90.0)[:300]

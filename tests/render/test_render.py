@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from napari_inrst.errors import InputError
-from napari_inrst.field import TruthField
 from napari_inrst.render import (
     LatentCache,
     evaluate_plane,
@@ -17,6 +16,8 @@ from napari_inrst.render import (
 )
 from napari_inrst.synthetic.sample import SyntheticTissue
 
+from ..conftest import counting_field
+
 GENES = ["LayerA", "LayerB", "BlobA", "Boundary", "G010", "G011"]
 
 
@@ -26,21 +27,9 @@ def tissue():
     return SyntheticTissue(n_genes=40, depth=270.0, seed=0)
 
 
-class CountingField(TruthField):
-    """TruthField that counts the points its trunk (``latent``) evaluates."""
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.latent_points = 0
-
-    def latent(self, xyz):
-        self.latent_points += len(xyz)
-        return super().latent(xyz)
-
-
 @pytest.fixture()
 def field(tissue):
-    return CountingField(tissue, GENES)
+    return counting_field(tissue, GENES)
 
 
 def _grid_xyz(grid):
@@ -192,14 +181,16 @@ def model_file(tmp_path_factory):
     """A small, untrained FieldModel saved to disk (the CLI's I/O does not depend on training)."""
     pytest.importorskip("torch")
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.field.spec import ModelConfig
 
     genes = ["LayerA", "BlobA", "G010"]
     lo, hi = np.array([0.0, 0, 0]), np.array([2000.0, 1500, 270])
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
             "rank": 3, "n_genes": 3, "seed": 0}
-    model = FieldModel(build_net(arch), genes=genes, mean=np.ones(3), std=np.ones(3), arch=arch,
+    spec = ModelConfig.from_arch(arch)
+    model = FieldModel(spec.build(), genes=genes, mean=np.ones(3), std=np.ones(3), spec=spec,
                        config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
                        stack_meta={"names": ["a", "b"], "z": [0.0, 270.0]}, bounds=(lo, hi))
     path = tmp_path_factory.mktemp("model") / "m.inrst"

@@ -38,12 +38,13 @@ def _states_equal(a, b) -> bool:
 
 def test_plan_is_fixed_up_front_and_cancel_keeps_the_best_phase(aligned):
     pytest.importorskip("torch")
-    from napari_inrst.field import FieldConfig
-    from napari_inrst.field.train import iter_fit
+    from napari_inrst.field import FieldConfig, Fourier
+    from napari_inrst.field.fit import iter_fit
 
     stack, _ = aligned
     cfg = FieldConfig(steps=60, batch_size=512, width=32, depth=2, rank=8, val_every=10, log_every=5,
-                      patience=50, rc_pretrain_steps=10, threads=1, min_wavelength_xy_um=100.0)
+                      patience=50, rc_pretrain_steps=10, threads=1,
+                      encoding=Fourier(min_wavelength_xy_um=100.0))
 
     def run(stop_when):
         """Fit with Cancel at the first record for which ``stop_when(records)`` holds; the best

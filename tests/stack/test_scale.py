@@ -7,13 +7,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_inrst.errors import InputError  # noqa: E402
-from napari_inrst.field import FieldConfig  # noqa: E402
+from napari_inrst.field import FieldConfig, Fourier  # noqa: E402
 from napari_inrst.field.data import ProjectedData, StackData, choose_data  # noqa: E402
-from napari_inrst.field.train import fit_field  # noqa: E402
+from napari_inrst.field.fit import fit_field  # noqa: E402
 from napari_inrst.stack.lazy import open_lazy_stack  # noqa: E402
 
 QUICK = dict(steps=160, batch_size=1024, width=64, depth=2, rank=16, val_every=20, patience=4,
-             min_wavelength_xy_um=100.0, rc_pretrain_steps=30, threads=1, ensemble=1)
+             encoding=Fourier(min_wavelength_xy_um=100.0), rc_pretrain_steps=30, threads=1, ensemble=1)
 
 
 @pytest.fixture(scope="module")
@@ -191,12 +191,12 @@ def test_lazy_fit_cli_round_trip(atlas, tmp_path):
 
 
 def test_cpu_threads_leave_busy_cores_alone(monkeypatch):
-    import napari_inrst.field.train as tr
+    import napari_inrst.field.device as tr
 
     assert 0.0 <= tr.busy_cores(0.05) <= (__import__("os").cpu_count() or 1) + 0.01
     monkeypatch.setattr(tr, "busy_cores", lambda *a: 0.0)
-    free = tr._cpu_threads(0)
+    free = tr.cpu_threads(0)
     assert free == min(torch.get_num_threads(), __import__("os").cpu_count())
     monkeypatch.setattr(tr, "busy_cores", lambda *a: 64.0)
-    assert tr._cpu_threads(0) == 1
-    assert tr._cpu_threads(3) == 3
+    assert tr.cpu_threads(0) == 1
+    assert tr.cpu_threads(3) == 3

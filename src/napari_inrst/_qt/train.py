@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
+from ..field import encodings
 from ..field.config import FieldConfig
 from ..stack.prepare import DEFAULT_GENE_CAP, TOP_EXPRESSED
 from .common import GeneBox, find_stack
@@ -183,7 +184,7 @@ def _warm_imports():
         import scipy.spatial  # noqa: F401
         import torch  # noqa: F401
 
-        from ..field import data, model, train  # noqa: F401
+        from ..field import data, fit, model  # noqa: F401
 
 
 class TrainWidget(QWidget):
@@ -226,7 +227,7 @@ class TrainWidget(QWidget):
                               f"`napari-inrst fit`); N = the {TOP_EXPRESSED} most expressed + most variable, "
                               "N in all. Fewer genes train faster.")
         self.encoding = QComboBox()
-        self.encoding.addItems(["fourier", "hash"])
+        self.encoding.addItems(list(encodings.names()))
         self.rank = QSpinBox(minimum=0, maximum=512, value=0)
         self.rank.setSpecialValueText("auto")
         self.lambda_rc = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.05, decimals=3,
@@ -405,7 +406,7 @@ class TrainWidget(QWidget):
     def _work(self, stack, cfg, resume_path, prepared, genes):
         """Worker generator (background thread): preparation, training progress, previews;
         returns (field, preview, trained stack)."""
-        from ..field.train import iter_fit
+        from ..field.fit import iter_fit
         from ..stack.prepare import prepare_for_field
 
         if prepared is None:

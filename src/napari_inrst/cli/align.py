@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._common import add_stack_options, load_stack
+from ._common import add_stack_options, load_stack, print_or_write
 
 HELP = "align serial sections (expression-matched rigid fit); print or write the transforms as JSON"
 
@@ -74,12 +74,5 @@ def run(args) -> int:
         for name, m in zip(stack.names, res.mirrored):
             if m:
                 print(f"{name}: mirrored (flipped to fit)", file=sys.stderr)
-    text = format_json(rows)
-    if args.out:
-        from ..io.atomic import atomic_path
-
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text + "\n")
-    else:
-        print(text)
+    print_or_write(format_json(rows), args.out)
     return 0

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                     dist.broadcast_object_list(mats, src=0)
                 stack.set_transforms(mats[0])
             log(f"training on {world} process(es), {cfg.batch_size} cells per process per step")
-            from ..field.train import fit_field
+            from ..field.fit import fit_field
 
             t0 = time.perf_counter()
             model = fit_field(stack, cfg, progress=fit.progress_printer(log), checkpoint=args.checkpoint,

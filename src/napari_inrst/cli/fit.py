@@ -167,7 +167,7 @@ def progress_printer(log):
 
 
 def run(args) -> int:
-    from ..field.train import fit_field
+    from ..field.fit import fit_field
 
     from ..io.atomic import check_writable
 

@@ -275,14 +275,16 @@ def halves(stack) -> tuple[list[int], list[int]]:
 def half_config(config=None, field_steps: int = FIELD_STEPS):
     """The short fit of each half field: one network, the default finest wavelength (2 spacings),
     no checkpoints, the network alone (no interpolant blend), no selection/final split."""
+    import dataclasses
+
     from . import FieldConfig
 
     # a fit trains twice (a selection run on a held-out split, then the final run up to the
     # selected step), so each run gets half of ``field_steps``: a half field costs ≤ field_steps
     steps = max(10, int(field_steps) // 2)
-    cfg = (config or FieldConfig()).replace(
-        steps=steps, ensemble=1, wavelength_candidates=(2.0,), min_wavelength_xy_um=None,
-        checkpoint_every=0, val_every=max(1, steps // 5))
+    cfg = (config or FieldConfig()).replace(steps=steps, ensemble=1, checkpoint_every=0, val_every=max(1, steps // 5))
+    if getattr(cfg.encoding, "min_wavelength_xy_um", None) is not None:  # Fourier: from the data's spacing
+        cfg = cfg.replace(encoding=dataclasses.replace(cfg.encoding, min_wavelength_xy_um=None))
     # one network on the half, validated on its held-out spots: no task-mimicking selection and
     # no final run (a half field only has to place the other half's sections)
     return cfg.replace(blend=False, final_fit=False)
@@ -301,7 +303,7 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
     the :class:`~napari_inrst.field.FieldConfig` of the fit (seed, device, batch size carry over).
     """
     from .data import spacing_of
-    from .train import fit_field
+    from .fit import fit_field
 
     t0 = time.perf_counter()
     n = len(stack)
