@@ -32,11 +32,11 @@ and no warp (does ``--deform`` make held-out scores worse?).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import main, plain, with_shared
+
 FIELD_STEPS = 150
 MERFISH_QUICK = ("section_09", "section_14", "section_19", "section_24")
 
@@ -153,16 +153,9 @@ def merfish(figs, amps=(("warp2pct", 0.02), ("warp5um", 5.0), ("nowarp", 0.0)), 
 def run(quick: bool = True) -> dict:
     figs: dict = {}
     synthetic(figs)
-    if (SHARED / "merfish_hypothalamus").exists():
-        merfish(figs)
-    else:
-        figs["merfish"] = f"skipped: shared data not found at {SHARED}"
-    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in figs.items()}
+    with_shared(figs, "merfish", "merfish_hypothalamus", merfish)
+    return plain(figs)
 
 
 if __name__ == "__main__":
-    import json
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    print(json.dumps(run("--full" not in sys.argv), indent=1))
+    main(run)
