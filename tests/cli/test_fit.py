@@ -110,6 +110,21 @@ def test_fit_caps_genes(sample_files, tmp_path):
     assert len(load_model(out).genes) == 12
 
 
+def test_fit_encoding_option_is_the_model_encoding(sample_files, tmp_path, capsys):
+    from napari_inrst.field.model import load_model
+
+    paths, zs, _ = sample_files
+    out = tmp_path / "rff.inrst"
+    assert main(["fit", *paths[:2], "--z", *zs[:2], "--out", str(out), "--steps", "10", "--genes", "8",
+                 "--no-align", "--quiet", "--encoding", "rff"]) == 0
+    assert load_model(out).spec.encoding.name == "rff"
+    assert main(["info", str(out)]) == 0
+    assert "encoding=rff" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: an unknown encoding is refused before any work
+        main(["fit", *paths[:2], "--z", *zs[:2], "--out", str(tmp_path / "x.inrst"), "--encoding", "nope"])
+    assert not (tmp_path / "x.inrst").exists()
+
+
 def test_bad_input_exits_2_and_writes_nothing(fitted, sample_files, tmp_path, capsys):
     paths, zs, _ = sample_files
     out = tmp_path / "never.inrst"

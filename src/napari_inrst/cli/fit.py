@@ -26,6 +26,11 @@ def add_parser(sub):
     add_fit_options(p, steps_help="training steps of the final fit (default from the config)",
                     genes_help=f"model the N most variable genes (+ the most expressed); default: all up to "
                                f"{DEFAULT_GENE_CAP:,}")
+    from ..field.encodings import names as encoding_names
+
+    p.add_argument("--encoding", choices=encoding_names(), default=None,
+                   help="coordinate encoding of the network (default: the first, fourier; rff = Fourier "
+                        "features in spread directions: no axis-aligned stripes, see the README)")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the rigid alignment as found (skip the field-driven refinement, which adds "
                         "6 short fits of half the sections: about the time of the final fit)")
@@ -147,6 +152,8 @@ def config_from_args(args):
     if args.steps is not None and args.steps < 1:
         raise InputError(None, f"--steps must be ≥ 1, got {args.steps}")
     cfg = FieldConfig(seed=args.seed, device=args.device)
+    if getattr(args, "encoding", None):
+        cfg = cfg.replace(encoding=args.encoding)
     if args.steps is not None:
         cfg = cfg.replace(steps=int(args.steps), val_every=max(1, min(cfg.val_every, int(args.steps) // 4 or 1)))
     if getattr(args, "batch_size", None) is not None:
