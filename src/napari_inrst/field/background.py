@@ -63,21 +63,34 @@ def _main_script_hidden():
         sys.modules["__main__"] = main
 
 
-def _prepare(stack, genes, status):
-    """The stack the child trains on: ``genes`` None/int → the default gene rule / that many
-    (:func:`napari_inrst.prepare.prepare_for_field`); a list of names → exactly those (Resume)."""
+def prepare_stack(stack, genes=None, *, copy: bool = False, log=None):
+    """The stack a field is trained on: ``genes`` None/int → the default gene rule / that many
+    (:func:`napari_inrst.prepare.prepare_for_field`); a list of names → exactly those (a resumed
+    run). ``copy=True`` leaves ``stack`` untouched."""
     from ..prepare import prepare_for_field, restrict_genes
 
     if genes is None or isinstance(genes, int):
-        return prepare_for_field(stack, genes, copy=False, log=status)
+        return prepare_for_field(stack, genes, copy=copy, log=log)
     index = {g: i for i, g in enumerate(stack.genes)}
     missing = [g for g in genes if g not in index]
     if missing:
         from ..errors import InputError
 
-        raise InputError(None, f"the stack has none of the genes {', '.join(missing[:3])}… the fit was trained on")
+        raise InputError(None, f"the stack lacks {len(missing)} gene(s) of the run being resumed "
+                               f"({', '.join(missing[:3])})")
+    if copy:
+        stack = stack.select(range(len(stack)))
     restrict_genes(stack, [index[g] for g in genes], "the genes of the run being resumed")
+    if log is not None:
+        log(f"modeling the {len(genes)} genes of the run being resumed")
     return stack
+
+
+def _niceness() -> int | None:
+    try:
+        return os.nice(0)
+    except (OSError, AttributeError):
+        return None
 
 
 def _drain(requests, observer):
@@ -97,12 +110,14 @@ def _child(events, requests, stop, stack, genes, config, checkpoint, resume, mod
             with contextlib.suppress(OSError, AttributeError):  # (not on Windows)
                 os.nice(int(nice))
 
+        events.put(("started", {"pid": os.getpid(), "nice": _niceness()}))
+
         def status(msg):
             events.put(("status", str(msg)))
 
         from .train import iter_fit
 
-        prepared = _prepare(stack, genes, status)
+        prepared = prepare_stack(stack, genes, log=status)
         events.put(("prepared", list(prepared.genes)))
         parent = os.getppid()
 
@@ -165,6 +180,7 @@ class ChildFit:
         self.genes: list[str] | None = None
         self.extras: dict = {}
         self.exitcode: int | None = None
+        self.child_info: dict = {}  # {"pid", "nice"} of the child once it has started
         self._proc = ctx.Process(
             target=_child, name="napari-inrst-fit", daemon=True,
             args=(self._events, self._requests, self._stop, stack, genes, config,
@@ -200,7 +216,9 @@ class ChildFit:
                 if event is None:
                     continue
                 kind, payload = event
-                if kind == "status":
+                if kind == "started":
+                    self.child_info = payload
+                elif kind == "status":
                     if on_status is not None:
                         on_status(payload)
                 elif kind == "prepared":
