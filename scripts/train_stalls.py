@@ -55,7 +55,6 @@ def timed_callbacks(widget) -> dict:
 def measure(viewer, w, *, runner="child", nice=None, preview=True, settle_ms=8000) -> dict:
     """Click Train on widget ``w`` and measure the UI until the fit ends → figures (ms)."""
     from qtpy.QtCore import QEventLoop, QTimer
-
     from stall import StallMeter
 
     w.state.in_child = runner == "child"

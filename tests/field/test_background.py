@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_inrst.errors import InputError  # noqa: E402
-from napari_inrst.field import FieldConfig, fit_field  # noqa: E402
-from napari_inrst.field.background import ChildFit  # noqa: E402
+from napari_inrst.errors import InputError
+from napari_inrst.field import FieldConfig, fit_field
+from napari_inrst.field.background import ChildFit
 
 TINY = dict(steps=40, batch_size=1024, width=64, depth=2, rank=16, val_every=10, patience=4,
             min_wavelength_xy_um=100.0, rc_pretrain_steps=10, threads=1, ensemble=1)
@@ -67,7 +67,7 @@ def test_child_cancel_keeps_best_and_errors_come_back_as_input_errors(small, tmp
     stack, _ = small
     ckpt = tmp_path / "fit.ckpt"
     cfg = FieldConfig(**{**TINY, "steps": 100000, "patience": 1000, "checkpoint_every": 10})
-    field, records = _run(ChildFit(stack, cfg, checkpoint=ckpt, nice=1), stop_after=3)
+    field, _ = _run(ChildFit(stack, cfg, checkpoint=ckpt, nice=1), stop_after=3)
     prov = field.provenance
     assert prov["cancelled"] and 0 < prov["steps_run"] < 100000 and ckpt.exists()
     assert "best validated weights" in prov["kept"]

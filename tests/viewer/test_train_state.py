@@ -7,8 +7,15 @@ import types
 import numpy as np
 import pytest
 
-from napari_inrst.viewer.train_state import (LossSeries, PreviewMaker, TrainState, end_message, preview_contrast,
-                                             preview_plane, status_line)
+from napari_inrst.viewer.train_state import (
+    LossSeries,
+    PreviewMaker,
+    TrainState,
+    end_message,
+    preview_contrast,
+    preview_plane,
+    status_line,
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +123,6 @@ def test_state_run_cancel_resume_and_a_changed_stack(tmp_path):
 def test_thread_mode_trains_with_previews(tmp_path, sample):
     pytest.importorskip("torch")
     from napari_inrst.field import FieldConfig
-
     from napari_inrst.prepare import model_genes
 
     stack = sample[0].select([0, 1, 2])

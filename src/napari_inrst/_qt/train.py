@@ -22,24 +22,30 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from pathlib import Path
 
-import numpy as np
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
-
 from napari.viewer import Viewer
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..prepare import DEFAULT_GENE_CAP
-from ..viewer.train_state import TrainState, end_message, preview_contrast, preview_placement
+from ..viewer.train_state import TrainState, end_message
 from .common import GeneBox, find_stack
-from .layers import update_or_add_image
 from .train_plot import LossPlot
+from .train_preview import FIELD_KEY, preview_layer, show_preview
 from .train_settings import TrainSettings
 from .workers import Job
 
-FIELD_KEY = "inrst_field"
-PREVIEW_KEY = "inrst_preview"
+__all__ = ["FIELD_KEY", "TrainWidget", "find_field"]
 
 
 def find_field(viewer):
@@ -74,12 +80,15 @@ class TrainWidget(QWidget):
 
     #: how often the UI takes in the training progress (ms): the worker may report far more often
     UI_INTERVAL_MS = 250
+    #: napari's progress bar is updated at most this often (s)
+    PBAR_INTERVAL_S = 1.0
 
     def __init__(self, viewer: Viewer):
         super().__init__()
         self.viewer = viewer
         self.extra_config: dict = {}  # advanced FieldConfig overrides (e.g. from scripts/tests)
         self._pbar = None
+        self._pbar_desc, self._pbar_shown = "", 0.0
         self._stack = None
         self._ckpt_dir = Path(tempfile.mkdtemp(prefix="inrst-train-"))
         self.state = TrainState(self._ckpt_dir / "train.ckpt")
@@ -202,8 +211,9 @@ class TrainWidget(QWidget):
         stack = self._stack
         args = self.state.begin(stack, self.config(), self.gene_setting(), resume=resume)
         if self.state.previews.gene:
-            self._preview_layer(create_for=stack)
+            preview_layer(self.viewer, create_for=stack)
         self._pbar = progress(total=0, desc="Training field: preparing")
+        self._pbar_desc, self._pbar_shown = "Training field: preparing", 0.0
         self._ui_timer.start()
         return self.job.start(self.state.work, *args)
 
@@ -213,61 +223,33 @@ class TrainWidget(QWidget):
         self.job.cancel()
 
     def _update_ui(self):
-        """A few times a second: progress bar, status line, plot and preview from the newest record."""
+        """A few times a second: status line, plot and preview from the newest record; napari's
+        progress bar at most once a second (each update re-lays out its activity dock: 40–80 ms
+        of UI thread on a loaded 2-core machine), its description only when the phase changes."""
         pbar = self._pbar  # a local: a finished run may clear the attribute meanwhile
         busy = False
         d = self.state.latest
-        if d is not None and pbar is not None:
+        now = time.monotonic()
+        if d is not None and pbar is not None and now - self._pbar_shown >= self.PBAR_INTERVAL_S:
+            self._pbar_shown = now
             if pbar.total != d["total"]:
                 pbar.total = d["total"]
             if d["step"] > pbar.n:
                 pbar.update(d["step"] - pbar.n)
             desc = f"Training field: {d.get('phase', '')}"
-            if getattr(pbar, "desc", None) != desc:
-                pbar.set_description(desc)  # napari re-lays out its activity dock: not with a preview
-                busy = True
+            if desc != self._pbar_desc:  # (tqdm stores its own form of it: compare with ours)
+                self._pbar_desc = desc
+                pbar.set_description(desc)
+            busy = True  # one re-layout per tick: the preview waits for the next one
         d, pv = self.state.tick(defer_preview=busy)
         if d is not None:
             self.plot.update()
         if pv is not None:
-            self._show_preview(pv, None)
-
-    def _preview_layer(self, create_for=None):
-        """The preview Image layer (created over ``create_for``'s training sections when missing)."""
-        layer = next((lyr for lyr in self.viewer.layers if lyr.metadata.get(PREVIEW_KEY)), None)
-        if layer is None and create_for is not None:
-            c = create_for.coords(create_for.training_sections())
-            shape, scale, translate = preview_placement(c.min(0), c.max(0))
-            layer = self.viewer.add_image(np.zeros(shape, np.float32), name="Field preview", scale=scale,
-                                          translate=translate, colormap="magma", contrast_limits=(0.0, 1.0),
-                                          blending="additive", metadata={PREVIEW_KEY: True}, units="µm",
-                                          axis_labels=("y", "x"))
-        return layer
-
-    def _show_preview(self, pv: dict, field):
-        """Put a preview image into the layer (only what changed is set: cheap on the UI thread)."""
-        layer = self._preview_layer()
-        img = pv["image"]
-        clim = preview_contrast(img, None if layer is None else layer.contrast_limits)
-        layer, _ = update_or_add_image(
-            self.viewer, img, layer=layer, name=f"Field preview: {pv['gene']}", scale=pv["scale"],
-            translate=pv["translate"], contrast_limits=clim, colormap="magma", blending="additive",
-            metadata={PREVIEW_KEY: True}, units="µm", axis_labels=("y", "x"))
-        if layer.name != f"Field preview: {pv['gene']}":
-            layer.name = f"Field preview: {pv['gene']}"
-        layer.metadata["z_um"] = pv["z"]
-        if field is not None:
-            layer.metadata[FIELD_KEY] = field
-        return layer
+            show_preview(self.viewer, pv)
 
     def _on_done(self, result):
         field, pv = self.state.finish(result)
-        if pv is not None:
-            self._show_preview(pv, field)
-        else:
-            layer = self._preview_layer()
-            if layer is not None:
-                layer.metadata[FIELD_KEY] = field
+        show_preview(self.viewer, pv, field)
         pbar = self._pbar
         planned = field.provenance.get("steps_planned")
         if pbar is not None and planned:

@@ -33,7 +33,7 @@ class LossPlot(QWidget):
     def phases(self):
         return self.series.phases
 
-    def paintEvent(self, event):  # noqa: N802 (Qt)
+    def paintEvent(self, event):
         s = self.series
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)

@@ -36,8 +36,8 @@ import shutil
 import sys
 import tempfile
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: niceness added to the child (POSIX): the UI process wins the CPU whenever it needs it
 CHILD_NICE = 10
