@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from napari.viewer import Viewer
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -111,6 +111,10 @@ class TrainWidget(QWidget):
         self.save_btn.clicked.connect(self._save_dialog)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # room for the end message from the start: a status line that wraps onto more lines would
+        # grow the dock, which resizes the canvas and redraws it (software GL: 50–150 ms a time)
+        self.status.setMinimumHeight(5 * self.status.fontMetrics().lineSpacing())
+        self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.plot = LossPlot(self.state.series)
         self.state.status.connect(lambda text: self.status.setText(text))
         self.state.running.connect(self._set_running)
