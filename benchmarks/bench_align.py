@@ -65,7 +65,7 @@ def _displacement(stack, matrices, truth) -> np.ndarray:
 
 def synthetic(figs: dict):
     from napari_inrst.align import align_stack
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack()
     truth = [np.asarray(s.adata.uns["truth_matrix"]) for s in stack]
@@ -104,7 +104,7 @@ def _merfish_sections(names=None):
 def _move(ads, ref: int, seed: int, max_angle: float = 30.0):
     """Copies of ``ads`` with known rigid motions (odd seeds: one section also mirrored) and the
     motions (moved coordinates → published frame)."""
-    from napari_inrst.sample import rigid_matrix
+    from napari_inrst.synthetic.sample import rigid_matrix
 
     rng = np.random.default_rng(seed)
     movers = [i for i in range(len(ads)) if i != ref]
@@ -226,7 +226,8 @@ def _expr_matched_distance(stack, matrices, pairs) -> list[float]:
 def _matched_spot_distance(stack, matrices) -> list[float]:
     """Median distance of matched spots (nearest expression-aware partner) of adjacent sections."""
     from napari_inrst.align.matching import pair_features
-    from napari_inrst.align.pairwise import matched_distances, spacing
+    from napari_inrst.align.pairwise import matched_distances
+    from napari_inrst.stack import estimate_spacing as spacing
     from napari_inrst.stack import apply_transform
 
     out = []

@@ -82,16 +82,16 @@ def _variants(cfg):
 #: --quick: one fit per data set, no ablation, a fixed x/y wavelength (no probe runs) and fewer
 #: steps, so the whole runner stays under ~2 minutes; these figures are marked "quick" and are
 #: not the ones quoted in the README (those come from the full run).
-QUICK_CONFIG = dict(steps=400, wavelength_candidates=(2.0,))
+QUICK_CONFIG = dict(steps=400)
 
 
 def synthetic(cfg, out: dict):
     """The synthetic sample (aligned with its true transforms): error against the analytic truth at
     the two missing sections (z = 90, 210 µm) and halfway between measured ones (z = 15, 135, 165,
     255 µm), INR vs knn3d over the measured spots (same points), on a 20 µm grid inside the tissue."""
-    from napari_inrst.evaluate.baselines import knn3d
-    from napari_inrst.field.train import fit_field
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.measure.baselines import knn3d
+    from napari_inrst.field.fit import fit_field
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack()
     stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])
@@ -119,9 +119,10 @@ def synthetic(cfg, out: dict):
 
 
 def run(quick: bool = True) -> dict:
-    from napari_inrst.evaluate.protocol import inr_fit_fn, intra_section, leave_out
+    from napari_inrst.evaluate.fitting import inr_fit_fn
+    from napari_inrst.evaluate.protocol import intra_section, leave_out
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.train import fit_field
+    from napari_inrst.field.fit import fit_field
 
     out: dict = {"mode": "quick (400 steps, fixed wavelength, no ablation)" if quick else "full"}
     cfg = FieldConfig(**QUICK_CONFIG) if quick else FieldConfig()

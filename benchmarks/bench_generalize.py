@@ -45,7 +45,7 @@ PAPER_DLPFC = {"ari": 0.65, "ssim": 0.70}
 
 # --- data ----------------------------------------------------------------------------------
 def _counts_stack(paths, z, names=None, align=True, n_genes=None):
-    from napari_inrst.cli.fit import select_model_genes
+    from napari_inrst.stack.prepare import select_model_genes
     from napari_inrst.io.readers import read_h5ad
     from napari_inrst.stack import build_stack
 
@@ -101,7 +101,7 @@ class _Tissue:
 
     @staticmethod
     def outline(depth):
-        from napari_inrst.sample import SyntheticTissue
+        from napari_inrst.synthetic.sample import SyntheticTissue
 
         class Moving(SyntheticTissue):
             # a shell whose radius and centre change along z: cells of a missing section lie off
@@ -117,7 +117,7 @@ class _Tissue:
 
     @staticmethod
     def zwave(depth, period):
-        from napari_inrst.sample import SyntheticTissue
+        from napari_inrst.synthetic.sample import SyntheticTissue
 
         class ZWave(SyntheticTissue):
             # every program modulated along z with a period of ~3 section spacings
@@ -171,7 +171,7 @@ class _Recorder:
         self.model = None
 
     def __call__(self, stack, sections):
-        from napari_inrst.field.train import fit_field
+        from napari_inrst.field.fit import fit_field
 
         self.model = fit_field(stack, self.cfg, sections=list(sections))
         return self.model
@@ -206,7 +206,7 @@ def section_row(name, data, stack, h, metric, cfg, labels_key=None):
 
 
 def spots_row(name, data, stack, i, cfg, labels_key=None, ssim=False):
-    from napari_inrst.evaluate import metrics as M
+    from napari_inrst.measure import metrics as M
     from napari_inrst.evaluate.protocol import drop_spots, intra_section, select_genes
 
     rec = _Recorder(cfg)
@@ -222,7 +222,7 @@ def spots_row(name, data, stack, i, cfg, labels_key=None, ssim=False):
         ok_r = ~np.isin(lab_r, ("nan", "NA", "None", ""))
         clf = M.LabelClassifier().fit(k.X[ok_k][:, gidx], lab_k[ok_k])
         q = s.xyz[removed][ok_r]
-        from napari_inrst.evaluate.baselines import knn2d
+        from napari_inrst.measure.baselines import knn2d
 
         preds = {"inr": rec.model.predict(q)[:, gidx], "knn2d": knn2d(k.xyz, k.X, q)[:, gidx]}
         for meth, p in preds.items():
@@ -280,7 +280,7 @@ def rows(quick: bool):
         "pearson", cfg)))
 
     def sample(unit):
-        from napari_inrst.sample import SyntheticTissue
+        from napari_inrst.synthetic.sample import SyntheticTissue
 
         return synth_stack(SyntheticTissue(n_genes=84, seed=0), [30.0 * k for k in range(10) if k not in (3, 7)],
                            50.0, unit=unit)
@@ -291,7 +291,7 @@ def rows(quick: bool):
         "synth_array_units", "synthetic", get("sa", lambda: sample(50.0)), 3, "pearson", cfg)))
 
     def few():
-        from napari_inrst.sample import SyntheticTissue
+        from napari_inrst.synthetic.sample import SyntheticTissue
 
         return synth_stack(SyntheticTissue(n_genes=84, seed=1), [100.0], 140.0, seed=1)
 

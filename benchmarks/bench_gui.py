@@ -92,13 +92,15 @@ def _stalls(meter, prefix) -> dict:
 
 def _model(genes, lo, hi, width=128, depth=3, rank=64):
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.field.spec import ModelConfig
 
     n = len(genes)
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [16, 16, 4], "min_wavelength": [60.0, 60.0, 60.0], "width": width, "depth": depth,
             "rank": rank, "n_genes": n, "seed": 0}
-    return FieldModel(build_net(arch), genes=list(genes), mean=np.ones(n), std=np.ones(n), arch=arch,
+    spec = ModelConfig.from_arch(arch)
+    return FieldModel(spec.build(), genes=list(genes), mean=np.ones(n), std=np.ones(n), spec=spec,
                       config=FieldConfig(width=width, depth=depth, rank=rank), normalize="log1p",
                       stack_meta={"z": [float(lo[2]), float(hi[2])]}, bounds=(lo, hi))
 
@@ -165,7 +167,7 @@ def bench_lod(quick: bool) -> dict:
     from stall import StallMeter
 
     import napari_inrst._qt.view_sections as VS
-    from napari_inrst.layers import stack_layer_data
+    from napari_inrst.viewer.layers import stack_layer_data
 
     n_sec, n_cells, n_genes = (2, 50_000, 100) if quick else (5, 200_000, 100)
     stack = _big_stack(n_sec, n_cells, n_genes)

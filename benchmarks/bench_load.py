@@ -31,14 +31,15 @@ GENES = 20
 
 
 def _model():
-    from napari_inrst.cli.fit import select_model_genes
-    from napari_inrst.field import FieldConfig, fit_field
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.field import FieldConfig, Fourier, fit_field
+    from napari_inrst.stack.prepare import select_model_genes
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, _ = sample_stack()
     stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])
     select_model_genes(stack, GENES)
-    cfg = FieldConfig(steps=60, val_every=60, device="cpu", seed=0, ensemble=1, min_wavelength_xy_um=100.0)
+    cfg = FieldConfig(steps=60, val_every=60, device="cpu", seed=0, ensemble=1,
+                      encoding=Fourier(min_wavelength_xy_um=100.0))
     return fit_field(stack, cfg)
 
 

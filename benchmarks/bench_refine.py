@@ -5,7 +5,7 @@ before and after refinement, in one run.
 
 * synthetic sample (8 sections, 300 genes; rotations ≤ ±30°, shifts ≤ 25 % of the width, one
   mirrored): the expression-matched rigid alignment (``align_stack``), then
-  :func:`napari_inrst.align.refine.refine_stack` with its defaults. Error: mean displacement of
+  :func:`napari_inrst.field.refine.refine_stack` with its defaults. Error: mean displacement of
   every spot, as ``napari-inrst map`` places it (``align.mapping.map_points`` over the stored
   transforms), from its analytic true position (µm; the reference section counts as 0).
 * the same sample with a poor rigid start instead: the true transforms moved by known small
@@ -73,8 +73,8 @@ def _best_refined(res):
 
 def synthetic(figs: dict, perturb: bool = False, **refine_kw):
     from napari_inrst.align import align_stack
-    from napari_inrst.align.refine import refine_stack
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.field.refine import refine_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, tissue = sample_stack()
     truth = [np.asarray(s.adata.uns["truth_matrix"]) for s in stack]
@@ -82,7 +82,7 @@ def synthetic(figs: dict, perturb: bool = False, **refine_kw):
     t0 = time.perf_counter()
     tag = "synthetic_perturbed" if perturb else "synthetic"
     if perturb:  # a poor rigid start: the truth moved by known small motions (±4°, ±40 µm)
-        from napari_inrst.sample import rigid_matrix
+        from napari_inrst.synthetic.sample import rigid_matrix
 
         rng = np.random.default_rng(1)
         stack.set_transforms([t if i == ref else rigid_matrix(rng.uniform(-4, 4), rng.uniform(-40, 40, 2),
@@ -112,7 +112,7 @@ def merfish(figs: dict, seeds=MERFISH_SEEDS, sections=None, **refine_kw):
     from bench_align import _merfish_sections, _move, _region_agreement
 
     from napari_inrst.align import align_stack
-    from napari_inrst.align.refine import refine_stack
+    from napari_inrst.field.refine import refine_stack
     from napari_inrst.stack import build_stack
 
     ads, z, names = _merfish_sections(sections)

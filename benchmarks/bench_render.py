@@ -50,10 +50,10 @@ def _median_ms(fn, reps: int) -> float:
 
 
 def _fit(stack, encoding: str, steps: int):
-    from napari_inrst.field import FieldConfig, fit_field
+    from napari_inrst.field import FieldConfig, Fourier, HashGrid, fit_field
 
-    cfg = FieldConfig(encoding=encoding, steps=steps, val_every=max(steps, 1), rc_pretrain_steps=10,
-                      min_wavelength_xy_um=100.0, hash_finest_um=50.0, device="cpu", seed=0)
+    enc = Fourier(min_wavelength_xy_um=100.0) if encoding == "fourier" else HashGrid(finest_um=50.0)
+    cfg = FieldConfig(encoding=enc, steps=steps, val_every=max(steps, 1), rc_pretrain_steps=10, device="cpu", seed=0)
     return fit_field(stack, cfg)
 
 
@@ -139,7 +139,7 @@ def _out_of_core(model, figs: dict, shape=(1024, 1024, 512), extra=(), key="ooc"
 def run(quick: bool = False) -> dict:
     import torch
 
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     figs: dict = {}
     stack, _ = sample_stack()
@@ -153,7 +153,7 @@ def run(quick: bool = False) -> dict:
         t0 = time.perf_counter()
         model = _fit(stack, enc, steps=20 if quick else 60)
         figs[f"{enc}.fit_s"] = round(time.perf_counter() - t0, 1)
-        figs[f"{enc}.model"] = (f"FieldModel {enc}, trunk {model.arch['depth']}x{model.arch['width']}, "
+        figs[f"{enc}.model"] = (f"FieldModel {enc}, trunk {model.spec.depth}x{model.spec.width}, "
                                 f"rank {model.rank}, {len(model.genes)} genes")
         if quick:
             volumes = {"exact": [], "band": [128]}

@@ -4,7 +4,7 @@
     NAPARI_INRST_ATLAS_DIR=/big/disk python benchmarks/run.py --only scale   # where atlases are written
     NAPARI_INRST_SCALE_SIZES=stage_size python benchmarks/run.py --only scale  # one size
 
-The atlas is :func:`napari_inrst.atlas.write_atlas` (the sample's analytic tissue, single cells at
+The atlas is :func:`napari_inrst.synthetic.atlas.write_atlas` (the sample's analytic tissue, single cells at
 ~10 µm, Poisson counts, library ~800): quick = 30,000 cells × 300 genes, 300 steps (a smoke run of the same path); full = 1,000,000 cells ×
 2,000 genes (20 sections) and STAGE's 3D tutorial size, 131,828 cells × 3,000 genes. Atlases are
 generated once and reused (not timed). The fit is ``napari-inrst fit --lazy --no-align`` as a
@@ -53,7 +53,7 @@ SIZES = {
 
 
 def atlas_dir(name: str, spec: dict) -> tuple[list[Path], list[float]]:
-    from napari_inrst.atlas import write_atlas
+    from napari_inrst.synthetic.atlas import write_atlas
 
     base = Path(os.environ.get("NAPARI_INRST_ATLAS_DIR", Path(tempfile.gettempdir()) / "napari_inrst_atlas"))
     d = base / f"{name}_{spec['n_cells']}x{spec['n_genes']}x{spec['n_sections']}"
@@ -74,7 +74,7 @@ def _fit_in_child(paths, z, out: Path, extra=()) -> dict:
 def _val_cells(model, paths, z, spec):
     """The validation cells of the fit (same split), their standardized values and positions."""
     from napari_inrst.field.data import split
-    from napari_inrst.io.lazy import open_lazy_stack
+    from napari_inrst.stack.lazy import open_lazy_stack
 
     st = open_lazy_stack(paths, z)
     st.restrict_genes(model.genes)
@@ -99,7 +99,7 @@ def _noise_floor(model, xs, xyz, spec, draws: int = 16, seed: int = 0) -> tuple[
     validation cells. E[x | position] by Monte Carlo from the analytic tissue: two independent
     means A, B of ``draws`` draws each (library size and Poisson counts); the Monte Carlo noise of
     their average is removed exactly in expectation: MSE(x, (A+B)/2) − mean((A−B)²)/4."""
-    from napari_inrst.atlas import atlas_tissue
+    from napari_inrst.synthetic.atlas import atlas_tissue
 
     tissue = atlas_tissue(**spec)
     gi = [tissue.genes.index(g) for g in model.genes]

@@ -7,7 +7,7 @@ Deterministic (seed 0): the files match what napari's File ▸ Open Sample ▸ n
 
 import argparse
 
-from napari_inrst.sample import write_sample
+from napari_inrst.synthetic.sample import write_sample
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,7 +17,7 @@ def main(out="docs/screenshot.png"):
 
     from napari_inrst.cli.demo import open_demo
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.train import fit_field
+    from napari_inrst.field.fit import fit_field
     from napari_inrst._qt.common import find_stack
 
     viewer = open_demo(aligned=True, ndisplay=2)

@@ -35,7 +35,7 @@ def merfish_dir():
 @pytest.fixture(scope="session")
 def sample():
     """The synthetic sample (misplaced sections) and its analytic tissue: (stack, tissue)."""
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.synthetic.sample import sample_stack
 
     return sample_stack()
 
@@ -58,3 +58,19 @@ def make_section():
         return a
 
     return _make
+
+
+# --- shared builders (imported by tests: from ..conftest import fast_fit) ---------------------
+def fast_config(seed=0):
+    """A small, quick field (seconds on 2 cores) – the real trainer, fewer steps and units."""
+    from napari_inrst.field import FieldConfig
+
+    return FieldConfig(steps=150, width=64, depth=2, rank=16, lambda_rc=0.0,
+                       lambda_kl=0.0, rc_pretrain_steps=0, batch_size=1024, val_every=50,
+                       checkpoint_every=0, ensemble=1, blend=False, seed=seed)
+
+
+def fast_fit(stack, sections, seed=0):
+    from napari_inrst.evaluate.fitting import inr_fit_fn
+
+    return inr_fit_fn(fast_config(seed))(stack, sections)

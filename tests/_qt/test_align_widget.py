@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_inrst.layers import SECTION_KEY
+from napari_inrst.viewer.layers import SECTION_KEY
 from napari_inrst.stack import apply_transform
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_inrst.field import TruthField
-from napari_inrst.sample import SyntheticTissue
+from napari_inrst.synthetic.sample import SyntheticTissue
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -41,8 +41,8 @@ def test_qc_widget_saves_scores_and_flags_into_the_sections(make_napari_viewer, 
 
     from napari_inrst._qt.anndata_save import start_save_qc
     from napari_inrst._qt.qc import QCWidget
-    from napari_inrst.layers import stack_layer_data
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.viewer.layers import stack_layer_data
+    from napari_inrst.synthetic.sample import sample_stack
 
     stack, _ = sample_stack(misplace=False, n_genes=20, spot_spacing=100.0)
     viewer = make_napari_viewer()

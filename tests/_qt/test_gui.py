@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_inrst.layers import SECTION_KEY, STACK_KEY
+from napari_inrst.viewer.layers import SECTION_KEY, STACK_KEY
 
 from ..conftest import BREAST
 

@@ -4,7 +4,7 @@ a field handed over reaches the View widget at once; a typed z beyond the stack 
 import numpy as np
 import pytest
 
-from napari_inrst.layers import SECTION_KEY, STACK_KEY
+from napari_inrst.viewer.layers import SECTION_KEY, STACK_KEY
 
 
 @pytest.fixture()
@@ -68,8 +68,8 @@ def test_sections_widget_sets_z_units_and_normalization(make_napari_viewer, qtbo
 def test_view_gets_a_published_field_at_once_and_keeps_a_typed_z(make_napari_viewer, qtbot, sample):
     from napari_inrst._qt.view import ViewWidget
     from napari_inrst.field import TruthField
-    from napari_inrst.layers import stack_layer_data
-    from napari_inrst.session import publish_field
+    from napari_inrst.viewer.layers import stack_layer_data
+    from napari_inrst.viewer.session import publish_field
 
     stack, tissue = sample
     viewer = make_napari_viewer()

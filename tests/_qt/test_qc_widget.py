@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from napari_inrst.layers import stack_layer_data
-from napari_inrst.sample import sample_stack
+from napari_inrst.viewer.layers import stack_layer_data
+from napari_inrst.synthetic.sample import sample_stack
 
-from ..test_qc import fast_fit
+from ..conftest import fast_fit
 
 
 @pytest.fixture()
@@ -36,7 +36,7 @@ def _wait(qtbot, w, timeout=60000):
 
 
 def test_holdout_prediction_scores_near_analytic_truth(qc_viewer, qtbot):
-    from napari_inrst.evaluate.metrics import pearson_per_gene
+    from napari_inrst.measure.metrics import pearson_per_gene
 
     viewer, w, stack, tissue = qc_viewer
     assert w.stack is stack and w.holdout_box.count() == 8 and w.gene.count() == 40
@@ -131,7 +131,7 @@ def test_side_by_side_panels_are_separate_and_titled(make_napari_viewer, qtbot):
     lo, hi = res.face_contrast_limits
     assert lo == pytest.approx(-hi)  # symmetric: 0 maps to the centre
     # another holdout: the panels move to its z, its own layer is hidden, the previous one is back
-    from napari_inrst.evaluate.baselines import KNN3D
+    from napari_inrst.measure.baselines import KNN3D
 
     assert not viewer.layers[stack[3].name].visible
     viewer.layers[stack[5].name].visible = True
@@ -217,7 +217,7 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
     assert order.index(plane) > order.index(field_plane)  # the new result is not buried under the field
     assert plane.colorbar.visible and not field_plane.colorbar.visible  # its own colour scale
     viewer.dims.set_point(0, 120.0)  # the plane follows z (debounced, in the background)
-    qtbot.waitUntil(lambda: plane.metadata["z_um"] == pytest.approx(120.0) and w._plane_worker is None,
+    qtbot.waitUntil(lambda: plane.metadata["z_um"] == pytest.approx(120.0) and not w.planes.busy,
                     timeout=20000)
     in_gap = float(np.nanmean(plane.data))
     assert in_gap > 1.1 * at_section, (in_gap, at_section)
@@ -237,7 +237,7 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
     n_calls = len(calls)
     w.inside_only.setChecked(False)
     _wait(qtbot, w)
-    qtbot.waitUntil(lambda: w._plane_worker is None, timeout=20000)
+    qtbot.waitUntil(lambda: not w.planes.busy, timeout=20000)
     assert len(calls) == n_calls  # re-rendered, not retrained
     full = viewer.layers["QC uncertainty · plane"].data
     assert np.isfinite(full).all()
@@ -248,8 +248,8 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
 
 
 def test_check_every_section_flags_the_distorted_one(qc_viewer, qtbot):
-    from napari_inrst.evaluate.baselines import KNN3D
-    from napari_inrst.sample import rigid_matrix
+    from napari_inrst.measure.baselines import KNN3D
+    from napari_inrst.synthetic.sample import rigid_matrix
 
     viewer, w, stack, tissue = qc_viewer
     stack[4].transform = rigid_matrix(25, center=tissue.center)  # a failed alignment

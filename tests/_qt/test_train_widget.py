@@ -7,10 +7,12 @@ import time
 import numpy as np
 import pytest
 
+from napari_inrst.field import Fourier
+
 pytest.importorskip("torch")
 
 QUICK = dict(batch_size=1024, width=64, depth=2, rank=16, val_every=10, patience=50,
-             min_wavelength_xy_um=100.0, rc_pretrain_steps=20, threads=1, checkpoint_every=20)
+             encoding=Fourier(min_wavelength_xy_um=100.0), rc_pretrain_steps=20, threads=1, checkpoint_every=20)
 
 
 @pytest.fixture()
@@ -62,7 +64,7 @@ def test_training_runs_in_background_with_live_plot_preview_and_no_stall(viewer_
 
     assert isinstance(w.field, FieldModel) and not w.field.provenance["cancelled"]
     assert find_field(viewer) is w.field
-    from napari_inrst.session import current_field
+    from napari_inrst.viewer.session import current_field
 
     assert current_field(viewer) is w.field  # handed over explicitly (the View widget listens)
     preview = next(lyr for lyr in viewer.layers if lyr.metadata.get(FIELD_KEY) is not None)

@@ -9,14 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from napari_inrst.layers import STACK_KEY
+from napari_inrst.field import Fourier
+from napari_inrst.viewer.layers import STACK_KEY
 
 pytest.importorskip("torch")
 
 pytestmark = pytest.mark.shared
 
 QUICK = dict(batch_size=512, width=64, depth=2, rank=8, val_every=10, patience=50,
-             min_wavelength_xy_um=400.0, rc_pretrain_steps=20, threads=1, checkpoint_every=0, ensemble=2)
+             encoding=Fourier(min_wavelength_xy_um=400.0), rc_pretrain_steps=20, threads=1, checkpoint_every=0, ensemble=2)
 
 
 def test_open_files_set_z_align_train_view_screenshot(make_napari_viewer, qtbot, breast_dir, tmp_path):

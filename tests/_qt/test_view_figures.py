@@ -9,14 +9,16 @@ from tests.stall import StallMeter
 
 def _model(genes=("A", "B", "C"), width=32):
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.field.spec import ModelConfig
 
     lo, hi = np.array([0.0, 0, 0]), np.array([3000.0, 2000, 270])
     n = len(genes)
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [8, 8, 3], "min_wavelength": [60.0, 60.0, 60.0], "width": width, "depth": 2,
             "rank": 8, "n_genes": n, "seed": 0}
-    return FieldModel(build_net(arch), genes=list(genes), mean=np.ones(n), std=np.ones(n), arch=arch,
+    spec = ModelConfig.from_arch(arch)
+    return FieldModel(spec.build(), genes=list(genes), mean=np.ones(n), std=np.ones(n), spec=spec,
                       config=FieldConfig(width=width, depth=2, rank=8), normalize="log1p",
                       stack_meta={"z": [0.0, 270.0]}, bounds=(lo, hi))
 
@@ -63,7 +65,7 @@ def _tissue_fraction(img, background):
 def two_gene_view(make_napari_viewer, qtbot):
     from napari_inrst._qt.view import ViewWidget
     from napari_inrst.field import TruthField
-    from napari_inrst.sample import SyntheticTissue
+    from napari_inrst.synthetic.sample import SyntheticTissue
 
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(760, 480)

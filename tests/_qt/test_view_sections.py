@@ -5,7 +5,7 @@ colours computed once, transparent borders, and UI stalls bounded (stall meter).
 import numpy as np
 import pytest
 
-from napari_inrst.layers import SECTION_KEY, stack_layer_data
+from napari_inrst.viewer.layers import SECTION_KEY, stack_layer_data
 from napari_inrst.render.sections import LOD_CAP, LOD_KEY, gene_contrast_sampled, point_rgba
 from tests.stall import StallMeter
 
@@ -18,7 +18,7 @@ def test_sections_follow_the_gene_shown_in_view(make_napari_viewer, qtbot, sampl
     from napari_inrst._qt.common import section_layers
     from napari_inrst._qt.view import ViewWidget
     from napari_inrst.field import TruthField
-    from napari_inrst.sample import SyntheticTissue
+    from napari_inrst.synthetic.sample import SyntheticTissue
 
     stack, _ = sample
     viewer = make_napari_viewer(show=True)

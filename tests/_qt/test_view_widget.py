@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_inrst.field import TruthField
-from napari_inrst.sample import SyntheticTissue
+from napari_inrst.synthetic.sample import SyntheticTissue
 
 GENES = ["LayerA", "LayerB", "LayerC", "BlobA", "Boundary", "G010", "G011", "G012"]
 
@@ -28,8 +28,8 @@ def tissue():
 @pytest.fixture(scope="module")
 def section_layer_data():
     """The plugin's section Points layers of the synthetic sample (built once per module)."""
-    from napari_inrst.layers import stack_layer_data
-    from napari_inrst.sample import sample_stack
+    from napari_inrst.viewer.layers import stack_layer_data
+    from napari_inrst.synthetic.sample import sample_stack
 
     return stack_layer_data(sample_stack()[0])
 
@@ -166,7 +166,7 @@ def test_volume_appears_masked_and_its_screenshot_is_not_blank(view, qtbot, tiss
     _wait(qtbot, w, timeout=60000)
     assert "BlobA" in w.volume_layers and field.latent_points == n  # cached latent, no trunk run
     path = w.save_volume(tmp_path / "field.ome.zarr")
-    from napari_inrst.render.export import read_volume
+    from napari_inrst.io.ome import read_volume
 
     arr, meta = read_volume(path)
     inside = tissue.inside(grid.points().astype(np.float64)).reshape(grid.shape)
@@ -208,14 +208,16 @@ def test_trained_model_plane_is_band_limited_but_follows_the_screen(make_napari_
     pytest.importorskip("torch")
     from napari_inrst._qt.view import ViewWidget
     from napari_inrst.field import FieldConfig
-    from napari_inrst.field.model import FieldModel, build_net
+    from napari_inrst.field.model import FieldModel
+    from napari_inrst.field.spec import ModelConfig
     from napari_inrst.render.plane import evaluate_plane
 
     lo, hi = np.array([0.0, 0, 0]), np.array([2000.0, 1500, 270])
     arch = {"encoding": "fourier", "center": ((lo + hi) / 2).tolist(), "extent": (hi - lo).tolist(),
             "n_freq": [4, 4, 2], "min_wavelength": [100.0, 100.0, 60.0], "width": 16, "depth": 2,
             "rank": 3, "n_genes": 3, "seed": 0}
-    model = FieldModel(build_net(arch), genes=["A", "B", "C"], mean=np.ones(3), std=np.ones(3), arch=arch,
+    spec = ModelConfig.from_arch(arch)
+    model = FieldModel(spec.build(), genes=["A", "B", "C"], mean=np.ones(3), std=np.ones(3), spec=spec,
                        config=FieldConfig(width=16, depth=2, rank=3), normalize="log1p",
                        stack_meta={"z": [0.0, 270.0]}, bounds=(lo, hi))
     path = tmp_path / "m.inrst"

@@ -6,8 +6,8 @@ import pytest
 
 from napari_inrst.field import TruthField
 from napari_inrst.render import volume_grid
-from napari_inrst.render.export import write_field_volume
-from napari_inrst.sample import SyntheticTissue
+from napari_inrst.render.volume import write_field_volume
+from napari_inrst.synthetic.sample import SyntheticTissue
 
 
 @pytest.fixture(scope="module")

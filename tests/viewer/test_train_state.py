@@ -21,7 +21,7 @@ from napari_inrst.viewer.train_state import (
 @pytest.fixture(scope="module")
 def truth():
     from napari_inrst.field.api import TruthField
-    from napari_inrst.sample import SyntheticTissue
+    from napari_inrst.synthetic.sample import SyntheticTissue
 
     return TruthField(SyntheticTissue(n_genes=12, depth=240.0, seed=0))
 
@@ -122,8 +122,8 @@ def test_state_run_cancel_resume_and_a_changed_stack(tmp_path):
 
 def test_thread_mode_trains_with_previews(tmp_path, sample):
     pytest.importorskip("torch")
-    from napari_inrst.field import FieldConfig
-    from napari_inrst.prepare import model_genes
+    from napari_inrst.field import FieldConfig, Fourier
+    from napari_inrst.stack.prepare import model_genes
 
     stack = sample[0].select([0, 1, 2])
     gene = stack.genes[int(model_genes(stack, 10)[0][0])]  # one of the 10 genes it will model
@@ -131,7 +131,8 @@ def test_thread_mode_trains_with_previews(tmp_path, sample):
     st.previews.update(gene=gene, z=30.0)
     st.previews.every_s = 0.0
     cfg = FieldConfig(steps=20, batch_size=512, width=32, depth=2, rank=8, val_every=10, patience=4,
-                      min_wavelength_xy_um=100.0, rc_pretrain_steps=5, threads=1, checkpoint_every=10)
+                      encoding=Fourier(min_wavelength_xy_um=100.0), rc_pretrain_steps=5, threads=1,
+                      checkpoint_every=10)
     gen = st.work(*st.begin(stack, cfg, 10))
     recs = []
     while True:

@@ -1,6 +1,6 @@
 """Results to AnnData from the widgets: "Save virtual section…" (View field) and "Save to
 AnnData…" (QC). Thin: the work is :mod:`napari_inrst.io.anndata_out`, run in a
-``thread_worker``; errors become napari notifications.
+``Job`` (:mod:`.workers`); errors become napari notifications.
 
 Each ``*_dialog(widget)`` asks for a file and calls the matching ``start_*`` (tests call those
 directly); ``start_*`` returns the started worker (or None when there is nothing to save).
@@ -8,17 +8,21 @@ directly); ``start_*`` returns the started worker (or None when there is nothing
 
 from __future__ import annotations
 
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
+from .workers import Job
+
+#: running saves (a Job must outlive the call that started it)
+_SAVES: set = set()
+
 
 def _run(work, what: str):
-    worker = thread_worker(work)()
-    worker.returned.connect(lambda path: show_info(f"saved {path}"))
-    worker.errored.connect(lambda exc: show_error(f"napari-inrst: {what} failed: {exc}"))
-    worker.start()
-    return worker
+    """Run ``work()`` (returns the path written) as a :class:`~.workers.Job`: "saved PATH" when it
+    is done, a napari notification ("napari-inrst: WHAT failed: …") when it fails."""
+    job = Job(what, on_done=lambda path: show_info(f"saved {path}"), on_finish=lambda: _SAVES.discard(job))
+    _SAVES.add(job)
+    return job.start(work)
 
 
 def start_save_virtual_section(widget, path, spacing: float | None = None):
@@ -61,7 +65,9 @@ def start_save_qc(widget, path):
     rows = list(rows)
 
     def work():
-        return save_qc(stack, rows, path)
+        from ..evaluate.checks import FLAG_Z
+
+        return save_qc(stack, rows, path, flag_z=FLAG_Z)
 
     return _run(work, "saving the QC results")
 

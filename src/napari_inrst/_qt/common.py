@@ -1,30 +1,12 @@
-"""Helpers shared by the widgets: finding the stack in the viewer, a searchable gene box."""
+"""Helpers shared by the widgets: the stack in the viewer (Qt-free, :mod:`napari_inrst.viewer.stack_source`),
+a searchable gene box, form and row layouts."""
 
 from __future__ import annotations
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QComboBox, QCompleter
+from qtpy.QtWidgets import QComboBox, QCompleter, QFormLayout, QHBoxLayout
 
-from ..layers import SECTION_KEY, STACK_KEY
-
-
-def find_stack(viewer):
-    """The :class:`SectionStack` shared by the plugin's section layers (the last one added)."""
-    for layer in reversed(list(viewer.layers)):
-        st = layer.metadata.get(STACK_KEY) if hasattr(layer, "metadata") else None
-        if st is not None:
-            return st
-    return None
-
-
-def section_layers(viewer, stack=None):
-    """Points layers of the sections of ``stack`` (all stacks if None), in section order."""
-    out = []
-    for layer in viewer.layers:
-        md = getattr(layer, "metadata", {})
-        if SECTION_KEY in md and (stack is None or md.get(STACK_KEY) is stack):
-            out.append(layer)
-    return sorted(out, key=lambda lyr: lyr.metadata[SECTION_KEY])
+from ..viewer.stack_source import StackSource, find_stack, section_layers  # noqa: F401 - the widgets' imports
 
 
 class GeneBox(QComboBox):
@@ -63,3 +45,22 @@ class GeneBox(QComboBox):
     def _changed(self, text: str):
         if text in self._genes:
             self.geneChanged.emit(text)
+
+
+def form_layout(rows, parent=None, *, tight: bool = False) -> QFormLayout:
+    """A QFormLayout (on ``parent`` when given) with ``rows`` of ``(label, widget or layout)``;
+    ``tight``: no margins (a child panel inside another form)."""
+    form = QFormLayout(parent) if parent is not None else QFormLayout()
+    if tight:
+        form.setContentsMargins(0, 0, 0, 0)
+    for label, w in rows:
+        form.addRow(label, w)
+    return form
+
+
+def hbox(*widgets) -> QHBoxLayout:
+    """The widgets side by side."""
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row

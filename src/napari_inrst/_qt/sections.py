@@ -5,6 +5,7 @@ The stack's geometry is set here: z (even spacing or one value per section, µm)
 rather than read from the files (e.g. "z assumed: 10 µm apart — set it in the Sections widget").
 Changes apply to the stack in place (every widget keeps working on the same stack) and move the
 section layers; a field trained before no longer matches the sections and must be retrained.
+The changes themselves: :class:`~napari_inrst.viewer.sections_state.SectionsState` (no Qt).
 """
 
 from qtpy.QtWidgets import (
@@ -23,8 +24,10 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
-from ..layers import gene_contrast, refresh_section_layers
-from .common import GeneBox, find_stack, section_layers
+from ..viewer.layers import gene_contrast, refresh_section_layers
+from ..viewer.sections_state import SectionsState
+from ..viewer.stack_source import StackSource, section_layers
+from .common import GeneBox
 
 COLORMAPS = ["viridis", "magma", "inferno", "plasma", "turbo", "gray"]
 
@@ -36,7 +39,7 @@ class SectionsWidget(QWidget):
     def __init__(self, viewer: Viewer):
         super().__init__()
         self.viewer = viewer
-        self.stack = None
+        self.state = SectionsState()
         self.summary = QPlainTextEdit(readOnly=True)
         self.summary.setMaximumHeight(170)
         self.gene = GeneBox()
@@ -88,17 +91,21 @@ class SectionsWidget(QWidget):
         lay.addWidget(self.message)
         lay.addLayout(form)
         lay.addStretch(1)
-        viewer.layers.events.inserted.connect(self.refresh)
-        viewer.layers.events.removed.connect(self.refresh)
-        self.refresh()
+        self.state.stack_changed.connect(self._on_stack)
+        self.state.changed.connect(self._changed)
+        self.state.failed.connect(self._error)
+        self.source = StackSource(viewer, track_layers=True)  # sections joining the stack: a new summary
+        self.source.changed.connect(self.state.set_stack)
+        self.source.update()
+
+    @property
+    def stack(self):
+        return self.state.stack
 
     def refresh(self, *_, force: bool = False):
-        stack = find_stack(self.viewer)
-        n_layers = len(section_layers(self.viewer, stack)) if stack is not None else 0
-        if stack is self.stack and not force and n_layers == getattr(self, "_n_layers", -1):
-            return
-        self.stack = stack
-        self._n_layers = n_layers
+        self.source.update(force=force)
+
+    def _on_stack(self, stack):
         self.geometry.setEnabled(stack is not None)
         if stack is None:
             self.summary.setPlainText("No sections loaded. File ▸ Open a .h5ad / Visium outs/ folder, "
@@ -109,30 +116,29 @@ class SectionsWidget(QWidget):
         layers = section_layers(self.viewer, stack)
         current = layers[0].metadata.get("gene") if layers else None
         self.gene.set_genes(stack.genes, current)
-        for w, v in ((self.unit, stack.unit_factor),):
-            w.blockSignals(True)
-            w.setValue(v)
-            w.blockSignals(False)
+        self.unit.blockSignals(True)
+        self.unit.setValue(stack.unit_factor)
+        self.unit.blockSignals(False)
         self.normalize.setCurrentText(stack.normalize)
         za = stack.report.get("z_assumed")
         if za:
             self.spacing.setValue(za["spacing_um"])
-        self.z_edit.setText(", ".join(f"{z:g}" for z in stack.z))
+        self.z_edit.setText(self.state.z_text())
 
     def _show_summary(self):
         self.summary.setPlainText(self.stack.summary())
 
-    # --- geometry -----------------------------------------------------------------------------
+    # --- geometry (the state changes the stack; the layers follow here) ------------------------
     def _changed(self, what: str):
         """After an in-place change: move the layers, say it, tell the other widgets."""
+        from ..viewer.session import stack_changed
+
         gene = self.gene.currentText()
         refresh_section_layers(self.viewer.layers, self.stack, gene=gene or None,
                                colormap=self.colormap.currentText(), size_factor=self.size.value())
         self._show_summary()
-        self.z_edit.setText(", ".join(f"{z:g}" for z in self.stack.z))
+        self.z_edit.setText(self.state.z_text())
         self.message.setText(f"{what}. A field trained before this no longer matches the sections: train again.")
-        from ..session import stack_changed
-
         stack_changed(self.viewer, self.stack)
 
     def _error(self, exc):
@@ -141,56 +147,28 @@ class SectionsWidget(QWidget):
         self.message.setText(f"Not applied: {exc}")
         show_error(str(exc))
 
-    def _apply(self, change, message) -> bool:
-        """Run ``change()`` on the stack; an InputError is shown and changes nothing, else the
-        layers follow and ``message()`` goes to the summary."""
-        from ..errors import InputError
-
-        if self.stack is None:
-            return False
-        try:
-            change()
-        except InputError as exc:
-            self._error(exc)
-            return False
-        self._changed(message())
-        return True
-
     def apply_z(self, z):
         """Set the z (µm) of every section."""
-        return self._apply(lambda: self.stack.set_z(z),
-                           lambda: "z set: " + ", ".join(f"{v:g}" for v in self.stack.z) + " µm")
+        return self.state.apply_z(z)
 
     def apply_spacing(self, spacing: float):
         """Sections ``spacing`` µm apart in their order, the first at z = 0."""
-        if self.stack is None:
-            return False
-        return self.apply_z([k * float(spacing) for k in range(len(self.stack))])
+        return self.state.apply_spacing(spacing)
 
     def apply_z_text(self, text: str):
-        try:
-            z = [float(t) for t in text.replace(";", ",").replace(" ", ",").split(",") if t.strip()]
-        except ValueError:
-            self._error(ValueError(f"not a list of numbers: '{text}'"))
-            return False
-        return self.apply_z(z)
+        return self.state.apply_z_text(text)
 
     def apply_unit_factor(self, factor: float):
         """Coordinates as read × ``factor`` = µm."""
-        ok = self._apply(lambda: self.stack.set_unit_factor(factor), lambda: f"coordinates × {factor:g} → µm")
+        ok = self.state.apply_unit_factor(factor)
         if ok:
             self.viewer.reset_view()  # the sections moved (scaled): frame them again
         return ok
 
     def apply_normalize(self, normalize: str):
         """Normalize the values another way (from the raw values read)."""
-        from ..stack import renormalize
-
-        if self.stack is None or normalize == self.stack.normalize:
-            return False
-        ok = self._apply(lambda: renormalize(self.stack, normalize, getattr(self.stack, "inputs", None)),
-                         lambda: f"normalization: {normalize}")
-        if not ok:
+        ok = self.state.apply_normalize(normalize)
+        if not ok and self.stack is not None:
             self.normalize.setCurrentText(self.stack.normalize)
         return ok
 

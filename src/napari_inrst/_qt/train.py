@@ -10,7 +10,7 @@ far (and a checkpoint); Resume continues from it.
 
 The stack is prepared as ``napari-inrst fit`` does (the same default gene panel; the Genes
 control sets another size). The trained :class:`~napari_inrst.field.model.FieldModel` is
-handed over explicitly when a fit ends (:func:`napari_inrst.session.publish_field`; the View
+handed over explicitly when a fit ends (:func:`napari_inrst.viewer.session.publish_field`; the View
 widget listens), and kept as :attr:`TrainWidget.field` and in ``layer.metadata['inrst_field']``
 of the preview layer; :func:`find_field` finds it from any widget.
 
@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..prepare import DEFAULT_GENE_CAP
+from ..stack.prepare import DEFAULT_GENE_CAP
 from ..viewer.train_state import TrainState, end_message
 from .common import GeneBox, find_stack
 from .train_plot import LossPlot
@@ -49,9 +49,9 @@ __all__ = ["FIELD_KEY", "TrainWidget", "find_field"]
 
 
 def find_field(viewer):
-    """The viewer's current field: the one last handed over (:mod:`napari_inrst.session`), else
+    """The viewer's current field: the one last handed over (:mod:`napari_inrst.viewer.session`), else
     the most recently added one in a layer's metadata (``layer.metadata['inrst_field']``), or None."""
-    from ..session import current_field
+    from ..viewer.session import current_field
 
     f = current_field(viewer)
     if f is not None:
@@ -134,7 +134,7 @@ class TrainWidget(QWidget):
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         viewer.dims.events.point.connect(self._dims_changed)
-        from ..session import field_session
+        from ..viewer.session import field_session
 
         field_session(viewer).stack_changed.connect(self._stack_changed)
         self._dims_changed()
@@ -179,7 +179,7 @@ class TrainWidget(QWidget):
             self.status.setText("No sections loaded: open sections or a sample first.")
             self.gene.set_genes([])
         else:
-            from ..layers import default_gene
+            from ..viewer.layers import default_gene
 
             g = default_gene(stack)
             self.gene.set_genes(stack.genes, g)
@@ -260,7 +260,7 @@ class TrainWidget(QWidget):
             pbar.total = planned
             if pbar.n < pbar.total:
                 pbar.update(pbar.total - pbar.n)
-        from ..session import publish_field
+        from ..viewer.session import publish_field
 
         publish_field(self.viewer, field, "Train")  # the View widget shows it at once
 

@@ -7,8 +7,9 @@ import os
 
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
 
+from ..field import encodings
 from ..field.config import FieldConfig
-from ..prepare import DEFAULT_GENE_CAP, TOP_EXPRESSED
+from ..stack.prepare import DEFAULT_GENE_CAP, TOP_EXPRESSED
 
 
 class TrainSettings(QWidget):
@@ -27,7 +28,7 @@ class TrainSettings(QWidget):
                               f"`napari-inrst fit`); N = the {TOP_EXPRESSED} most expressed + most variable, "
                               "N in all. Fewer genes train faster.")
         self.encoding = QComboBox()
-        self.encoding.addItems(["fourier", "hash"])
+        self.encoding.addItems(list(encodings.names()))
         self.rank = QSpinBox(minimum=0, maximum=512, value=0)
         self.rank.setSpecialValueText("auto")
         self.lambda_rc = QDoubleSpinBox(minimum=0.0, maximum=10.0, singleStep=0.05, decimals=3,

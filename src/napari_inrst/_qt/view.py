@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 from napari.viewer import Viewer
 
 from ..render.cache import LatentCache
-from ..render.export import viewer_camera, viewer_overlay
+from ..render.screenshot import viewer_camera, viewer_overlay
 from ..render.grids import VOLUME_MAX, VOLUME_MIN, PlaneGrid, plane_for_view, volume_grid
 from ..render.plane import auto_contrast, evaluate_plane, gene_indices, iter_plane, plane_cache_key
 from ..render.display import canvas_hw, hide_superseded, preview_levels, set_layer_image, set_progress
@@ -120,7 +120,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
             (viewer.layers.events.inserted, self._on_layers_changed),
             (viewer.layers.events.removed, self._on_layers_changed),
         ]
-        from ..session import field_session
+        from ..viewer.session import field_session
 
         # the explicit hand-over: Train publishes each field it ends with (also after Cancel/Resume)
         self._connections.append((field_session(viewer).changed, self._on_field_published))
@@ -291,7 +291,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
     def _default_gene(self, names):
         stack = find_stack(self.viewer)
         if stack is not None:
-            from ..layers import default_gene
+            from ..viewer.layers import default_gene
 
             with contextlib.suppress(Exception):
                 g = default_gene(stack)
@@ -320,7 +320,7 @@ class ViewWidget(SectionsMixin, ExportMixin, QWidget):
         return field
 
     def _on_field_published(self, field):
-        """A widget handed over a new field (:func:`napari_inrst.session.publish_field`): show it now."""
+        """A widget handed over a new field (:func:`napari_inrst.viewer.session.publish_field`): show it now."""
         if field is not None and field is not self.field:
             self._manual_field = False
             self._use_field(field)

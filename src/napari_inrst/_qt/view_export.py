@@ -16,7 +16,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
-from ..render.export import viewer_camera
+from ..render.screenshot import viewer_camera
 from ..render.plane import gene_indices, iter_plane
 
 #: the colormap of the first gene (the View widget's default)
@@ -84,7 +84,7 @@ class ExportMixin:
     def screenshot(self, path=None, *, scale=None, background=None):
         """The canvas at ×``scale`` (same field of view, sharper): the 2D planes are re-evaluated
         at ×``scale`` resolution for the capture, colorbars carry the gene names."""
-        from ..render.export import screenshot
+        from ..render.screenshot import screenshot
 
         scale = float(scale or self.shot_scale.value())
         layers = self.field_layers()
@@ -132,7 +132,7 @@ class ExportMixin:
 
     def save_volume(self, path):
         """Write the volumes on screen (NaN outside tissue) with their voxel size in µm."""
-        from ..render.export import save_volume
+        from ..io.ome import save_volume
 
         layers = [self.volume_layers[g] for g in self.genes if g in self.volume_layers]
         if not layers:
@@ -157,7 +157,7 @@ class ExportMixin:
                 show_error(f"napari-inrst: saving the volume failed: {exc}")
 
     def _movie_dialog(self):
-        from ..render.export import MOVIE_MISSING, animation_available
+        from ..render.movie import MOVIE_MISSING, animation_available
 
         if not animation_available():
             show_info(MOVIE_MISSING)
@@ -191,7 +191,7 @@ class ExportMixin:
         pauses while they are written (the progress bar counts them). Raises InputError / a
         RuntimeError (napari-animation missing) before anything starts."""
         from ..errors import InputError
-        from ..render.export import _animation_class, movie_format
+        from ..render.movie import _animation_class, movie_format
 
         movie_format(path)
         _animation_class()
@@ -266,7 +266,7 @@ class ExportMixin:
     def _finish_z_movie(self, path, stack, grid, genes, zs, fps):
         """Show the evaluated planes as a temporary (frame, [z,] y, x) stack, sweep it with
         napari-animation, then restore the viewer."""
-        from ..render.export import sweep_movie
+        from ..render.movie import sweep_movie
 
         viewer = self.viewer
         self._movie_worker = None  # its planes are here; what is left runs on this thread
@@ -327,7 +327,7 @@ class ExportMixin:
         self.movieFinished.emit(result)
 
     def _run_rotation_movie(self, path, frames, fps):
-        from ..render.export import rotation_movie
+        from ..render.movie import rotation_movie
 
         self._movie_active = True
         try:

@@ -14,9 +14,9 @@ import contextlib
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 
-from ..layers import SECTION_KEY, STACK_KEY
+from ..viewer.layers import SECTION_KEY, STACK_KEY
 from ..render.display import canvas_hw
-from ..render.export import viewer_camera
+from ..render.screenshot import viewer_camera
 from ..render.sections import LOD_CAP, LOD_KEY, apply_section_update, gene_contrast_sampled, lod_rank, needs_lod, \
     section_update, view_rect
 from .common import section_layers

@@ -7,8 +7,8 @@ No Qt and no torch here.
 
 from .kabsch import compose, kabsch, rigid_params
 from .pairwise import PairResult, align_pair
-from .stack import (METHODS, AlignCancelled, AlignResult, align_stack, check_sections, iter_align_stack,
-                    transforms_json)
+from .sequence import (METHODS, AlignCancelled, AlignResult, align_stack, check_sections, iter_align_stack,
+                       transforms_json)
 
 __all__ = ["AlignCancelled", "AlignResult", "METHODS", "PairResult", "align_pair", "align_stack",
            "check_sections", "compose", "iter_align_stack", "kabsch", "rigid_params", "transforms_json"]

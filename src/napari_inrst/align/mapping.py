@@ -3,7 +3,7 @@
 What a model knows about where its sections lie is in its stack metadata (``FieldModel.stack_meta``):
 per section, in input order, a name, a z (µm) and a 3×3 transform from the section's input
 coordinates (µm, i.e. after ``unit_factor``) into the stack frame — the rigid alignment with the
-field-driven refinement already composed into it (:mod:`napari_inrst.align.refine`). The input
+field-driven refinement already composed into it (:mod:`napari_inrst.field.refine`). The input
 coordinates of a section file are multiplied by the stack's ``unit_factor`` first, as when the
 stack was built.
 """

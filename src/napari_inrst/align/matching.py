@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..linalg import top_eigen
+from ..stack.linalg import top_eigen
 
 MAX_PCA_ROWS = 4000
 MAX_PCA_GENES = 2000
@@ -62,7 +62,7 @@ def joint_pca(Xa: np.ndarray, Xb: np.ndarray, genes: np.ndarray, n_comp: int = 3
 
 def _top_components(Z: np.ndarray, k: int, rng, n_power: int = 6) -> np.ndarray:
     """Top-``k`` right singular vectors of ``Z`` (genes × k) by subspace iteration on the smaller
-    Gram matrix (ZᵀZ or ZZᵀ); see :mod:`napari_inrst.linalg`."""
+    Gram matrix (ZᵀZ or ZZᵀ); see :mod:`napari_inrst.stack.linalg`."""
     m, g = Z.shape
     genes_side = g <= m
     C = Z.T @ Z if genes_side else Z @ Z.T  # d × d, d = min(m, g)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..stack import apply_transform, estimate_spacing
+from .icp import FOOTPRINT, icp, match_nearest, peak_icp
 from .kabsch import kabsch
 from .matching import candidate_matches, pair_features
 
@@ -43,18 +45,6 @@ class PairResult:
     score_flipped: float  # score of the other mirror choice
     n_matches: int
     features: tuple | None = None  # (Fa, Fb): the expression features of the final fit
-
-
-def apply(M, xy):
-    return xy @ M[:2, :2].T + M[:2, 2]
-
-
-def spacing(xy: np.ndarray) -> float:
-    from scipy.spatial import cKDTree
-
-    d, _ = cKDTree(xy).query(xy[: min(len(xy), 2000)], k=2)
-    med = float(np.median(d[:, 1]))
-    return med if med > 0 else 1.0
 
 
 def is_lattice(xy: np.ndarray) -> bool:
@@ -124,7 +114,8 @@ def ransac(xa, xb, ia, ib, wc, *, tol: float, similarity: bool, rng, n_hyp: int 
         M = np.eye(3)
         M[:2, :2], M[:2, 2] = A[h], t[h]
         # distinct from those kept: displaces the moving points by more than 2 tolerances
-        if any(np.median(np.linalg.norm(apply(M, pa) - apply(K, pa), axis=1)) < 2 * tol for K, _ in out):
+        moved = apply_transform(M, pa)
+        if any(np.median(np.linalg.norm(moved - apply_transform(K, pa), axis=1)) < 2 * tol for K, _ in out):
             continue
         out.append((M, scores[h]))
         if len(out) >= n_keep:
@@ -133,173 +124,13 @@ def ransac(xa, xb, ia, ib, wc, *, tol: float, similarity: bool, rng, n_hyp: int 
     refined = []
     for M, sc in out:
         for _ in range(2):
-            d = np.linalg.norm(apply(M, pa) - pb, axis=1)
+            d = np.linalg.norm(apply_transform(M, pa) - pb, axis=1)
             inl = d < tol
             if inl.sum() < 3:
                 break
             M = kabsch(pa[inl], pb[inl], weights=w[inl], scale=similarity)
         refined.append(M)
     return refined
-
-
-def _match(ya, xb, Fa, Fb, tree_b, *, k: int, sigma: float, lam: float):
-    """For each moved point, the neighbour of lowest cost: (ib, dist, corr, cost)."""
-    k = min(k, len(xb))
-    d, j = tree_b.query(ya, k=k)
-    if k == 1:
-        d, j = d[:, None], j[:, None]
-    corr = np.einsum("nkf,nf->nk", Fb[j], Fa)
-    cost = (d / sigma) ** 2 + lam * (1.0 - corr)
-    best = np.argmin(cost, axis=1)
-    r = np.arange(len(ya))
-    return j[r, best], d[r, best], corr[r, best], cost[r, best]
-
-
-FOOTPRINT = 1.5  # a spot is inside the other section's footprint if one of its spots is this many spacings away
-
-
-class _EdgeShift:
-    """Gaussian-weighted mean of each point's ``k`` nearest (itself included) − the point: ~0
-    inside the point cloud, about σ inwards at its edge (one-sided neighbourhood). The
-    neighbours are found once; a rigid or similarity motion ``A`` of the points moves the
-    shifts by ``A`` (distances scale by ``scale``)."""
-
-    def __init__(self, pts, k: int):
-        from scipy.spatial import cKDTree
-
-        self.k = min(k, len(pts))
-        self.d, j = cKDTree(pts).query(pts, k=self.k)
-        if self.k == 1:
-            self.d, j = self.d[:, None], j[:, None]
-        self.off = pts[j] - pts[:, None, :]  # n × k × 2
-
-    def __call__(self, sigma: float, A=None, scale: float = 1.0) -> np.ndarray:
-        g = np.exp(-0.5 * (scale * self.d / sigma) ** 2)
-        e = np.einsum("nk,nki->ni", g, self.off) / g.sum(axis=1)[:, None]
-        return e if A is None else e @ np.asarray(A).T
-
-
-def _soft_targets(p, q, Fp, Fq, tree_q, *, k: int, sigma: float, h_q: float, edge_q):
-    """For each point of ``p``: expression- and distance-weighted mean of its ``k`` nearest in ``q``
-    (weights exp(−d²/2σ²)·max(corr, 0)), and its weight in the fit (the largest of those).
-
-    Partial overlap: the weight is 0 when no point of ``q`` lies within ``FOOTPRINT``·``h_q``
-    (outside ``q``'s footprint); near ``q``'s edge the neighbours are all on one side, so the
-    mean is pulled inwards (and every iteration would enlarge the overlap): the target is
-    corrected by that pull, ``edge_q`` (:class:`_EdgeShift` of ``q``), at the nearest ``q`` point.
-    """
-    k = min(k, len(q))
-    d, j = tree_q.query(p, k=k)
-    if k == 1:
-        d, j = d[:, None], j[:, None]
-    corr = np.einsum("nkf,nf->nk", Fq[j], Fp)
-    g = np.exp(-0.5 * (d / sigma) ** 2) * np.clip(corr, 0, None)
-    tot = g.sum(axis=1)
-    tgt = np.einsum("nk,nki->ni", g, q[j]) / np.maximum(tot, 1e-300)[:, None] - edge_q[j[:, 0]]
-    w = g.max(axis=1) * (d[:, 0] < FOOTPRINT * h_q)
-    return tgt, w
-
-
-def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
-        n_iter: int = 40, k: int = 8):
-    """Expression-aware, symmetric, soft ICP from ``M0`` (coarse to fine).
-
-    Each spot is pulled to the weighted mean of its nearest spots in the other section, weights
-    exp(−d²/2σ²)·max(correlation, 0), both ways; σ shrinks geometrically from ``sigma0`` to
-    ``sigma1``. Soft targets at large σ do not lock onto a neighbouring row of a regular spot
-    lattice. Partial overlap: spots outside the other section's footprint get no weight, and
-    targets facing its edge are corrected for its inward pull.
-    """
-    from scipy.spatial import cKDTree
-
-    tree_b = cKDTree(xb)
-    h_a, h_b = spacing(xa), spacing(xb)
-    edge_a, edge_b = _EdgeShift(xa, k), _EdgeShift(xb, k)
-
-    def targets(it, M, ya, s_a):
-        sigma = _anneal(sigma0, sigma1, it, 0.7 * n_iter)
-        tb, wab = _soft_targets(ya, xb, Fa, Fb, tree_b, k=k, sigma=sigma, h_q=h_b, edge_q=edge_b(sigma))
-        ta, wba = _soft_targets(xb, ya, Fb, Fa, cKDTree(ya), k=k, sigma=sigma, h_q=s_a * h_a,
-                                edge_q=edge_a(sigma, M[:2, :2], s_a))
-        return tb, wab, ta, wba
-
-    return _two_way_icp(xa, xb, M0, targets, n_iter=n_iter, settle=0.7, stop_step=1e-3 * sigma1,
-                        similarity=similarity)
-
-
-def _anneal(start: float, end: float, it: int, over: float) -> float:
-    """Geometric schedule from ``start`` to ``end`` over the first ``over`` iterations."""
-    return end * (start / end) ** max(0.0, 1.0 - it / over)
-
-
-def _two_way_icp(xa, xb, M0, targets, *, n_iter: int, settle: float, stop_step: float, similarity: bool):
-    """The ICP loop both variants share: ``targets(it, M, ya, s_a)`` pairs the moved spots ``ya`` of
-    ``a`` with points of ``b`` and the spots of ``b`` with points of ``ya`` (each with weights);
-    the motion is re-solved from both directions by weighted Kabsch. Stops when fewer than 3 pairs
-    carry weight, or after ``settle`` × ``n_iter`` iterations once a step moves spots by less than
-    ``stop_step`` (median)."""
-    M = M0.copy()
-    for it in range(n_iter):
-        ya = apply(M, xa)
-        s_a = np.sqrt(abs(np.linalg.det(M[:2, :2])))
-        tb, wab, ta, wba = targets(it, M, ya, s_a)
-        src = np.concatenate([xa, apply(np.linalg.inv(M), ta)])
-        dst = np.concatenate([tb, xb])
-        w = np.concatenate([wab, wba])
-        if (w > 1e-12).sum() < 3:
-            break
-        try:
-            M_new = kabsch(src, dst, weights=w, scale=similarity)
-        except ValueError:
-            break
-        step = np.median(np.linalg.norm(apply(M_new, xa) - ya, axis=1))
-        M = M_new
-        if it > settle * n_iter and step < stop_step:
-            break
-    return M
-
-
-def _peak_targets(p, q, Fp, Fq, tree_q, *, radius: float, k: int, h_q: float):
-    """For each point of ``p``: the point of ``q`` within ``radius`` whose expression correlates
-    best with it, and its weight (that correlation, ≥ 0; 0 outside ``q``'s footprint)."""
-    k = min(k, len(q))
-    d, j = tree_q.query(p, k=k, distance_upper_bound=max(radius, FOOTPRINT * h_q))
-    if k == 1:
-        d, j = d[:, None], j[:, None]
-    j = np.where(np.isfinite(d), j, 0)  # missing neighbours (beyond the bound) point at 0, masked
-    corr = np.where(d <= radius, np.einsum("nkf,nf->nk", Fq[j], Fp), -np.inf)
-    best = np.argmax(corr, axis=1)
-    r = np.arange(len(p))
-    c = corr[r, best]
-    w = np.where(np.isfinite(c) & (d[:, 0] < FOOTPRINT * h_q), np.clip(c, 0, None), 0.0)
-    return q[j[r, best]], w
-
-
-def peak_icp(xa, xb, Fa, Fb, M0, *, radius0: float, radius1: float, similarity: bool,
-             n_iter: int = 40, k: int = 16):
-    """Expression-peak ICP from ``M0``: each spot is paired with the best-correlated spot of the
-    other section within a window (shrinking from ``radius0`` to ``radius1``), both ways, and
-    the motion re-solved by weighted Kabsch.
-
-    Soft ICP converges slowly along weakly constrained directions: between two real sections of
-    single cells, a rotation of a few degrees changes its objective so little that where it stops
-    depends on where it started. Picking the best-correlated partner in a window of a few spot
-    spacings moves each spot decisively towards where its expression is, so the fixed point (and
-    the result) no longer depends on the start.
-    """
-    from scipy.spatial import cKDTree
-
-    tree_b = cKDTree(xb)
-    h_a, h_b = spacing(xa), spacing(xb)
-
-    def targets(it, M, ya, s_a):
-        radius = _anneal(radius0, radius1, it, 0.6 * n_iter)
-        tb, wab = _peak_targets(ya, xb, Fa, Fb, tree_b, radius=radius, k=k, h_q=h_b)
-        ta, wba = _peak_targets(xb, ya, Fb, Fa, cKDTree(ya), radius=radius, k=k, h_q=s_a * h_a)
-        return tb, wab, ta, wba
-
-    return _two_way_icp(xa, xb, M0, targets, n_iter=n_iter, settle=0.6, stop_step=1e-3 * radius1,
-                        similarity=similarity)
 
 
 def fit_score(ya, xb, Fa, Fb, scale: float) -> float:
@@ -327,7 +158,7 @@ def matched_distances(ya, xb, Fa, Fb, h: float) -> np.ndarray:
     """
     from scipy.spatial import cKDTree
 
-    _, d, _, _ = _match(ya, xb, Fa, Fb, cKDTree(xb), k=24, sigma=2.0 * h, lam=8.0)
+    _, d, _, _ = match_nearest(ya, xb, Fa, Fb, cKDTree(xb), k=24, sigma=2.0 * h, lam=8.0)
     return d
 
 
@@ -368,9 +199,9 @@ def align_pair(xa, Xa, xb, Xb, *, method: str = "rigid", rng=None, max_spots: in
         first = _fit_pair(xa, xb, Fa, Fb, polish=False, **kw)
         from scipy.spatial import cKDTree
 
-        ya = apply(first.matrix, xa)
-        in_a = cKDTree(xb).query(ya)[0] < FOOTPRINT * spacing(xb)
-        in_b = cKDTree(ya).query(xb)[0] < FOOTPRINT * spacing(xa)
+        ya = apply_transform(first.matrix, xa)
+        in_a = cKDTree(xb).query(ya)[0] < FOOTPRINT * estimate_spacing(xb)
+        in_b = cKDTree(ya).query(xb)[0] < FOOTPRINT * estimate_spacing(xa)
         if min(in_a.sum(), in_b.sum()) >= 10:
             Fa, Fb, _ = pair_features(xa, Xa, xb, Xb, rng=rng,
                                       centres=(Xa[in_a].mean(axis=0), Xb[in_b].mean(axis=0)))
@@ -391,7 +222,7 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
     def sub(n, m):
         return np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
 
-    h = max(spacing(xa), spacing(xb))  # spot spacing (µm)
+    h = max(estimate_spacing(xa), estimate_spacing(xb))  # spot spacing (µm)
     extent = float(np.sqrt(((xb - xb.mean(0)) ** 2).sum(1).mean()))  # RMS radius of b
     tol = max(2.5 * h, 0.06 * extent)
     # three nested subsets: correlation matching (≤1500), hypothesis ICP (≤700), final ICP (≤max_spots)
@@ -401,13 +232,13 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
     ia, ib, corr = candidate_matches(Fa_s[ma], Fb_s[mb], k=3)
     ca, cb = xa_s[ma][ia], xb_s[mb][ib]
     qa, qb = sub(len(sa), 700), sub(len(sb), 700)
-    hq = max(spacing(xa_s[qa]), spacing(xb_s[qb]))
+    hq = max(estimate_spacing(xa_s[qa]), estimate_spacing(xb_s[qb]))
 
     results = []
     for flip in ([False, True] if allow_mirror else [False]):
         Fm = FLIP if flip else np.eye(3)
-        pa = apply(Fm, xa_s)
-        hyps = ransac(apply(Fm, ca), cb, np.arange(len(ca)), np.arange(len(cb)), corr,
+        pa = apply_transform(Fm, xa_s)
+        hyps = ransac(apply_transform(Fm, ca), cb, np.arange(len(ca)), np.arange(len(cb)), corr,
                       tol=tol, similarity=similarity, rng=rng)
         M_c = np.eye(3)  # a centroid-matching start as well (small motions, few matches)
         M_c[:2, 2] = xb_s.mean(0) - pa.mean(0)
@@ -417,14 +248,14 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
                     similarity=similarity, n_iter=30)
             if similarity and not 0.5 < np.sqrt(abs(np.linalg.det(M[:2, :2]))) < 2.0:
                 continue
-            sc = fit_score(apply(M, pa[qa]), xb_s[qb], Fa_s[qa], Fb_s[qb], scale=hq)
+            sc = fit_score(apply_transform(M, pa[qa]), xb_s[qb], Fa_s[qa], Fb_s[qb], scale=hq)
             if best is None or sc > best[1]:
                 best = (M, sc)
         if best is None:
             continue
         M = icp(pa, xb_s, Fa_s, Fb_s, best[0], sigma0=max(2 * h, hq), sigma1=0.5 * h,
                 similarity=similarity, n_iter=30)
-        sc = fit_score(apply(M, pa), xb_s, Fa_s, Fb_s, scale=h)
+        sc = fit_score(apply_transform(M, pa), xb_s, Fa_s, Fb_s, scale=h)
         results.append((flip, M @ Fm, sc))
     if not results:
         raise InputError(f"{name_a}, {name_b}", "no consistent alignment found between these sections")
@@ -441,11 +272,11 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
         if lattice or not polish:
             return flip, M, score
         Fm = FLIP if flip else np.eye(3)
-        xa_p = apply(Fm, xa[pa_])
-        hp = max(spacing(xa_p), spacing(xb_p))
+        xa_p = apply_transform(Fm, xa[pa_])
+        hp = max(estimate_spacing(xa_p), estimate_spacing(xb_p))
         M = M @ Fm  # Fm is its own inverse
         M = peak_icp(xa_p, xb_p, Fa_p, Fb_p, M, radius0=4 * hp, radius1=2 * hp, similarity=similarity)
-        return flip, M @ Fm, fit_score(apply(M, xa_p), xb_p, Fa_p, Fb_p, scale=hp)
+        return flip, M @ Fm, fit_score(apply_transform(M, xa_p), xb_p, Fa_p, Fb_p, scale=hp)
 
     results.sort(key=lambda r: -r[2])
     if len(results) == 2 and results[1][2] > results[0][2] / (1 + MIRROR_CLOSE):
@@ -456,7 +287,7 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
     else:
         chosen, other = polished(*results[0]), (results[1] if len(results) == 2 else None)
     M = chosen[1]
-    d = matched_distances(apply(M, xa_s), xb_s, Fa_s, Fb_s, h)
+    d = matched_distances(apply_transform(M, xa_s), xb_s, Fa_s, Fb_s, h)
     return PairResult(matrix=M, mirrored=bool(chosen[0]), residual_um=float(np.median(d)),
                       score=float(chosen[2]), score_flipped=float(other[2]) if other else float("nan"),
                       n_matches=int(len(d)))

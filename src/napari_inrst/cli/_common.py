@@ -34,6 +34,23 @@ def add_stack_options(p: argparse.ArgumentParser, *, z_required: bool = True):
     add_spatialdata_options(p)
 
 
+def add_fit_options(p: argparse.ArgumentParser, *, steps_help: str, genes_help: str | None = None):
+    """The options of every subcommand that fits fields (fit, evaluate, qc): the gene panel,
+    alignment (--no-align / --reference), training steps, device and seed."""
+    from ..stack.prepare import DEFAULT_GENE_CAP
+
+    p.add_argument("--genes", type=int, default=None, metavar="N",
+                   help=genes_help or f"model N genes, chosen as `fit` does (default: all, up to {DEFAULT_GENE_CAP:,})")
+    al = p.add_mutually_exclusive_group()
+    al.add_argument("--no-align", action="store_true", help="sections are already aligned (use the coordinates as given)")
+    al.add_argument("--reference", type=int, default=None, metavar="K",
+                    help="align to section K (0-based; default: the middle section)")
+    p.add_argument("--steps", type=int, default=None, help=steps_help)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = CUDA, then MPS, then CPU")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same model)")
+
+
 def load_stack(args, *, min_sections: int = 1, n_top_genes=None):
     from ..io.readers import NO_Z_MESSAGE, read_h5ad, section_z
     from ..stack import build_stack

@@ -16,9 +16,9 @@ def add_spatialdata_options(p):
 
 
 def any_store(paths) -> bool:
-    from ..io.spatialdata import is_spatialdata_store
+    from ..io.paths import path_kind
 
-    return any(is_spatialdata_store(p) for p in paths)
+    return any(path_kind(p) == "spatialdata" for p in paths)
 
 
 def store_inputs(args, counts_expected: bool):

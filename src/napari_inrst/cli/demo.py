@@ -41,7 +41,7 @@ def open_demo(aligned: bool = False, ndisplay: int = 3, viewer=None):
     """Load the sample and dock the widgets into ``viewer`` (a new one if None)."""
     import napari
 
-    from ..render.export import viewer_camera, viewer_overlay
+    from ..render.screenshot import viewer_camera, viewer_overlay
 
     viewer = viewer or napari.Viewer(title="napari-inrst demo")
     viewer.open_sample("napari-inrst", "synthetic_aligned" if aligned else "synthetic")

@@ -23,8 +23,9 @@ import json
 import sys
 
 from ..errors import InputError
-from ._common import add_stack_options, load_stack
-from .fit import align_if_available, select_model_genes
+from ._common import add_fit_options, add_stack_options, load_stack
+from ..stack.prepare import select_model_genes
+from .fit import align_if_available
 
 HELP = "fit without held-out sections and score the field against interpolation baselines"
 
@@ -65,21 +66,12 @@ def add_parser(sub):
     p.add_argument("--labels", metavar="KEY", default=None,
                    help="obs column with domain annotations: adds the ARI of predicted domains")
     p.add_argument("--json", metavar="OUT", default=None, help="write the results as JSON here")
-    p.add_argument("--genes", type=int, default=None, metavar="N",
-                   help="model N genes, chosen as `fit` does (default: all, up to 2,000)")
     p.add_argument("--score-genes", default="auto", metavar="auto|all|N",
                    help="genes scored: auto (200 most expressed for counts, all otherwise), all, or N most expressed")
     p.add_argument("--log1p-values", action="store_true",
                    help="with --normalize none: fit and score log1p of the values as given (data normalized "
                         "upstream, e.g. MERFISH by cell volume; EVALUATION.md's reference figures)")
-    al = p.add_mutually_exclusive_group()
-    al.add_argument("--no-align", action="store_true", help="sections are already aligned")
-    al.add_argument("--reference", type=int, default=None, metavar="K",
-                    help="align to section K (0-based; default: the middle section)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the field's default)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = CUDA, then MPS, then CPU")
-    p.add_argument("--seed", type=int, default=0)
+    add_fit_options(p, steps_help="training steps (default: the field's default)")
     p.add_argument("--baselines-only", action="store_true", help="skip the field (baselines only)")
     return p
 
@@ -136,8 +128,9 @@ def _training_progress(log, every_s: float = 30.0):
 
 
 def run(args) -> int:
-    from ..evaluate.protocol import (format_per_section, format_table, inr_fit_fn, leave_one_section_out,
-                                     leave_out, log1p_values, missing_spots)
+    from ..evaluate.fitting import inr_fit_fn
+    from ..evaluate.protocol import (format_per_section, format_table, leave_one_section_out, leave_out,
+                                     log1p_values, missing_spots)
     from ..io.atomic import atomic_path
 
     score_genes = _score_genes(args.score_genes)

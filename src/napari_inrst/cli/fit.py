@@ -8,8 +8,8 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ..prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field, select_model_genes  # noqa: F401 (re-exported)
-from ._common import add_stack_options, load_stack
+from ..stack.prepare import DEFAULT_GENE_CAP, model_genes, prepare_for_field
+from ._common import add_fit_options, add_stack_options, load_stack
 
 HELP = "train an expression field (INR) on serial sections and write a model file"
 #: cells × genes (summed over the files) above which sections are read lazily by default
@@ -23,20 +23,12 @@ def add_parser(sub):
                        "sections are predicted better) unless --no-refine.")
     add_stack_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.inrst)")
-    p.add_argument("--genes", type=int, default=None, metavar="N",
-                   help=f"model the N most variable genes (+ the most expressed); default: all up to "
-                        f"{DEFAULT_GENE_CAP}")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--no-align", action="store_true", help="use the coordinates as given")
-    g.add_argument("--reference", type=int, default=None, metavar="K",
-                   help="0-based index of the reference section for alignment (default: the middle one)")
+    add_fit_options(p, steps_help="training steps of the final fit (default from the config)",
+                    genes_help=f"model the N most variable genes (+ the most expressed); default: all up to "
+                               f"{DEFAULT_GENE_CAP:,}")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the rigid alignment as found (skip the field-driven refinement, which adds "
                         "6 short fits of half the sections: about the time of the final fit)")
-    p.add_argument("--steps", type=int, default=None, help="training steps of the final fit (default from the config)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = CUDA, then MPS, then CPU")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same machine: same model)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="cells per training step (default 4096; per process under torchrun)")
     p.add_argument("--lazy", action="store_true",
@@ -90,7 +82,7 @@ def use_lazy(args) -> bool:
 
 def prepare_stack(args, log=print):
     """The stack ``fit`` trains on: read (lazily for large inputs), genes chosen, aligned unless
-    ``--no-align``. Shared by ``fit`` and the multi-process trainer (:mod:`napari_inrst.train`)."""
+    ``--no-align``. Shared by ``fit`` and the multi-process trainer (:mod:`napari_inrst.cli.distributed`)."""
     if not use_lazy(args):
         stack = load_stack(args)
         prepare_for_field(stack, args.genes)
@@ -101,7 +93,7 @@ def prepare_stack(args, log=print):
         return stack
     from pathlib import Path
 
-    from ..io.lazy import open_lazy_stack
+    from ..stack.lazy import open_lazy_stack
 
     if args.z is not None and len(args.z) != len(args.sections):
         raise InputError(None, f"{len(args.sections)} sections but {len(args.z)} values after --z; "
@@ -126,14 +118,14 @@ def prepare_stack(args, log=print):
 
 
 def refine_if_aligned(stack, args, cfg, log=print):
-    """Field-driven refinement of the rigid transforms (:mod:`napari_inrst.align.refine`) when
+    """Field-driven refinement of the rigid transforms (:mod:`napari_inrst.field.refine`) when
     ``fit`` aligned the sections (not ``--no-align``, not ``--no-refine``, ≥ 2 training sections).
-    Updates the stack's transforms; returns the :class:`~napari_inrst.align.refine.RefineResult` or None."""
+    Updates the stack's transforms; returns the :class:`~napari_inrst.field.refine.RefineResult` or None."""
     if getattr(args, "no_align", False) or getattr(args, "no_refine", False):
         return None
     if len(stack.training_sections()) < 2:
         return None
-    from ..align import refine
+    from ..field import refine
 
     target = stack.subsample(3000, seed=args.seed) if getattr(stack, "lazy", False) else stack
     log("refining the alignment against the field (--no-refine skips this)")
@@ -170,7 +162,7 @@ def progress_printer(log):
 
 
 def run(args) -> int:
-    from ..field.train import fit_field
+    from ..field.fit import fit_field
 
     from ..io.atomic import check_writable
 

@@ -3,7 +3,7 @@
     napari-inrst qc S1.h5ad S2.h5ad … --z Z1 Z2 … [--json OUT] [--out QC.h5ad] [--steps N]
                     [--genes N] [--no-align | --reference K] [--seed S] [--device D]
 
-The same core as the QC widget's "Check every section" (:func:`napari_inrst.qc.section_consistency`):
+The same core as the QC widget's "Check every section" (:func:`napari_inrst.evaluate.checks.section_consistency`):
 one fit per section without it; the per-section score (Pearson on 50 µm bins for single-cell data,
 per spot otherwise) and RMSE become robust z-scores across sections (median / MAD); a section with
 z < −3 in score or > 3 in error is flagged. Prints a table (stderr) and the results as JSON
@@ -18,7 +18,7 @@ import json
 import math
 import sys
 
-from ._common import add_stack_options, load_stack
+from ._common import add_fit_options, add_stack_options, load_stack
 
 HELP = "score each section against a field trained without it; flag damaged/outlier sections"
 
@@ -29,15 +29,7 @@ def add_parser(sub):
     p.add_argument("--json", metavar="OUT", default=None, help="write the JSON here instead of stdout")
     p.add_argument("--out", metavar="QC.h5ad", default=None,
                    help="also write the sections with their QC scores/flags in obs (AnnData)")
-    p.add_argument("--genes", type=int, default=None, metavar="N",
-                   help="model N genes, chosen as `fit` does (default: all, up to 2,000)")
-    al = p.add_mutually_exclusive_group()
-    al.add_argument("--no-align", action="store_true", help="sections are already aligned")
-    al.add_argument("--reference", type=int, default=None, metavar="K",
-                    help="align to section K (0-based; default: the middle section)")
-    p.add_argument("--steps", type=int, default=None, help="training steps of each fit (default: the field's default)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = CUDA, then MPS, then CPU")
-    p.add_argument("--seed", type=int, default=0)
+    add_fit_options(p, steps_help="training steps of each fit (default: the field's default)")
     p.add_argument("--quiet", action="store_true", help="no progress lines and no table")
     return p
 
@@ -49,7 +41,7 @@ def _clean(v):
 
 
 def results_json(rows, settings: dict) -> dict:
-    from ..qc import FLAG_Z
+    from ..evaluate.checks import FLAG_Z
 
     keys = ("index", "name", "z_um", "excluded", "score", "z_score", "pearson", "rmse", "rmse_rel", "z_rmse",
             "flagged", "reason")
@@ -68,10 +60,11 @@ def format_table(rows) -> str:
 
 def run(args) -> int:
     from ..errors import InputError
-    from ..evaluate.protocol import inr_fit_fn
+    from ..evaluate.fitting import inr_fit_fn
     from ..io.atomic import atomic_path
-    from ..qc import section_consistency
-    from .fit import align_if_available, config_from_args, select_model_genes
+    from ..evaluate.checks import section_consistency
+    from ..stack.prepare import select_model_genes
+    from .fit import align_if_available, config_from_args
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     cfg = config_from_args(args)
@@ -93,9 +86,10 @@ def run(args) -> int:
     text = json.dumps(results_json(rows, settings), indent=2)
     log(format_table(rows))
     if args.out:
+        from ..evaluate.checks import FLAG_Z
         from ..io.anndata_out import qc_anndata, write_h5ad
 
-        write_h5ad(qc_anndata(stack, rows, settings=settings), args.out)
+        write_h5ad(qc_anndata(stack, rows, settings={"flag_z": FLAG_Z, **settings}), args.out)
         log(f"wrote {args.out}")
     if args.json:
         with atomic_path(args.json) as tmp:

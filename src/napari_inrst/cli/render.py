@@ -1,6 +1,6 @@
 """``napari-inrst render``: a gene of a trained field as a plane image or a volume, headless.
 
-Volumes are streamed to disk slab by slab (:func:`napari_inrst.render.export.write_field_volume`):
+Volumes are streamed to disk slab by slab (:func:`napari_inrst.render.volume.write_field_volume`):
 memory is bounded by ``--slab-mb`` whatever ``--shape`` is, so volumes larger than memory work.
 """
 
@@ -104,7 +104,7 @@ def run(args) -> int:
     volume = bool(args.volume)
     suffix = out.name.lower()
     if volume:
-        from ..render.export import volume_format
+        from ..io.ome import volume_format
 
         fmt = volume_format(out)
     else:
@@ -149,7 +149,9 @@ def run(args) -> int:
     if not volume:
         return _plane(args, out, fmt, field, idx, shape, masked)
 
-    from ..render.export import check_free_space, volume_bytes, write_field_volume
+    from ..io.atomic import check_free_space
+    from ..io.ome import volume_bytes
+    from ..render.volume import write_field_volume
     from ..render.grids import VOLUME_MAX_OUT_OF_CORE, volume_grid
 
     grid = volume_grid(field.bounds(), resolution, shape=shape, budget_bytes=float("inf"),
@@ -177,14 +179,14 @@ def run(args) -> int:
 
 
 def _plane(args, out, fmt, field, idx, shape, masked) -> int:
-    from ..render.export import _write_error
+    from ..io.atomic import write_error as _write_error
     from ..render.plane import auto_contrast, evaluate_plane, plane_grid_for
 
     grid = plane_grid_for(field, args.z, args.extent, shape)
     vals = evaluate_plane(field, grid, idx, masked=masked, oversample=args.oversample)
     try:
         if fmt == "png":
-            from ..render.export import colorize, write_image
+            from ..render.images import colorize, write_image
 
             lims = tuple(args.contrast) if args.contrast else auto_contrast(field, idx)[0]
             write_image(out, colorize(vals[0], lims, args.colormap))

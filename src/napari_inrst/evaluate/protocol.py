@@ -26,8 +26,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import metrics as M
-from .baselines import BASELINES
+from ..measure import metrics as M
+from ..measure.baselines import BASELINES
+from .fitting import fit_timed, fit_predict, kept_sections
 
 METRICS = ("pearson", "pearson_50um", "pearson_100um", "rmse", "ssim", "ari", "ari_domains")
 TOP_GENES = 200
@@ -137,10 +138,18 @@ def _mean_rows(rows: list[dict]) -> dict:
     return out
 
 
-def _fit_timed(fit_fn, stack, kept):
-    t0 = time.perf_counter()
-    model = fit_fn(stack, list(kept))
-    return model, time.perf_counter() - t0
+def hold_out(stack, fit_fn: Callable, h: int, kept: Sequence[int] | None = None) -> dict:
+    """Train without section ``h`` (and without excluded sections), predict it and score each gene:
+    ``{"model", "index", "kept", "pred", "rows" (see :func:`per_gene_scores`), "fit_seconds"}``
+    (what the QC widget's "Train without it" shows)."""
+    h = int(h)
+    kept = kept_sections(stack, [h]) if kept is None else [int(i) for i in kept]
+    if not kept:
+        raise ValueError("no section left to fit on")
+    model, (pred,), fit_s = fit_predict(stack, fit_fn, kept, [h])
+    s = stack[h]
+    rows = per_gene_scores(s.X, pred, s.xy, stack.genes)
+    return {"model": model, "index": h, "kept": kept, "pred": pred, "rows": rows, "fit_seconds": fit_s}
 
 
 def leave_out(stack, fit_fn: Callable | None, holdout: Sequence[int], *,
@@ -155,7 +164,7 @@ def leave_out(stack, fit_fn: Callable | None, holdout: Sequence[int], *,
     bad = [h for h in holdout if not 0 <= h < n]
     if bad:
         raise IndexError(f"holdout index {bad[0]} out of range for {n} sections")
-    kept = [i for i in range(n) if i not in set(holdout) and not stack[i].excluded]
+    kept = kept_sections(stack, holdout)
     if not kept:
         raise ValueError("no section left to fit on")
     gidx, gene_note = select_genes(stack, kept, genes)
@@ -191,19 +200,21 @@ def leave_out(stack, fit_fn: Callable | None, holdout: Sequence[int], *,
     for name, fn in methods.items():
         if progress:
             progress(f"fitting {name} on {len(kept)} sections")
-        model, fit_s = _fit_timed(fn, stack, kept)
+        t0 = time.perf_counter()
+        model, preds, fit_s = fit_predict(stack, fn, kept, holdout)
+        predict_s = time.perf_counter() - t0 - fit_s
         rows, per = [], {}
         t0 = time.perf_counter()
-        for h in holdout:
+        for h, full in zip(holdout, preds):
             s = stack[h]
-            pred = np.asarray(model.predict(s.xyz), dtype=np.float64)[:, gidx]
+            pred = full[:, gidx]
             labels = np.asarray(s.adata.obs[labels_key]) if clf is not None else None
             sc = score(s.X[:, gidx], pred, s.xy, labels=labels, classifier=clf, single_cell=single_cell, ssim=ssim)
             rows.append(sc)
             per[s.name] = sc
         entry = _mean_rows(rows)
         entry["fit_seconds"] = float(fit_s)
-        entry["predict_seconds"] = float(time.perf_counter() - t0)
+        entry["predict_seconds"] = float(predict_s + time.perf_counter() - t0)
         if clf is not None and hasattr(model, "latent"):
             entry["ari_domains"] = _latent_domain_ari(model, stack, kept, holdout, labels_key)
         entry["per_section"] = per
@@ -214,7 +225,7 @@ def leave_out(stack, fit_fn: Callable | None, holdout: Sequence[int], *,
 def _latent_domain_ari(field, stack, kept, holdout, labels_key, seed: int = 0) -> float:
     """Unsupervised domains of a field: k-means (k = number of annotated classes in the kept
     sections) of its latent at the kept cells; ARI of the held-out cells' domains vs the labels."""
-    from ..qc import domain_ari, domains_from_points
+    from .checks import domain_ari, domains_from_points
 
     k = len(np.unique(np.concatenate([np.asarray(stack[i].adata.obs[labels_key]).astype(str) for i in kept])))
     dom = domains_from_points(field, stack.coords(kept), k, seed=seed)
@@ -289,7 +300,7 @@ def intra_section(stack, section: int, fit_fn: Callable | None, *, frac: float =
         "single_cell": bool(single_cell), "hardware": hardware(), "methods": {},
     }
     for name, fn in methods.items():
-        model, fit_s = _fit_timed(fn, kept_stack, sections)
+        model, fit_s = fit_timed(fn, kept_stack, sections)
         t0 = time.perf_counter()
         pred = np.asarray(model.predict(q_xyz), dtype=np.float64)[:, gidx]
         entry = score(truth, pred, q_xyz[:, :2], single_cell=single_cell, ssim=ssim)
@@ -313,38 +324,6 @@ def missing_spots(stack, fit_fn: Callable | None, sections: Sequence[int], **kwa
         entry["per_section"] = {r["section"]: r["methods"][name] for r in runs}
         result["methods"][name] = entry
     return result
-
-
-def inr_fit_fn(config=None, **fit_kwargs) -> Callable:
-    """The seam for the real field: ``fit_fn(stack, sections)`` → ``napari_inrst.field.fit_field``."""
-
-    def fit(stack, sections):
-        from ..field import fit_field
-
-        return fit_field(stack, config, sections=list(sections), **fit_kwargs)
-
-    return fit
-
-
-class FieldPredictor:
-    """Wrap an :class:`~napari_inrst.field.api.ExpressionField` (e.g. ``TruthField``) as a predictor
-    whose columns follow ``genes`` (the stack's gene order)."""
-
-    def __init__(self, field, genes: Sequence[str]):
-        self.field = field
-        self.idx = [list(field.genes).index(g) for g in genes]
-
-    def predict(self, xyz) -> np.ndarray:
-        return self.field.decode(self.field.latent(np.asarray(xyz, dtype=np.float64)), self.idx)
-
-    def latent(self, xyz) -> np.ndarray:
-        return self.field.latent(xyz)
-
-    def occupancy(self, xyz) -> np.ndarray:
-        return self.field.occupancy(xyz)
-
-    def bounds(self):
-        return self.field.bounds()
 
 
 def _cell(v: dict, c: str) -> str:

@@ -8,8 +8,10 @@ trained or loaded.
 
 from .api import ExpressionField, TruthField
 from .config import FieldConfig
+from .encodings import Fourier, HashGrid
 
-__all__ = ["ExpressionField", "TruthField", "FieldConfig", "FieldModel", "load_model", "fit_field", "iter_fit"]
+__all__ = ["ExpressionField", "TruthField", "FieldConfig", "Fourier", "HashGrid", "FieldModel", "load_model",
+           "fit_field", "iter_fit"]
 
 
 def __getattr__(name):  # lazy: keep torch out of `import napari_inrst.field`
@@ -18,7 +20,7 @@ def __getattr__(name):  # lazy: keep torch out of `import napari_inrst.field`
 
         return getattr(model, name)
     if name in ("fit_field", "iter_fit"):
-        from . import train
+        from . import fit
 
-        return getattr(train, name)
+        return getattr(fit, name)
     raise AttributeError(name)

@@ -65,9 +65,9 @@ def _main_script_hidden():
 
 def prepare_stack(stack, genes=None, *, copy: bool = False, log=None):
     """The stack a field is trained on: ``genes`` None/int → the default gene rule / that many
-    (:func:`napari_inrst.prepare.prepare_for_field`); a list of names → exactly those (a resumed
+    (:func:`napari_inrst.stack.prepare.prepare_for_field`); a list of names → exactly those (a resumed
     run). ``copy=True`` leaves ``stack`` untouched."""
-    from ..prepare import prepare_for_field, restrict_genes
+    from ..stack.prepare import prepare_for_field, restrict_genes
 
     if genes is None or isinstance(genes, int):
         return prepare_for_field(stack, genes, copy=copy, log=log)
@@ -115,7 +115,7 @@ def _child(events, requests, stop, stack, genes, config, checkpoint, resume, mod
         def status(msg):
             events.put(("status", str(msg)))
 
-        from .train import iter_fit
+        from .fit import iter_fit
 
         prepared = prepare_stack(stack, genes, log=status)
         events.put(("prepared", list(prepared.genes)))

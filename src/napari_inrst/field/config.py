@@ -1,7 +1,10 @@
-"""A dataclass that fully describes a field model and its training (JSON round-trip).
+"""How to fit a field: the encoding's settings (nested), the network's size, the losses and the
+training schedule (a dataclass, JSON round-trip). The trained network itself is described by
+:class:`~napari_inrst.field.spec.ModelConfig`, which :meth:`ModelConfig.for_data` makes from
+this recipe and the data.
 
 Lengths are in µm. ``None`` in a ``*_um`` field means "choose from the data" (see
-:func:`napari_inrst.field.train.fit_field`); the resolved values are written back into the
+:func:`napari_inrst.field.fit.fit_field`); the resolved values are written back into the
 config stored with the trained model, so a saved config reproduces the model.
 """
 
@@ -12,10 +15,11 @@ import json
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from .encodings import Encoding, Fourier
+from .encodings import from_dict as encoding_from_dict
+from .encodings import get as encoding_class
+from .encodings import names as encoding_names
 
-ENCODINGS = ("fourier", "hash")
-#: ``standardize="auto"``: per-gene z-scores up to this many modeled genes, centred values above
-PANEL_GENES = 500
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TARGETS = ("auto", "dense", "projected")
 COMPILE = ("auto", "on", "off")
@@ -24,32 +28,28 @@ COMPILE = ("auto", "on", "off")
 @dataclass
 class FieldConfig:
     # --- encoding -------------------------------------------------------------------------
-    encoding: str = "fourier"  # "fourier" (paper eq. 2–3, per-axis scales) or "hash" (multiresolution)
-    n_freq_xy: int = 16  # Fourier: frequencies per x/y axis (log-spaced)
-    n_freq_z: int = 4  # Fourier: frequencies along z
-    # Finest wavelengths; None → relative to the data's own spacings (unit-free): x/y 2 × the spot
-    # spacing, z 2.5 × the section spacing. How much of that band a fit uses is chosen on the
-    # task's validation split (coarse-to-fine window + early stopping, see field/train.py).
-    min_wavelength_xy_um: float | None = None
-    min_wavelength_z_um: float | None = None
-    wavelength_candidates: tuple = (2.0,)  # read from model files of earlier versions; no longer probed
-    anneal_frac: float = 0.3  # coarse-to-fine: fraction of steps over which frequencies open
-    hash_levels: int = 12
-    hash_features: int = 2
-    hash_log2_table: int = 15
-    hash_finest_um: float | None = None  # finest grid cell (x/y); None → the spot spacing
+    # an encoding's settings (field/encodings/: "fourier", the paper's eq. 2–3 with per-axis
+    # scales, or "hash", a multiresolution grid); a name means that encoding's defaults. Finest
+    # scales left None are chosen from the data's own spacings (unit-free); how much of that band
+    # a fit uses is chosen on the task's validation split (coarse-to-fine window + early stopping).
+    encoding: Encoding | str = field(default_factory=Fourier)
+    anneal_frac: float = 0.3  # coarse-to-fine: fraction of steps over which the encoding opens (no early stop before)
     # --- network --------------------------------------------------------------------------
     width: int = 128
     depth: int = 3
-    rank: int = 0  # low-rank latent → linear gene decoder; 0 = auto (64, or 8 below 2,000 training spots)
+    rank: int = 0  # low-rank latent → linear gene decoder; 0 = auto:
+    auto_rank: int = 64  # … this rank,
+    auto_rank_small: int = 8  # … or this one below small_data training spots (breast ST: 8 ≫ 64 there)
+    small_data: int = 2000
     # Targets: per-gene z-scores (True: every gene weighs the same) or centred values (False:
-    # genes weigh by their variance); "auto" = z-scores for panels of ≤ PANEL_GENES modeled genes
+    # genes weigh by their variance); "auto" = z-scores for panels of ≤ panel_genes modeled genes
     # (targeted panels such as MERFISH: every gene chosen for a reason), centred values above
     # (transcriptome-wide data, where most highly variable genes are sparse noise). By measurement
     # (benchmarks/bench_field.py): MERFISH, 155 genes, 50 µm Pearson 0.381 z vs 0.375 centred, SSIM
     # 0.666 vs 0.621; breast ST missing spots with the CLI's default 2,000 genes 0.190 z (below 2D
     # kNN, 0.202) vs 0.250 centred; its 500 most expressed genes 0.258 vs 0.262.
     standardize: bool | str = "auto"
+    panel_genes: int = 500
     # --- losses (paper eq. 7) -------------------------------------------------------------
     # Defaults by measurement (benchmarks/bench_field.py, 3 MERFISH holdouts + breast ST): the
     # consistency term did not improve held-out scores (50 µm Pearson 0.375 with λ1 = 0.1 vs 0.381
@@ -73,6 +73,7 @@ class FieldConfig:
     # False: one network trained and validated on held-out spots, no final run (quick fields, e.g.
     # the alignment refinement's half fields); True: the task-mimicking selection, then the final run
     final_fit: bool = True
+    large_data: int = 200_000  # training cells above which a held-out-spots fit keeps its selection network
     ensemble: int = 0  # networks averaged in the final fit; 0 or 1 = one (the interpolant blend replaced auto-ensembles)
     ema: float = 0.99  # exponential moving average of the weights (validated and kept); 0 = off
     val_frac: float = 0.1
@@ -87,9 +88,16 @@ class FieldConfig:
     compile: str = "auto"  # torch.compile the network: auto = on CUDA only
     genes: list = field(default_factory=list)  # informative; the model stores its genes itself
 
+    def __post_init__(self):
+        if isinstance(self.encoding, str) and self.encoding in encoding_names():
+            self.encoding = encoding_class(self.encoding)()  # a name: that encoding's defaults
+        elif isinstance(self.encoding, dict):
+            self.encoding = encoding_from_dict(self.encoding)
+
     def validate(self):
-        if self.encoding not in ENCODINGS:
-            raise InputError(None, f"encoding must be one of {ENCODINGS}, got '{self.encoding}'")
+        if not isinstance(self.encoding, Encoding):
+            encoding_class(self.encoding)  # raises: not a registered encoding
+        self.encoding.validate()
         if self.targets not in TARGETS:
             raise InputError(None, f"targets must be one of {TARGETS}, got '{self.targets}'")
         if self.compile not in COMPILE:
@@ -100,7 +108,8 @@ class FieldConfig:
             raise InputError(None, f"standardize must be true, false or 'auto', got {self.standardize!r}")
         if int(self.rank) < 0:
             raise InputError(None, f"rank must be ≥ 0 (0 = auto), got {self.rank}")
-        for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch"):
+        for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch", "auto_rank",
+                     "auto_rank_small", "panel_genes"):
             if int(getattr(self, name)) < 1:
                 raise InputError(None, f"{name} must be ≥ 1, got {getattr(self, name)}")
         for name in ("lambda_rc", "lambda_kl", "lambda_occ", "lr", "weight_decay"):
@@ -113,16 +122,15 @@ class FieldConfig:
     def resolved_standardize(self, n_genes: int) -> bool:
         """``standardize`` for a model of ``n_genes`` genes (``"auto"`` resolved)."""
         if self.standardize == "auto":
-            return int(n_genes) <= PANEL_GENES
+            return int(n_genes) <= int(self.panel_genes)
         return bool(self.standardize)
 
     def replace(self, **kw) -> "FieldConfig":
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["wavelength_candidates"] = list(self.wavelength_candidates)
-        d.pop("genes", None)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "genes"}
+        d["encoding"] = self.encoding.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -131,14 +139,39 @@ class FieldConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "FieldConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+        unknown = set(d) - names - set(_V2_ENCODING_KEYS)
         if unknown:
             raise InputError(None, f"unknown field config keys: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "wavelength_candidates" in d:
-            d["wavelength_candidates"] = tuple(d["wavelength_candidates"])
+        d = upgrade_config(d)
+        if "encoding" in d:
+            d["encoding"] = encoding_from_dict(d["encoding"])
         return cls(**d).validate()
 
     @classmethod
     def from_json(cls, s: str) -> "FieldConfig":
         return cls.from_dict(json.loads(s))
+
+
+#: flat keys of a format-2 config (model files, checkpoints) that are an encoding's settings now
+_V2_ENCODING_KEYS = ("n_freq_xy", "n_freq_z", "min_wavelength_xy_um", "min_wavelength_z_um", "hash_levels",
+                     "hash_features", "hash_log2_table", "hash_finest_um", "wavelength_candidates")
+
+
+def upgrade_config(d: dict) -> dict:
+    """A config dict of format 2 (flat ``n_freq_*``, ``min_wavelength_*``, ``hash_*`` keys, the
+    encoding a name) → the nested form; a nested one is returned as it is (copied)."""
+    d = dict(d)
+    old = {k: d.pop(k) for k in _V2_ENCODING_KEYS if k in d}
+    name = d.get("encoding", "fourier")
+    if name not in ("fourier", "hash"):  # nested already (a dict), or not an encoding (refused later)
+        return d
+    if name == "hash":
+        wl_z = old.get("min_wavelength_z_um")
+        d["encoding"] = {"name": "hash", "levels": old.get("hash_levels", 12), "features": old.get("hash_features", 2),
+                         "log2_table": old.get("hash_log2_table", 15), "finest_um": old.get("hash_finest_um"),
+                         "finest_z_um": wl_z / 2 if isinstance(wl_z, (int, float)) and wl_z else None}
+    elif name == "fourier":
+        d["encoding"] = {"name": "fourier", "n_freq_xy": old.get("n_freq_xy", 16), "n_freq_z": old.get("n_freq_z", 4),
+                         "min_wavelength_xy_um": old.get("min_wavelength_xy_um"),
+                         "min_wavelength_z_um": old.get("min_wavelength_z_um")}
+    return d

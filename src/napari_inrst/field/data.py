@@ -1,6 +1,6 @@
 """Training data for the field, resolved from a stack and a config (numpy; no torch here).
 
-Two kinds of targets, one interface for the training loop (:mod:`.train`):
+Two kinds of targets, one interface for the training loop (:mod:`.trainer`):
 
 * :class:`StackData` — **dense**: every training cell's centred expression (n × genes; per gene
   ÷ std when ``config.standardize`` resolves to True) is the target; the gene decoder is trained (initialised from
@@ -11,7 +11,7 @@ Two kinds of targets, one interface for the training loop (:mod:`.train`):
   latent-space squared error plus that residual, exactly (V has orthonormal columns), so training
   on n × r numbers optimizes the same RMSE over all genes as the dense targets would, with memory
   n × r instead of n × genes. The expression is streamed from disk chunk by chunk
-  (:class:`~napari_inrst.io.lazy.LazyStack`), so peak memory is bounded by the chunk size and the
+  (:class:`~napari_inrst.stack.lazy.LazyStack`), so peak memory is bounded by the chunk size and the
   n × r projections (10^6 cells × r = 128: 512 MB), whatever the number of genes.
 
 Both hold: ``idx`` (training sections), ``n_genes``, ``mean``/``std`` (per gene: the
@@ -26,9 +26,6 @@ import numpy as np
 
 from ..errors import InputError
 
-SMALL_DATA = 2000  # training spots below which the latent rank defaults to SMALL_RANK
-SMALL_RANK = 8  # latent rank by default below SMALL_DATA spots (measured on breast ST: 8 ≫ 64 there)
-DEFAULT_RANK = 64
 #: dense targets above this many values (cells × genes) switch to projected targets by default
 DENSE_LIMIT = 200_000_000  # 800 MB of float32
 #: cells used to estimate gene means/stds and the PCA basis of projected targets
@@ -151,7 +148,7 @@ class _Base:
         xyz = np.asarray(xyz, dtype=np.float64)
         self.lo, self.hi = xyz.min(0), xyz.max(0)
         # the network sees coordinates centred in float64, then cast to float32 (a stack far from
-        # the origin keeps its resolution); ``origin`` is stored in the arch and subtracted by
+        # the origin keeps its resolution); ``origin`` is stored in the model's ModelConfig and subtracted by
         # FieldModel before every evaluation
         self.origin = (self.lo + self.hi) / 2
         self.xyz = (xyz - self.origin).astype(np.float32)
@@ -165,37 +162,19 @@ class _Base:
     def default_rank(self, cfg) -> int:
         if cfg.rank:
             return int(cfg.rank)
-        return SMALL_RANK if len(self.train) < SMALL_DATA else DEFAULT_RANK
+        return int(cfg.auto_rank_small if len(self.train) < cfg.small_data else cfg.auto_rank)
 
-    def arch(self, cfg, wl_xy: float, wl_z: float) -> dict:
-        lo, hi = self.lo - self.origin, self.hi - self.origin  # the network's frame: centred
+    def geometry(self):
+        """The :class:`~.encodings.Geometry` the encodings are resolved on: the data's box in the
+        network's frame (centred; one section: a slab one spot spacing thick) and its spacings."""
+        from .encodings import Geometry
+
+        lo, hi = self.lo - self.origin, self.hi - self.origin
         sp = float(self.spacing)
         if hi[2] - lo[2] < 1e-6 * sp:  # one section: a thin slab (one spot spacing thick)
             lo[2] -= sp
             hi[2] += sp
-        extent = hi - lo
-        n_fz = cfg.n_freq_z if self.z_spacing is not None else 0
-        zsp = self.z_spacing or sp
-        return {
-            "encoding": cfg.encoding,
-            "center": ((lo + hi) / 2).tolist(),
-            "extent": extent.tolist(),
-            "lo": (lo - 0.05 * extent).tolist(),
-            "hi": (hi + 0.05 * extent).tolist(),
-            "n_freq": [cfg.n_freq_xy, cfg.n_freq_xy, n_fz],
-            "min_wavelength": [wl_xy, wl_xy, wl_z],
-            "hash_coarse": [max(extent[0], sp) / 2, max(extent[1], sp) / 2, max(extent[2], zsp) / 2 + zsp],
-            "hash_fine": [cfg.hash_finest_um or self.spacing, cfg.hash_finest_um or self.spacing, wl_z / 2],
-            "hash_levels": cfg.hash_levels,
-            "hash_features": cfg.hash_features,
-            "hash_log2_table": cfg.hash_log2_table,
-            "width": cfg.width,
-            "depth": cfg.depth,
-            "rank": self.rank_for(cfg),
-            "n_genes": self.n_genes,
-            "seed": cfg.seed,
-            "origin": self.origin.tolist(),  # µm, subtracted in float64 before the network
-        }
+        return Geometry(tuple(float(v) for v in lo), tuple(float(v) for v in hi), sp, self.z_spacing)
 
     def rank_for(self, cfg) -> int:
         return min(self.default_rank(cfg), self.n_genes)
@@ -249,7 +228,7 @@ class StackData(_Base):
 
 
 class ProjectedData(_Base):
-    """Projected targets (n × r) streamed from a :class:`~napari_inrst.io.lazy.LazyStack` (or any
+    """Projected targets (n × r) streamed from a :class:`~napari_inrst.stack.lazy.LazyStack` (or any
     stack: in-memory sections are streamed the same way)."""
 
     projected = True
@@ -265,7 +244,7 @@ class ProjectedData(_Base):
             raise InputError(names, f"only {n} cells to train on; need ≥ 10")
         self.n_genes = stack.n_genes
         self.train, self.val = split(n, config.val_frac, config.seed)
-        r = int(rank or (config.rank or (SMALL_RANK if n < SMALL_DATA else DEFAULT_RANK)))
+        r = int(rank or (config.rank or (config.auto_rank_small if n < config.small_data else config.auto_rank)))
         self.r = min(r, self.n_genes)
         chunks = _chunk_reader(stack)
         # 1) gene means/stds and the PCA basis from a random subset of cells
@@ -286,7 +265,7 @@ class ProjectedData(_Base):
         sd = np.sqrt(np.maximum(np.diag(cov_raw) * (m - 1) / max(m, 1), 0))
         self.mean, self.std = gene_scale(mu, sd, config.resolved_standardize(len(mu)))
         cov = cov_raw / np.outer(self.std, self.std)  # covariance of the standardized values
-        from ..linalg import top_eigen
+        from ..stack.linalg import top_eigen
 
         evals, evecs = top_eigen(cov, self.r, np.random.default_rng(config.seed + 31))
         self.basis = np.ascontiguousarray(evecs, dtype=np.float32)  # genes × r, orthonormal

@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from .optim import AdamW
 
 EPS = 1e-6
 
@@ -73,48 +76,60 @@ def kl_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.mean(torch.sum(p * (torch.log(p) - torch.log(q)), dim=1))
 
 
-class AdamW:
-    """A small AdamW (decoupled weight decay) in plain tensor ops.
+class Objective:
+    """The training loss of one run (paper eq. 7 + occupancy) over data resident on the device.
 
-    ``torch.optim`` imports ``torch._dynamo`` (and sympy) on the first ``step()``: seconds of
-    imports holding the GIL, which froze napari's UI while training started in a worker thread.
-    This one has no such import; ``state_dict()`` holds tensors and numbers only.
+    ``tensors`` (:class:`~.trainer.DeviceData`): targets ``T`` (dense: n × genes; projected: n × r
+    with ``basis`` and per-cell residual energy ``resid``), ``mean``/``std``, occupancy labels.
+    ``H``: the frozen feature extractor of the consistency term (None: off).
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self.params = [p for p in params if p.requires_grad]
-        self.param_groups = [{"lr": lr}]
-        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
-        self.t = 0
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
+    def __init__(self, cfg, tensors, n_genes: int, H: FeatureExtractor | None = None):
+        self.cfg, self.d, self.n_genes, self.H = cfg, tensors, int(n_genes), H
 
-    def zero_grad(self, set_to_none: bool = True):
-        for p in self.params:
-            p.grad = None
+    def sq_err(self, lat, pred, rows) -> torch.Tensor:
+        """Sum over ``rows`` of the squared error over all genes (target space: centred, ÷ std)."""
+        d = self.d
+        if d.projected:
+            return ((lat.float() - d.T[rows]) ** 2).sum() + d.resid[rows].sum()
+        return ((pred.float() - d.T[rows]) ** 2).sum()
 
-    @torch.no_grad()
-    def step(self):
-        self.t += 1
-        lr = self.param_groups[0]["lr"]
-        b1, b2 = self.betas
-        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad
-            if self.weight_decay:
-                p.mul_(1 - lr * self.weight_decay)
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-lr / c1)
+    def __call__(self, lat, pred, rows, occ_logit, oi):
+        """→ (loss, {term: value}) for a batch: network outputs at training ``rows`` and the
+        occupancy logits at occupancy samples ``oi``."""
+        cfg, d = self.cfg, self.d
+        parts = {}
+        k = min(int(cfg.aux_batch), len(rows))  # the consistency and KL terms on the first k (random) rows
+        if d.projected:
+            lat = lat.float()
+            parts["rec"] = torch.sqrt((((lat - d.T[rows]) ** 2).sum(1) + d.resid[rows]).mean() / self.n_genes + 1e-12)
+            if self.H is not None or cfg.lambda_kl > 0:  # profiles in the PCA basis, for the auxiliary terms
+                true, pred = d.T[rows[:k]] @ d.basis.T, lat[:k] @ d.basis.T
+        else:
+            pred = pred.float()
+            true = d.T[rows]
+            parts["rec"] = rmse(pred, true)
+            true, pred = true[:k], pred[:k]
+        if self.H is not None:
+            parts["rc"] = rc_loss(self.H, pred, true)
+        if cfg.lambda_kl > 0:
+            parts["kl"] = kl_loss(pred * d.std + d.mean, true * d.std + d.mean)
+        if cfg.lambda_occ > 0:
+            parts["occ"] = torch.nn.functional.binary_cross_entropy_with_logits(occ_logit.float(), d.occ_lab[oi])
+        loss = parts["rec"] + cfg.lambda_rc * parts.get("rc", 0.0) + cfg.lambda_kl * parts.get("kl", 0.0) \
+            + cfg.lambda_occ * parts.get("occ", 0.0)
+        return loss, parts
 
-    def state_dict(self) -> dict:
-        return {"t": self.t, "m": [x.detach().cpu() for x in self.m], "v": [x.detach().cpu() for x in self.v]}
 
-    def load_state_dict(self, state: dict):
-        self.t = int(state["t"])
-        for dst, src in zip(self.m, state["m"]):
-            dst.copy_(src)
-        for dst, src in zip(self.v, state["v"]):
-            dst.copy_(src)
+def consistency_extractor(cfg, tensors, train_rows, n_genes: int, device):
+    """H of the consistency term, pretrained on up to 20,000 training profiles and frozen; None
+    when the term is off (λ1 = 0)."""
+    if cfg.lambda_rc <= 0:
+        return None
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
+    H = FeatureExtractor(n_genes, cfg.rc_dim).to(device)
+    ref_rows = np.random.default_rng(cfg.seed + 3).permutation(train_rows)[:20000]
+    ref = tensors.T[torch.from_numpy(np.sort(ref_rows)).to(device)]
+    pretrain_extractor(H, ref @ tensors.basis.T if tensors.projected else ref, steps=cfg.rc_pretrain_steps,
+                       generator=gen)
+    return H

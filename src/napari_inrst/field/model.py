@@ -1,11 +1,10 @@
-"""The field network and the trained :class:`FieldModel` (an :class:`~.api.ExpressionField`).
+"""The trained :class:`FieldModel` (an :class:`~.api.ExpressionField`) and its file.
 
-Network: encoding (Fourier or hash grid) → trunk MLP → low-rank latent (r) → linear gene
-decoder (initialised from PCA of the training data), plus a tissue-occupancy head on the last
-trunk layer. One gene renders at trunk cost + one dot product: :meth:`FieldModel.latent` runs the
-trunk once, :meth:`FieldModel.decode` is a small numpy matrix product.
-
-torch is imported lazily by the functions that need it, except in :func:`build_net`'s callers.
+Network (:mod:`.networks`, described by a :class:`~.spec.ModelConfig`): encoding → trunk MLP →
+low-rank latent (r) → linear gene decoder, plus a tissue-occupancy head. One gene renders at
+trunk cost + one dot product: :meth:`FieldModel.latent` runs the trunk once,
+:meth:`FieldModel.decode` is a small numpy matrix product. torch is imported by the methods that
+run or write the network.
 """
 
 from __future__ import annotations
@@ -17,166 +16,40 @@ import numpy as np
 
 from ..errors import InputError
 from .config import FieldConfig
+from .interpolant import Interpolant
+from .modelfile import FORMAT, FORMAT_VERSION, _bad, _reason, check_meta, expected_shapes, model_config
+from .spec import ModelConfig
 
-FORMAT = "napari-inrst-field"
-FORMAT_VERSION = 2  # 2: optional interpolant tensors ("interp.*") and meta["interp"], meta["validation"]
-INTERP_KEYS = ("interp.xyz", "interp.coef", "interp.basis")
-
-
-class Interpolant:
-    """The local interpolant a field is blended with: inverse-distance weighted mean of the ``k``
-    nearest training cells/spots (3D, or 2D in x, y for one section: the baselines ``knn3d`` and
-    ``knn2d`` of :mod:`napari_inrst.evaluate.baselines`), of their expression in a low-rank basis.
-
-    ``xyz`` (n, 3) training coordinates (µm, in the network's frame: the stack frame less the
-    field's ``origin``), ``coef`` (n, q) their centred (÷ std)
-    expression in the orthonormal gene basis ``basis`` (genes × q), ``weight`` w ∈ [0, 1]: the
-    model predicts (1 − w) · network + w · interpolant. Both parts are linear in a latent, so the
-    blend is one latent (the network's r features, then the interpolant's q) and one linear
-    decoder: rendering, caching and gene switching work unchanged.
-    """
-
-    def __init__(self, xyz, coef, basis, weight: float, k: int = 5, dims: int = 3):
-        self.xyz = np.ascontiguousarray(xyz, dtype=np.float32)
-        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
-        self.basis = np.ascontiguousarray(basis, dtype=np.float32)
-        self.weight = float(weight)
-        self.k = int(k)
-        self.dims = int(dims)
-        self._tree = None
-
-    @property
-    def q(self) -> int:
-        return int(self.coef.shape[1])
-
-    def __call__(self, xyz) -> np.ndarray:
-        """(m, 3) points → (m, q) interpolated coefficients."""
-        from scipy.spatial import cKDTree
-
-        from ..evaluate.baselines import EPS_UM
-
-        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-        if len(xyz) == 0:
-            return np.zeros((0, self.q), dtype=np.float32)
-        if self._tree is None:
-            self._tree = cKDTree(self.xyz[:, :self.dims].astype(np.float64))
-        k = int(min(self.k, len(self.xyz)))
-        d, idx = self._tree.query(xyz[:, :self.dims], k=k)
-        d = d.reshape(len(xyz), k)
-        idx = idx.reshape(len(xyz), k)
-        w = 1.0 / np.maximum(d, EPS_UM)
-        w /= w.sum(axis=1, keepdims=True)
-        out = np.zeros((len(xyz), self.q), dtype=np.float32)
-        for j in range(k):
-            out += w[:, j:j + 1].astype(np.float32) * self.coef[idx[:, j]]
-        return out
-
-    def tensors(self) -> dict:
-        import torch
-
-        return {"interp.xyz": torch.from_numpy(self.xyz), "interp.coef": torch.from_numpy(self.coef),
-                "interp.basis": torch.from_numpy(self.basis)}
-
-    def meta(self) -> dict:
-        return {"weight": self.weight, "k": self.k, "dims": self.dims, "n": int(len(self.xyz)), "q": self.q}
-
-
-def build_net(arch: dict):
-    """Build the torch network described by ``arch`` (a plain dict saved with the model)."""
-    import torch
-    from torch import nn
-
-    from .encodings import FourierEncoding, HashGridEncoding
-
-    class FieldNet(nn.Module):
-        def __init__(self, arch):
-            super().__init__()
-            if arch["encoding"] == "fourier":
-                self.enc = FourierEncoding(arch["center"], arch["extent"], arch["n_freq"], arch["min_wavelength"])
-            else:
-                self.enc = HashGridEncoding(arch["lo"], arch["hi"], arch["hash_coarse"], arch["hash_fine"],
-                                            arch["hash_levels"], arch["hash_features"], arch["hash_log2_table"],
-                                            seed=arch.get("seed", 0))
-            layers, d = [], self.enc.n_out
-            for _ in range(int(arch["depth"])):
-                layers += [nn.Linear(d, int(arch["width"])), nn.SiLU()]
-                d = int(arch["width"])
-            self.trunk = nn.Sequential(*layers)
-            self.to_latent = nn.Linear(d, int(arch["rank"]))
-            self.decoder = nn.Linear(int(arch["rank"]), int(arch["n_genes"]))
-            self.occ = nn.Sequential(nn.Linear(self.enc.n_out, 32), nn.SiLU(), nn.Linear(32, 1))
-
-        def latent(self, xyz):
-            e = self.enc(xyz)
-            return self.to_latent(self.trunk(e))
-
-        def forward(self, xyz, occ_xyz=None, decode: bool = True):
-            """→ (latent, expression in target space (centred, ÷ std) or None, occupancy logit at ``occ_xyz`` or else at
-            ``xyz``). One call covers every output a training step needs (what
-            DistributedDataParallel wraps); ``decode=False`` skips the genes (projected targets).
-            """
-            e = self.enc(xyz)
-            lat = self.to_latent(self.trunk(e))
-            occ = self.occ(e if occ_xyz is None else self.enc(occ_xyz)).squeeze(-1)
-            return lat, (self.decoder(lat) if decode else None), occ
-
-        def occupancy_logit(self, xyz):
-            return self.occ(self.enc(xyz)).squeeze(-1)
-
-    class EnsembleNet(nn.Module):
-        """K fields averaged: latent = the members' latents side by side, decoder = their decoders / K
-        (so it is still one linear decoder), occupancy = mean logit."""
-
-        def __init__(self, arch, k):
-            super().__init__()
-            self.members = nn.ModuleList([FieldNet(arch) for _ in range(k)])
-            self.decoder = nn.Linear(k * int(arch["rank"]), int(arch["n_genes"]))
-
-        def combine(self):
-            """Set the joint decoder from the members' decoders (after training)."""
-            k = len(self.members)
-            with torch.no_grad():
-                self.decoder.weight.copy_(torch.cat([m.decoder.weight for m in self.members], dim=1) / k)
-                self.decoder.bias.copy_(torch.stack([m.decoder.bias for m in self.members]).mean(0))
-            return self
-
-        def latent(self, xyz):
-            return torch.cat([m.latent(xyz) for m in self.members], dim=-1)
-
-        def forward(self, xyz, occ_xyz=None, decode: bool = True):
-            lat = self.latent(xyz)
-            occ = self.occupancy_logit(xyz if occ_xyz is None else occ_xyz)
-            return lat, (self.decoder(lat) if decode else None), occ
-
-        def occupancy_logit(self, xyz):
-            return torch.stack([m.occupancy_logit(xyz) for m in self.members]).mean(0)
-
-    torch.manual_seed(int(arch.get("seed", 0)))
-    k = int(arch.get("members", 1))
-    return EnsembleNet(arch, k) if k > 1 else FieldNet(arch)
+#: named groups of tensors stored beside the network: ``<name>.<tensor>`` in the file, the
+#: group's ``meta()`` in ``meta[<name>]``. A group class has ``tensors()`` (numpy by short name),
+#: ``meta()``, ``shapes(meta, n_genes, bad)`` and ``from_tensors(tensors, meta)``; adding one is
+#: a class and a line here (a model carries it in ``FieldModel.extras``, or ``interp``).
+TENSOR_GROUPS = {"interp": Interpolant}
 
 
 class FieldModel:
     """A trained expression field: numpy in, numpy out; coordinates (x, y, z) in µm, stack frame.
 
     Attributes: ``genes``, ``normalize`` (the value space of predictions), ``stack_meta``
-    (section names, z, transforms, sources), ``config`` (:class:`FieldConfig`, resolved),
-    ``arch`` (network shape), ``provenance``, ``history`` (losses and validation per step),
+    (section names, z, transforms, sources), ``config`` (:class:`FieldConfig`, the recipe, resolved),
+    ``spec`` (:class:`~.spec.ModelConfig`: the network), ``provenance``, ``history`` (losses and validation per step),
     ``interp`` (the :class:`Interpolant` blended in, or None), ``validation`` (the fit's report on
-    its task-mimicking validation split: field vs interpolation, see :mod:`.report`).
+    its task-mimicking validation split: field vs interpolation, see :mod:`.report`), ``extras``
+    (further named tensor groups, see :data:`TENSOR_GROUPS`).
     """
 
-    def __init__(self, net, *, genes, mean, std, arch, config: FieldConfig, normalize: str,
+    def __init__(self, net, *, genes, mean, std, spec: ModelConfig, config: FieldConfig, normalize: str,
                  stack_meta: dict, bounds, provenance: dict | None = None, history: list | None = None,
                  value_floor: float | None = None, interp: Interpolant | None = None,
-                 validation: dict | None = None):
+                 validation: dict | None = None, extras: dict | None = None):
         self.net = net.eval()
         self.interp = interp if interp is not None and interp.weight > 0 else None
         self.validation = dict(validation or {})
         self.genes = list(genes)
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
-        self.arch = dict(arch)
+        self.spec = spec
+        self.extras = dict(extras or {})  # name → tensor group (beside "interp")
         self.config = config
         self.normalize = normalize
         self.stack_meta = dict(stack_meta)
@@ -184,8 +57,7 @@ class FieldModel:
         self.provenance = dict(provenance or {})
         self.history = list(history or [])
         self.value_floor = value_floor
-        self._gene_pos = {g: i for i, g in enumerate(self.genes)}
-        origin = self.arch.get("origin")  # absent in models written before it (their frame is absolute)
+        origin = spec.origin  # None in models written before it (their frame is absolute)
         self._origin = None if origin is None else np.asarray(origin, dtype=np.float64)
         self._refresh_decoder()
 
@@ -222,26 +94,21 @@ class FieldModel:
         return self
 
     def gene_indices(self, genes) -> list[int]:
-        if genes is None:
-            return list(range(len(self.genes)))
-        out = []
-        for g in ([genes] if isinstance(genes, (str, int, np.integer)) else genes):
-            if isinstance(g, (int, np.integer)):
-                if not 0 <= int(g) < len(self.genes):
-                    raise KeyError(f"gene index {g} out of range (0..{len(self.genes) - 1})")
-                out.append(int(g))
-            else:
-                try:
-                    out.append(self._gene_pos[str(g)])
-                except KeyError:
-                    raise KeyError(f"gene '{g}' is not modeled by this field ({len(self.genes)} genes)") from None
-        return out
+        """Gene names or indices (one or several; None = all) → positions; KeyError naming an
+        unknown gene (with similar names) or an index out of range."""
+        from ..stack import gene_positions
+
+        return list(range(len(self.genes))) if genes is None else gene_positions(self.genes, genes)
 
     @property
     def origin(self) -> np.ndarray:
         """(3,) µm subtracted (in float64) from every point before the network sees it: code that
         calls ``net.latent`` directly (e.g. the alignment refinement) works in that frame."""
         return np.zeros(3) if self._origin is None else self._origin.copy()
+
+    def detail_um(self) -> tuple[float, float]:
+        """(x/y, z) finest length in µm the network represents (the renderer samples at it)."""
+        return self.spec.detail_um()
 
     # --- ExpressionField ------------------------------------------------------------------
     def _net_input(self, xyz) -> np.ndarray:
@@ -327,14 +194,21 @@ class FieldModel:
         return out
 
     # --- persistence ----------------------------------------------------------------------
+    def groups(self) -> dict:
+        """The named tensor groups stored beside the network (``interp`` and ``extras``)."""
+        g = dict(self.extras)
+        if self.interp is not None:
+            g["interp"] = self.interp
+        return g
+
     def meta(self) -> dict:
-        return {
+        meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "genes": self.genes,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
-            "arch": self.arch,
+            "model": self.spec.to_dict(),
             "config": self.config.to_dict(),
             "normalize": self.normalize,
             "stack_meta": self.stack_meta,
@@ -342,19 +216,22 @@ class FieldModel:
             "provenance": self.provenance,
             "history": self.history[-2000:],
             "value_floor": self.value_floor,
-            "interp": self.interp.meta() if self.interp is not None else None,
+            "interp": None,
             "validation": self.validation,
         }
+        meta.update({name: grp.meta() for name, grp in self.groups().items()})
+        return meta
 
     def save(self, path):
         """Write one file (safetensors weights + JSON metadata); atomic."""
+        import torch
         from safetensors.torch import save_file
 
         from ..io.atomic import atomic_path
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        if self.interp is not None:
-            state.update(self.interp.tensors())
+        for name, grp in self.groups().items():
+            state.update({f"{name}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in grp.tensors().items()})
         meta = {"format": FORMAT, "meta": json.dumps(_jsonable(self.meta()))}
         with atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata=meta)
@@ -367,7 +244,7 @@ class FieldModel:
         return [{"section": n, "matrix": [[float(v) for v in row] for row in m]} for n, m in zip(names, mats)]
 
     def __repr__(self):
-        return (f"FieldModel({len(self.genes)} genes, rank {self.rank}, {self.arch.get('encoding')} encoding, "
+        return (f"FieldModel({len(self.genes)} genes, rank {self.rank}, {self.spec.encoding.name} encoding, "
                 f"{len(self.stack_meta.get('names', []))} sections)")
 
 
@@ -387,158 +264,53 @@ def _jsonable(obj):
     return obj
 
 
-#: sane limits for the numbers in ``arch`` (checked before anything is built from them)
-_ARCH_INT_LIMITS = {"width": (1, 65536), "depth": (0, 256), "rank": (1, 65536), "n_genes": (1, 1_000_000),
-                    "members": (1, 256), "hash_levels": (1, 64), "hash_features": (1, 64),
-                    "hash_log2_table": (1, 30), "seed": (-2**63, 2**63 - 1)}
+def _group_shapes(meta: dict, path) -> dict:
+    """Full tensor name → shape of every tensor group ``meta`` announces."""
+    out = {}
+    for name, cls in TENSOR_GROUPS.items():
+        if meta.get(name):
+            shapes = cls.shapes(meta[name], len(meta["genes"]), lambda what: _bad(path, what))
+            out.update({f"{name}.{k}": v for k, v in shapes.items()})
+    return out
 
 
-def _bad(path, what):
-    raise InputError(path, f"model file is inconsistent: {what}")
+def _read(path):
+    """(upgraded, checked metadata; tensors) of a model file, shapes checked against its
+    ModelConfig before any network is built."""
+    from safetensors import safe_open
 
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _finite_array(path, v, name, shape=None, *, allow_empty=False) -> np.ndarray:
-    """``v`` as a finite float64 array (of ``shape`` where given), or InputError naming ``path``."""
-    try:
-        if isinstance(v, (str, bytes, dict)) or v is None:
-            raise TypeError
-        a = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError):
-        _bad(path, f"'{name}' is not a list of numbers")
-    if shape is not None and a.shape != tuple(shape):
-        _bad(path, f"'{name}' has shape {a.shape}, expected {tuple(shape)}")
-    if not allow_empty and a.size == 0:
-        _bad(path, f"'{name}' is empty")
-    if not np.isfinite(a).all():
-        _bad(path, f"'{name}' holds NaN or infinite values")
-    return a
-
-
-def check_meta(meta, path) -> dict:
-    """Validate the JSON metadata of a model file (types, shapes, finite numbers, limits) before
-    anything is built from it. Every problem is an InputError naming ``path``."""
-    if not isinstance(meta, dict):
-        raise InputError(path, f"not a napari-inrst model file (metadata is a JSON {type(meta).__name__}, not an object)")
-    if meta.get("format") != FORMAT:
-        raise InputError(path, "not a napari-inrst model file")
-    ver = meta.get("format_version", 0)
-    if not (isinstance(ver, int) and not isinstance(ver, bool)) or ver < 0:
-        _bad(path, f"format_version must be a whole number, got {ver!r}")
-    if ver > FORMAT_VERSION:
-        raise InputError(path, f"model format version {ver} is newer than this napari-inrst understands "
-                               f"({FORMAT_VERSION}); update napari-inrst")
-    for key, typ in (("genes", list), ("arch", dict), ("config", dict), ("stack_meta", dict)):
-        if not isinstance(meta.get(key), typ):
-            _bad(path, f"'{key}' must be a JSON {'list' if typ is list else 'object'}")
-    genes = meta["genes"]
-    if not genes or not all(isinstance(g, str) for g in genes):
-        _bad(path, "'genes' must be a non-empty list of names")
-    if len(set(genes)) != len(genes):
-        _bad(path, "'genes' has duplicate names")
-    g = len(genes)
-    _finite_array(path, meta.get("mean"), "mean", (g,))
-    std = _finite_array(path, meta.get("std"), "std", (g,))
-    if (std <= 0).any():
-        _bad(path, "'std' must be positive")
-    b = _finite_array(path, meta.get("bounds"), "bounds", (2, 3))
-    if (b[0] > b[1]).any():
-        _bad(path, "'bounds' has a minimum above its maximum")
-    if meta.get("normalize") not in ("log1p", "none"):
-        _bad(path, f"'normalize' must be 'log1p' or 'none', got {meta.get('normalize')!r}")
-    vf = meta.get("value_floor")
-    if vf is not None and not (_is_num(vf) and np.isfinite(vf)):
-        _bad(path, f"'value_floor' must be a number, got {vf!r}")
-    for key, typ in (("provenance", dict), ("history", list)):
-        if meta.get(key) is not None and not isinstance(meta[key], typ):
-            _bad(path, f"'{key}' must be a JSON {'object' if typ is dict else 'list'}")
-    sm = meta["stack_meta"]
-    names = sm.get("names", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        _bad(path, "'stack_meta.names' must be a list of names")
-    if "z" in sm:
-        _finite_array(path, sm["z"], "stack_meta.z", (len(names),) if names else None, allow_empty=True)
-    if "transforms" in sm:
-        mats = sm["transforms"]
-        if not isinstance(mats, list) or (names and len(mats) != len(names)):
-            _bad(path, "'stack_meta.transforms' must hold one 3×3 matrix per section")
-        for k, m in enumerate(mats):
-            _finite_array(path, m, f"stack_meta.transforms[{k}]", (3, 3))
-    arch = meta["arch"]
-    if arch.get("encoding") not in ("fourier", "hash"):
-        _bad(path, f"'arch.encoding' must be 'fourier' or 'hash', got {arch.get('encoding')!r}")
-    for key, (lo, hi) in _ARCH_INT_LIMITS.items():
-        if key not in arch and key in ("members", "seed", "hash_levels", "hash_features", "hash_log2_table"):
-            continue
-        v = arch.get(key)
-        if not (isinstance(v, int) and not isinstance(v, bool)) or not lo <= v <= hi:
-            _bad(path, f"'arch.{key}' must be a whole number in {lo}…{hi}, got {v!r}")
-    if arch["n_genes"] != g:
-        _bad(path, f"'arch.n_genes' is {arch['n_genes']} but the file lists {g} genes")
-    if arch["encoding"] == "fourier":
-        _finite_array(path, arch.get("center"), "arch.center", (3,))
-        ext = _finite_array(path, arch.get("extent"), "arch.extent", (3,))
-        nf = _finite_array(path, arch.get("n_freq"), "arch.n_freq", (3,))
-        wl = _finite_array(path, arch.get("min_wavelength"), "arch.min_wavelength", (3,))
-        if (nf < 0).any() or (nf > 4096).any() or (nf != np.round(nf)).any():
-            _bad(path, "'arch.n_freq' must be whole numbers in 0…4096")
-        if (wl <= 0).any() or (ext < 0).any():
-            _bad(path, "'arch.min_wavelength' must be positive and 'arch.extent' not negative")
-    else:
-        for key in ("lo", "hi", "hash_coarse", "hash_fine"):
-            _finite_array(path, arch.get(key), f"arch.{key}", (3,))
-        for key in ("hash_levels", "hash_features", "hash_log2_table"):
-            if key not in arch:
-                _bad(path, f"'arch.{key}' is missing")
-        if (np.asarray(arch["hash_coarse"]) <= 0).any() or (np.asarray(arch["hash_fine"]) <= 0).any():
-            _bad(path, "'arch.hash_coarse' and 'arch.hash_fine' must be positive")
-    if "origin" in arch:
-        _finite_array(path, arch["origin"], "arch.origin", (3,))
-    return meta
-
-
-def _interp_shapes(meta: dict, path) -> dict:
-    """Shapes of the interpolant's tensors that ``meta["interp"]`` announces ({} without one);
-    its fields checked first (weight in [0, 1], k ≥ 1, dims 2 or 3, whole n and q)."""
-    m = meta.get("interp")
-    if not m:
-        return {}
-    if not isinstance(m, dict):
-        _bad(path, "'interp' must be a JSON object")
-    try:
-        w, k, dims, n, q = float(m["weight"]), m.get("k", 5), m.get("dims", 3), m["n"], m["q"]
-    except (KeyError, TypeError, ValueError):
-        _bad(path, "'interp' needs a numeric weight, n and q")
-    if not (0.0 <= w <= 1.0):
-        _bad(path, f"'interp.weight' must be in [0, 1], got {w!r}")
-    for name, v in (("k", k), ("n", n), ("q", q)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            _bad(path, f"'interp.{name}' must be a whole number ≥ 1, got {v!r}")
-    if dims not in (2, 3):
-        _bad(path, f"'interp.dims' must be 2 or 3, got {dims!r}")
-    return {"interp.xyz": (n, 3), "interp.coef": (n, q), "interp.basis": (len(meta["genes"]), q)}
-
-
-def expected_shapes(arch: dict) -> dict:
-    """Tensor name → shape of the network ``arch`` describes, computed on torch's meta device
-    (no memory is allocated, whatever the sizes)."""
-    import torch
-
-    with torch.device("meta"):
-        net = build_net(arch)
-    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        md = fh.metadata() or {}
+        if md.get("format") != FORMAT:
+            raise InputError(path, "not a napari-inrst model file (no napari-inrst header)")
+        meta = check_meta(json.loads(md["meta"]), path)
+        header = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        try:
+            want = expected_shapes(model_config(meta, path))
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model our builder cannot make sense of
+            _bad(path, f"'model' describes no network ({_reason(exc)})")
+        want.update(_group_shapes(meta, path))
+        if set(want) != set(header):
+            extra, missing = sorted(set(header) - set(want)), sorted(set(want) - set(header))
+            _bad(path, f"tensors do not match 'model' (unexpected: {', '.join(extra[:3]) or 'none'}; "
+                       f"missing: {', '.join(missing[:3]) or 'none'})")
+        for k, shape in want.items():
+            if header[k] != shape:
+                _bad(path, f"tensor '{k}' has shape {header[k]} but 'model' asks for {shape}")
+        return meta, {k: fh.get_tensor(k) for k in fh.keys()}
 
 
 def load_model(path, device: str | None = "cpu") -> FieldModel:
-    """Read a model file written by :meth:`FieldModel.save`. Never executes code from the file.
+    """Read a model file written by :meth:`FieldModel.save` (any format version up to the
+    current one: older metadata is upgraded, :func:`~.modelfile.upgrade`). Never executes code
+    from the file.
 
-    The metadata is validated (:func:`check_meta`) and the tensor shapes the architecture asks
-    for are compared with those in the safetensors header before the network is built, so a
-    small file cannot make us allocate a large network. Corrupt, truncated, crafted or foreign
-    files raise :class:`~napari_inrst.errors.InputError` naming the file.
+    The metadata is validated (:func:`~.modelfile.check_meta`) and the tensor shapes the
+    ModelConfig asks for are compared with those in the safetensors header before the network is
+    built, so a small file cannot make us allocate a large network. Corrupt, truncated, crafted
+    or foreign files raise :class:`~napari_inrst.errors.InputError` naming the file.
     """
     from pathlib import Path
 
@@ -548,62 +320,36 @@ def load_model(path, device: str | None = "cpu") -> FieldModel:
     if path.is_dir():
         raise InputError(path, "is a folder, not a model file")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            md = fh.metadata() or {}
-            if md.get("format") != FORMAT:
-                raise InputError(path, "not a napari-inrst model file (no napari-inrst header)")
-            meta = json.loads(md["meta"])
-            check_meta(meta, path)
-            header = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-            try:
-                want = expected_shapes(meta["arch"])
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - an arch our builder cannot make sense of
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-                _bad(path, f"'arch' describes no network ({reason})")
-            want.update(_interp_shapes(meta, path))
-            if set(want) != set(header):
-                extra, missing = sorted(set(header) - set(want)), sorted(set(want) - set(header))
-                _bad(path, f"tensors do not match 'arch' (unexpected: {', '.join(extra[:3]) or 'none'}; "
-                           f"missing: {', '.join(missing[:3]) or 'none'})")
-            for k, shape in want.items():
-                if header[k] != shape:
-                    _bad(path, f"tensor '{k}' has shape {header[k]} but 'arch' asks for {shape}")
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
+        meta, state = _read(path)
     except InputError:
         raise
     except Exception as exc:  # safetensors/json errors: truncated, corrupt, foreign
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(path, f"not a readable napari-inrst model file ({reason})") from None
+        raise InputError(path, f"not a readable napari-inrst model file ({_reason(exc)})") from None
     try:
         config = FieldConfig.from_dict(meta["config"])
     except InputError as exc:  # the config's own message, with the file named
         raise InputError(path, f"model file has a bad config: {exc.problem}") from None
     except Exception as exc:  # noqa: BLE001 - wrong types in the config
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(path, f"model file has a bad config ({reason})") from None
+        raise InputError(path, f"model file has a bad config ({_reason(exc)})") from None
     try:
-        net = build_net(meta["arch"])
-        it = {k: state.pop(k) for k in INTERP_KEYS if k in state}
-        interp = None
-        if meta.get("interp"):
-            m = meta["interp"]
-            interp = Interpolant(it["interp.xyz"].numpy(), it["interp.coef"].numpy(), it["interp.basis"].numpy(),
-                                 float(m["weight"]), int(m.get("k", 5)), int(m.get("dims", 3)))
+        spec = model_config(meta, path)
+        net = spec.build()
+        groups = {}
+        for name, cls in TENSOR_GROUPS.items():
+            t = {k[len(name) + 1:]: state.pop(k).numpy() for k in list(state) if k.startswith(name + ".")}
+            if meta.get(name):
+                groups[name] = cls.from_tensors(t, meta[name])
         net.load_state_dict(state, strict=True)
-        model = FieldModel(net, genes=meta["genes"], mean=meta["mean"], std=meta["std"], arch=meta["arch"],
+        interp = groups.pop("interp", None)
+        model = FieldModel(net, genes=meta["genes"], mean=meta["mean"], std=meta["std"], spec=spec,
                            config=config, normalize=meta["normalize"], stack_meta=meta["stack_meta"],
                            bounds=meta["bounds"], provenance=meta.get("provenance"),
                            history=meta.get("history"), value_floor=meta.get("value_floor"),
-                           interp=interp, validation=meta.get("validation"))
+                           interp=interp, validation=meta.get("validation"), extras=groups)
     except InputError:
         raise
     except Exception as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(path, f"model file is inconsistent ({reason})") from None
+        raise InputError(path, f"model file is inconsistent ({_reason(exc)})") from None
     if device not in (None, "cpu"):
         model.to(device)
     return model

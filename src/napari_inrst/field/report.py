@@ -1,7 +1,7 @@
 """What a trained field says about itself: its validation against interpolation, in words.
 
 Every fit scores itself on a split that mimics its task (whole interior sections held out for a
-stack of three or more sections, held-out spots otherwise; see :mod:`.train`) together with the
+stack of three or more sections, held-out spots otherwise; see :mod:`.fit`) together with the
 interpolation baseline of that task (3D kNN, or 2D kNN for one section) on the same split. The
 report lives in the model file (``meta["validation"]``); these functions turn it into the lines
 the CLI (``fit``, ``info``) and the Train widget show. No torch, no Qt.
@@ -60,11 +60,15 @@ def describe(meta: dict, n_genes_shown: int = 8) -> str:
     if isinstance(zsp, (int, float)):
         geo += f", section spacing {zsp:.3g} µm"
     lines.append(f"geometry: {geo}, {sm.get('n_cells', '?')} cells/spots")
-    arch = meta.get("arch", {}) or {}
+    members = (meta.get("model", {}) or {}).get("members", 1)
+    enc = cfg.get("encoding") or {}
+    enc = enc if isinstance(enc, dict) else {"name": enc}
+    # the recipe's settings, with the encoding's own (nested) among them
+    flat = {**cfg, **{k: v for k, v in enc.items() if v is not None}, "encoding": enc.get("name", "?")}
     keys = ("encoding", "width", "depth", "rank", "steps", "min_wavelength_xy_um", "min_wavelength_z_um",
-            "standardize", "lambda_kl", "lambda_rc", "seed")
-    lines.append("config: " + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
-                 + (f", members={arch['members']}" if arch.get("members", 1) > 1 else ""))
+            "finest_um", "finest_z_um", "standardize", "lambda_kl", "lambda_rc", "seed")
+    lines.append("config: " + ", ".join(f"{k}={flat[k]}" for k in keys if k in flat)
+                 + (f", members={members}" if members > 1 else ""))
     if prov:
         fs = prov.get("fit_seconds")
         lines.append(f"fit: {prov.get('steps_run', '?')} steps"

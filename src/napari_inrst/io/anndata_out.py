@@ -267,7 +267,8 @@ def qc_anndata(stack, rows, *, settings: dict | None = None):
     """The stack's sections in one AnnData with their QC results: ``obs['section']``, ``obs['z']``
     and, per cell, its section's ``qc_score``, ``qc_z_score``, ``qc_rmse``, ``qc_z_rmse``,
     ``qc_flagged`` (damaged/outlier), ``qc_reason``; ``uns['napari_inrst_qc']`` holds the
-    per-section table (one array per column, sections in stack order). ``obsm['spatial']`` is in
+    per-section table (one array per column, sections in stack order) and ``settings`` (the caller
+    records the flag threshold ``flag_z`` there). ``obsm['spatial']`` is in
     the stack frame (aligned), ``obsm['spatial_input']`` as read."""
     import anndata as ad
     import pandas as pd
@@ -297,9 +298,7 @@ def qc_anndata(stack, rows, *, settings: dict | None = None):
             table[c] = [str(v or "") for v in vals]
         else:
             table[c] = np.array([np.nan if v is None else float(v) for v in vals])
-    from ..qc import FLAG_Z
-
-    out.uns["napari_inrst_qc"] = h5ad_safe({"sections": table, "flag_z": FLAG_Z, **(settings or {})})
+    out.uns["napari_inrst_qc"] = h5ad_safe({"sections": table, **(settings or {})})
     return out
 
 

@@ -127,7 +127,10 @@ def restore_signal_handlers(old: dict):
 
 # --- errors ----------------------------------------------------------------------------------
 def write_error(path, exc: OSError) -> InputError:
-    """An OSError met while writing ``path`` as a one-line InputError naming ``path``."""
+    """An OSError met while writing ``path`` as a one-line InputError naming ``path`` (an
+    InputError is returned as it is)."""
+    if isinstance(exc, InputError):
+        return exc
     code = getattr(exc, "errno", None)
     why = exc.strerror or str(exc) or type(exc).__name__
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):

@@ -7,7 +7,6 @@ Every reader returns validated AnnData objects whose ``obsm['spatial']`` is in �
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ def _anndata():
     return anndata
 
 
-def _check_exists(path: Path, kind: str = "file"):
+def check_exists(path: Path, kind: str = "file"):
     if not path.exists():
         raise InputError(path, f"no such {kind}")
 
@@ -64,7 +63,7 @@ def section_z(adata) -> float | None:
 def read_h5ad(path, *, counts_expected: bool = False, unit_factor: float = 1.0):
     """Read one ``.h5ad`` section (2D ``obsm['spatial']``); coordinates × ``unit_factor`` → µm."""
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     try:
         adata = _anndata().read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types for corrupt files
@@ -84,7 +83,7 @@ def read_h5ad_sections(path, section_key: str, *, z_key: str | None = None, coun
     section), else by the sorted section labels.
     """
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     try:
         adata = _anndata().read_h5ad(path)
     except Exception as exc:
@@ -153,9 +152,9 @@ def read_visium(outs, *, counts_expected: bool = True) -> object:
     import pandas as pd
 
     outs = Path(outs)
-    _check_exists(outs, "folder")
+    check_exists(outs, "folder")
     h5 = outs / "filtered_feature_bc_matrix.h5"
-    _check_exists(h5)
+    check_exists(h5)
     spatial = outs / "spatial"
     pos_file = next((p for p in (spatial / "tissue_positions.csv", spatial / "tissue_positions_list.csv")
                      if p.exists()), None)
@@ -163,7 +162,7 @@ def read_visium(outs, *, counts_expected: bool = True) -> object:
         raise InputError(outs, "Visium folder without spot positions "
                                "(no spatial/tissue_positions.csv or spatial/tissue_positions_list.csv)")
     sf_file = spatial / "scalefactors_json.json"
-    _check_exists(sf_file)
+    check_exists(sf_file)
     try:
         sf = json.loads(sf_file.read_text())
         px_um = VISIUM_SPOT_DIAMETER_UM / float(sf["spot_diameter_fullres"])
@@ -229,7 +228,7 @@ def read_csv_pair(counts_csv, coords_csv, *, counts_expected: bool = False, unit
 
     counts_csv, coords_csv = Path(counts_csv), Path(coords_csv)
     for p in (counts_csv, coords_csv):
-        _check_exists(p)
+        check_exists(p)
     head_counts, head_coords = _csv_header(counts_csv), _csv_header(coords_csv)
     xyz_names = {"x", "y", "z"}
     coords_has_xy = {"x", "y"} <= {h.strip().lower() for h in head_coords}
@@ -292,40 +291,3 @@ def read_csv_pair(counts_csv, coords_csv, *, counts_expected: bool = False, unit
     if unit_factor != 1.0:
         adata.obsm["spatial"] = adata.obsm["spatial"] * float(unit_factor)
     return adata
-
-
-def _is_visium_outs(path: Path) -> bool:
-    return path.is_dir() and (path / "filtered_feature_bc_matrix.h5").exists()
-
-
-def read_path(path, *, counts_expected: bool = False, unit_factor: float = 1.0) -> list[SectionInput]:
-    """Read whatever a path holds: a ``.h5ad`` file, a Visium ``outs/`` folder, a SpatialData
-    ``.zarr`` store (defaults of :func:`~napari_inrst.io.spatialdata.read_spatialdata`), or a
-    folder of ``.h5ad`` files (one per section, in name order)."""
-    path = Path(path)
-    _check_exists(path, "file or folder")
-    from .spatialdata import is_spatialdata_store, read_spatialdata
-
-    if is_spatialdata_store(path):  # one section per annotated region (napari_inrst.io.spatialdata)
-        return read_spatialdata(path, counts_expected=counts_expected, unit_factor=unit_factor)
-    if _is_visium_outs(path):
-        name = path.parent.name if path.name == "outs" else path.name
-        return [SectionInput(name, read_visium(path, counts_expected=counts_expected), str(path))]
-    if path.is_dir():
-        files = sorted(path.glob("*.h5ad"))
-        if not files:
-            raise InputError(path, "folder holds no .h5ad files and is not a Visium outs/ folder")
-        return [s for f in files for s in read_path(f, counts_expected=counts_expected, unit_factor=unit_factor)]
-    if path.suffix.lower() != ".h5ad":
-        raise InputError(path, "unsupported file type (expected .h5ad, a Visium outs/ folder, or a CSV pair)")
-    adata = read_h5ad(path, counts_expected=counts_expected, unit_factor=unit_factor)
-    z = section_z(adata)
-    return [SectionInput(path.stem, adata, str(path), z=None if z is None else z * unit_factor)]
-
-
-def read_sections(paths, *, counts_expected: bool = False, unit_factor: float = 1.0) -> list[SectionInput]:
-    """Read several paths in order (see :func:`read_path`)."""
-    out: list[SectionInput] = []
-    for p in paths:
-        out.extend(read_path(os.fspath(p), counts_expected=counts_expected, unit_factor=unit_factor))
-    return out

@@ -219,6 +219,16 @@ class VolumeGrid:
                 round(self.dy, 6), round(self.dx, 6), self.nz, self.ny, self.nx)
 
 
+def grid_over(lo, hi, spacing_xy: float, spacing_z: float) -> VolumeGrid:
+    """Voxel centres from ``lo`` on, every ``spacing_xy`` µm in x/y and ``spacing_z`` in z, up to
+    ``hi`` (both (x, y, z) µm; the first voxel sits at ``lo`` itself, at least one per axis)."""
+    lo, hi = (np.asarray(b, dtype=np.float64) for b in (lo, hi))
+    sp = np.array([spacing_xy, spacing_xy, spacing_z], dtype=np.float64)  # (x, y, z)
+    n = np.maximum(1, np.floor((hi - lo) / sp + 1e-9).astype(int) + 1)
+    return VolumeGrid(float(lo[2]), float(lo[1]), float(lo[0]), float(sp[2]), float(sp[1]), float(sp[0]),
+                      int(n[2]), int(n[1]), int(n[0]))
+
+
 def volume_grid(bounds, resolution: int | None = None, *, shape=None, budget_bytes: float = 1 << 30,
                 bytes_per_voxel: float = 8.0, min_axis: int | None = None,
                 max_axis: int = VOLUME_MAX) -> VolumeGrid:

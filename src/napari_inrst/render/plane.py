@@ -9,15 +9,16 @@ Outside tissue (occupancy < ``threshold``) values are NaN, which napari shows as
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+from ..generators import run_to_end
+from ..stack import gene_positions
 from .cache import LatentCache, LatentEntry
 from .grids import PlaneGrid, plane_from_extent, plane_shape_for
+from .threads import render_threads
 
 #: points per chunk: bounds memory (chunk × rank floats) and lets a worker stop between chunks
 CHUNK = 32768
@@ -26,51 +27,13 @@ OVERSAMPLE = 8.0
 #: band-limited evaluation computes the latent where occupancy ≥ this (a band around the tissue,
 #: so the cubic kernel near the edge reads real values)
 BAND_THRESHOLD = 0.02
-#: torch intra-op threads while rendering (per calling thread; None: leave as is). On a small,
-#: shared CPU one thread per render avoids oversubscription with the UI, BLAS and other work,
-#: and was several times faster than two in benchmarks/bench_render.py.
-RENDER_THREADS: int | None = 1
-
-
-@contextlib.contextmanager
-def render_threads(n: int | None = None):
-    """Temporarily set torch's intra-op threads of *this* thread (no-op without torch loaded)."""
-    n = RENDER_THREADS if n is None else n
-    torch = sys.modules.get("torch")
-    if torch is None or not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    if old != n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if old != n:
-            torch.set_num_threads(old)
 
 
 def gene_indices(field, genes) -> list[int]:
     """Gene names or indices → indices into ``field.genes``; InputError naming an unknown gene."""
     if genes is None:
         raise InputError(None, "no gene given")
-    if isinstance(genes, (str, int, np.integer)):
-        genes = [genes]
-    names = list(field.genes)
-    pos = {g: i for i, g in enumerate(names)}
-    out = []
-    for g in genes:
-        if isinstance(g, (int, np.integer)):
-            if not 0 <= int(g) < len(names):
-                raise InputError(None, f"gene index {g} out of range (0…{len(names) - 1})")
-            out.append(int(g))
-        elif str(g) in pos:
-            out.append(pos[str(g)])
-        else:
-            close = [n for n in names if n.lower().startswith(str(g).lower()[:3])][:5]
-            hint = f"; similar: {', '.join(close)}" if close else ""
-            raise InputError(None, f"gene '{g}' is not modeled by this field ({len(names)} genes){hint}")
-    return out
+    return gene_positions(field.genes, genes, error=lambda problem: InputError(None, problem))
 
 
 def _eval_chunk(field, part, masked, threshold, occs):
@@ -124,12 +87,7 @@ def iter_latent(field, xyz: np.ndarray, *, masked: bool = True, threshold: float
 
 def latent_entry(field, xyz, **kw) -> LatentEntry:
     """:func:`iter_latent` run to the end."""
-    gen = iter_latent(field, xyz, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_latent(field, xyz, **kw))
 
 
 def decode_entry(field, entry: LatentEntry, genes: Sequence[int], shape) -> np.ndarray:
@@ -199,12 +157,7 @@ def iter_plane(field, grid: PlaneGrid, genes: Sequence[int], *, cache: LatentCac
 
 def evaluate_plane(field, grid: PlaneGrid, genes: Sequence[int], **kw) -> np.ndarray:
     """:func:`iter_plane` run to the end: (k, ny, nx) float32, NaN outside tissue."""
-    gen = iter_plane(field, grid, genes, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_plane(field, grid, genes, **kw))
 
 
 def field_extent(field, margin: float = 0.0) -> tuple[float, float, float, float]:

@@ -21,25 +21,14 @@ import numpy as np
 def field_detail_um(field) -> tuple[float, float] | None:
     """(xy, z) finest length in µm the field can represent; None when unknown (evaluate exactly).
 
-    A field may declare ``detail_um = (xy, z)``; a :class:`FieldModel` is read from its
-    architecture (Fourier: shortest wavelength; hash grid: finest cell).
+    A field may declare ``detail_um = (xy, z)`` (or a method returning it); a trained
+    :class:`~napari_inrst.field.model.FieldModel` asks its encoding (Fourier: the shortest
+    wavelength; hash grid: the finest cell).
     """
     d = getattr(field, "detail_um", None)
     if d is not None:
         d = d() if callable(d) else d
         return (float(d[0]), float(d[1])) if d is not None else None
-    arch = getattr(field, "arch", None)
-    if not isinstance(arch, dict):
-        return None
-    try:
-        if arch.get("encoding") == "fourier":
-            wl, nf = arch["min_wavelength"], arch.get("n_freq", [1, 1, 1])
-            return (float(min(wl[0], wl[1])), float(wl[2]) if nf[2] > 0 else math.inf)
-        if arch.get("encoding") == "hash":
-            fine = arch["hash_fine"]
-            return (float(min(fine[0], fine[1])), float(fine[2]))
-    except (KeyError, IndexError, TypeError):
-        return None
     return None
 
 
@@ -74,7 +63,7 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     torch = sys.modules.get("torch")
     if torch is None:
         return a @ b
-    from .plane import render_threads
+    from .threads import render_threads
 
     with render_threads():
         return (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

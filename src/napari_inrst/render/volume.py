@@ -15,9 +15,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..io.ome import SLAB_BYTES, VolumeWriter
+from ..generators import run_to_end
+from ..io.atomic import write_error
 from .cache import LatentCache, LatentEntry
 from .grids import VolumeGrid, volume_grid
-from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent, render_threads
+from .plane import BAND_THRESHOLD, CHUNK, _eval_chunk, decode_entry, gene_indices, iter_latent
+from .threads import render_threads
 
 #: grid points per slab
 SLAB_POINTS = 1 << 18
@@ -37,13 +41,7 @@ def iter_slabs(field, grid: VolumeGrid, genes: Sequence[int], *, masked: bool = 
     for k0 in range(0, grid.nz, step):
         k1 = min(grid.nz, k0 + step)
         xyz = grid.points(slice(k0, k1))
-        gen = iter_latent(field, xyz, masked=masked, threshold=threshold, chunk=chunk)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                entry = stop.value
-                break
+        entry = run_to_end(iter_latent(field, xyz, masked=masked, threshold=threshold, chunk=chunk))
         vals = decode_entry(field, entry, genes, (k1 - k0, grid.ny, grid.nx))
         yield k0, k1, vals, entry
 
@@ -130,12 +128,7 @@ def iter_volume(field, grid: VolumeGrid, genes: Sequence[int], *, cache: LatentC
 
 
 def evaluate_volume(field, grid: VolumeGrid, genes: Sequence[int], **kw) -> np.ndarray:
-    gen = iter_volume(field, grid, genes, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_volume(field, grid, genes, **kw))
 
 
 def render_volume(field, gene, *, shape=None, resolution: int | None = None, bounds=None,
@@ -242,3 +235,40 @@ def _stream_band(field, grid: VolumeGrid, genes, band, step: int, *, masked: boo
         del vz, oz
         yield k0, k1, out
         del out
+
+
+def write_field_volume(path, field, grid, genes, *, names=None, masked: bool = True, threshold: float = 0.5,
+                       oversample: float | None = None, slab_bytes: float = SLAB_BYTES, contrast=None,
+                       pyramid: bool = True, progress=None) -> dict:
+    """Evaluate ``field`` on ``grid`` for gene indices ``genes`` and stream it to ``path``
+    (OME-Zarr with pyramid, or TIFF) slab by slab: memory is bounded by ``slab_bytes`` whatever the
+    volume's size (see :func:`~napari_inrst.render.volume.stream_volume`). ``progress(k1, nz)`` is
+    called after each slab. Returns ``{'mode', 'slab_planes'}``. Nothing is left at ``path`` on
+    error; OS errors (disk full, unwritable folder) become an InputError naming ``path``."""
+    from .volume import stream_volume
+
+    genes = list(genes)
+    names = [str(g) for g in (names or [field.genes[i] for i in genes])]
+    info: dict = {}
+    try:
+        w = VolumeWriter(path, (len(genes), *grid.shape), scale_zyx=grid.scale, translate_zyx=grid.translate,
+                         genes=names, contrast=contrast, pyramid=pyramid, slab_bytes=slab_bytes)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        for k0, k1, vals in stream_volume(field, grid, genes, masked=masked, threshold=threshold,
+                                          slab_bytes=slab_bytes, planes_multiple=w.chunk_z,
+                                          oversample=oversample, info=info):
+            w.write(k0, vals)
+            del vals  # the next slab is computed without this one alive
+            if progress is not None:
+                progress(k1, grid.nz)
+        w.close()
+    except OSError as exc:
+        w.abort()
+        raise write_error(path, exc) from None
+    except BaseException:
+        w.abort()
+        raise
+    return info
+

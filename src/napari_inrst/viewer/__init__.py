@@ -1,1 +1,1 @@
-"""Qt-free, napari-facing state: the view models the widgets in ``_qt/`` only wire and show."""
+"""Qt-free napari-facing state: layer data (:mod:`.layers`), the field hand-over between widgets (:mod:`.session`), the npe2 reader/writer/sample hooks (:mod:`.hooks`) and the widgets' view models."""

@@ -272,7 +272,7 @@ class TrainState:
                 self._child = None
             return field, fit.extras.get("preview")
         from ..field.background import prepare_stack
-        from ..field.train import iter_fit
+        from ..field.fit import iter_fit
 
         train_on = prepare_stack(stack, genes, copy=True, log=self._set_status_msg)
         prepared(train_on.genes)

@@ -1,0 +1,85 @@
+"""The local interpolant a field is blended with (numpy + scipy; no torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Interpolant:
+    """The local interpolant a field is blended with: inverse-distance weighted mean of the ``k``
+    nearest training cells/spots (3D, or 2D in x, y for one section: the baselines ``knn3d`` and
+    ``knn2d`` of :mod:`napari_inrst.measure.baselines`), of their expression in a low-rank basis.
+
+    ``xyz`` (n, 3) training coordinates (µm, in the network's frame: the stack frame less the
+    field's ``origin``), ``coef`` (n, q) their centred (÷ std)
+    expression in the orthonormal gene basis ``basis`` (genes × q), ``weight`` w ∈ [0, 1]: the
+    model predicts (1 − w) · network + w · interpolant. Both parts are linear in a latent, so the
+    blend is one latent (the network's r features, then the interpolant's q) and one linear
+    decoder: rendering, caching and gene switching work unchanged.
+    """
+
+    def __init__(self, xyz, coef, basis, weight: float, k: int = 5, dims: int = 3):
+        self.xyz = np.ascontiguousarray(xyz, dtype=np.float32)
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.basis = np.ascontiguousarray(basis, dtype=np.float32)
+        self.weight = float(weight)
+        self.k = int(k)
+        self.dims = int(dims)
+        self._tree = None
+
+    @property
+    def q(self) -> int:
+        return int(self.coef.shape[1])
+
+    def __call__(self, xyz) -> np.ndarray:
+        """(m, 3) points → (m, q) interpolated coefficients."""
+        from scipy.spatial import cKDTree
+
+        from ..measure.baselines import EPS_UM
+
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if len(xyz) == 0:
+            return np.zeros((0, self.q), dtype=np.float32)
+        if self._tree is None:
+            self._tree = cKDTree(self.xyz[:, :self.dims].astype(np.float64))
+        k = int(min(self.k, len(self.xyz)))
+        d, idx = self._tree.query(xyz[:, :self.dims], k=k)
+        d = d.reshape(len(xyz), k)
+        idx = idx.reshape(len(xyz), k)
+        w = 1.0 / np.maximum(d, EPS_UM)
+        w /= w.sum(axis=1, keepdims=True)
+        out = np.zeros((len(xyz), self.q), dtype=np.float32)
+        for j in range(k):
+            out += w[:, j:j + 1].astype(np.float32) * self.coef[idx[:, j]]
+        return out
+
+    # --- a tensor group of the model file (see :data:`napari_inrst.field.model.TENSOR_GROUPS`)
+    def tensors(self) -> dict:
+        """Its tensors by short name (stored as ``interp.<name>``), numpy."""
+        return {"xyz": self.xyz, "coef": self.coef, "basis": self.basis}
+
+    def meta(self) -> dict:
+        return {"weight": self.weight, "k": self.k, "dims": self.dims, "n": int(len(self.xyz)), "q": self.q}
+
+    @classmethod
+    def shapes(cls, m: dict, n_genes: int, bad) -> dict:
+        """Shapes of the tensors that ``m`` (its :meth:`meta`, read from a file) announces; its
+        fields checked first (weight in [0, 1], k ≥ 1, dims 2 or 3, whole n and q)."""
+        if not isinstance(m, dict):
+            bad("'interp' must be a JSON object")
+        try:
+            w, k, dims, n, q = float(m["weight"]), m.get("k", 5), m.get("dims", 3), m["n"], m["q"]
+        except (KeyError, TypeError, ValueError):
+            bad("'interp' needs a numeric weight, n and q")
+        if not (0.0 <= w <= 1.0):
+            bad(f"'interp.weight' must be in [0, 1], got {w!r}")
+        for name, v in (("k", k), ("n", n), ("q", q)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(f"'interp.{name}' must be a whole number ≥ 1, got {v!r}")
+        if dims not in (2, 3):
+            bad(f"'interp.dims' must be 2 or 3, got {dims!r}")
+        return {"xyz": (n, 3), "coef": (n, q), "basis": (n_genes, q)}
+
+    @classmethod
+    def from_tensors(cls, t: dict, m: dict) -> "Interpolant":
+        return cls(t["xyz"], t["coef"], t["basis"], float(m["weight"]), int(m.get("k", 5)), int(m.get("dims", 3)))

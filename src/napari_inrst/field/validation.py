@@ -1,0 +1,100 @@
+"""The validation report of a fit: the network, the interpolant and their blends scored on the
+task-mimicking validation split, and the blend weight chosen there (numpy; torch only to run the
+network). :mod:`.report` turns the report into words."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: blend weights tried on the validation split (w of the interpolant)
+BLEND_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 3))
+#: genes the validation score is computed on (the most expressed), like EVALUATION.md's sparse-count rule
+SCORE_GENES = 200
+#: interpolant basis: at most this many components, and at most this many stored numbers (cells × q)
+INTERP_RANK = 256
+INTERP_VALUES = 50_000_000
+
+
+def score_genes(data) -> np.ndarray:
+    g = np.argsort(-np.asarray(data.mean, dtype=np.float64), kind="stable")[:SCORE_GENES]
+    return np.sort(g)
+
+
+def gene_rows(data, rows, genes) -> np.ndarray:
+    """Targets (centred, ÷ std) of ``rows`` at ``genes`` (projected data: through the basis)."""
+    if getattr(data, "projected", False):
+        return data.targets[rows] @ data.basis[genes].T
+    return data.targets[rows][:, genes]
+
+
+def interp_basis(data, rows, seed: int):
+    """(basis genes × q, coefficients of ``rows``) of the interpolant: the PCA basis of projected
+    targets, else the top components of the training targets (all of them for ≤ INTERP_RANK genes)."""
+    if getattr(data, "projected", False):
+        return data.basis, data.targets[rows]
+    from ..stack.linalg import top_components
+
+    G = data.n_genes
+    q = int(min(G, INTERP_RANK, len(rows), max(16, INTERP_VALUES // max(len(rows), 1))))
+    X = data.targets[rows]
+    if q >= G:
+        V = np.eye(G, dtype=np.float32)
+    else:
+        sub = X if len(X) <= 20000 else X[np.random.default_rng(seed).choice(len(X), 20000, replace=False)]
+        _, V = top_components(np.asarray(sub, dtype=np.float64), q, np.random.default_rng(seed + 5))
+        V = V.astype(np.float32)
+    return V, (X @ V).astype(np.float32)
+
+
+def net_gene_rows(net, data, xyz, genes) -> np.ndarray:
+    """The network's targets at ``xyz`` for ``genes`` (numpy, CPU, in chunks)."""
+    import torch
+
+    net = getattr(net, "_orig_mod", net)
+    W = net.decoder.weight.detach().float().cpu().numpy()[genes]
+    b = net.decoder.bias.detach().float().cpu().numpy()[genes]
+    dev = next(net.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for s0 in range(0, len(xyz), 16384):
+            lat = net.latent(torch.from_numpy(np.ascontiguousarray(xyz[s0:s0 + 16384])).to(dev)).float().cpu().numpy()
+            out.append(lat @ W.T + b)
+    return np.concatenate(out) if out else np.zeros((0, len(genes)), np.float32)
+
+
+def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
+    """Score the network, the interpolant and their blends on the validation split; choose the
+    blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed genes)."""
+    from ..measure.baselines import idw
+    from ..measure.metrics import pearson_per_gene
+
+    dims = 3 if data.z_spacing is not None else 2
+    k = 5 if dims == 3 else 4
+    genes = score_genes(data)
+    truth = gene_rows(data, va, genes)
+    qxyz = data.xyz[va].astype(np.float64)[:, :dims]
+    txyz = data.xyz[tr].astype(np.float64)[:, :dims]
+    f = net_gene_rows(net, data, data.xyz[va], genes)
+    base = idw(txyz, gene_rows(data, tr, genes), qxyz, k)  # knn3d / knn2d on the scored genes, exactly
+    V, coef = interp_basis(data, tr, cfg.seed)
+    ip = idw(txyz, coef, qxyz, k) @ V[genes].T  # the interpolant as the model stores it
+    grid = BLEND_GRID if cfg.blend else (0.0, 1.0)
+    scores = {float(w): pearson_per_gene(truth, (1.0 - w) * f + w * ip) for w in grid}
+    best_w = max(scores, key=lambda w: (round(scores[w], 4), -w)) if cfg.blend else 0.0  # ties: the smaller w
+    inter = pearson_per_gene(truth, base)
+    field = scores[best_w]
+    return {
+        "task": task,
+        "metric": f"per-gene Pearson over the held-out {'cells' if task.endswith('sections') else 'spots'}, "
+                  f"{len(genes)} most expressed genes",
+        "sections": [names[p] for p in pos],
+        "n_cells": int(len(va)),
+        "genes_scored": int(len(genes)),
+        "field": round(float(field), 4),
+        "network": round(float(scores[0.0]), 4),
+        "interpolation": round(float(inter), 4),
+        "interpolant_stored": round(float(scores[1.0]), 4),
+        "baseline": "knn3d" if dims == 3 else "knn2d",
+        "blend_weight": float(best_w),
+        "better": bool(field > inter),
+    }

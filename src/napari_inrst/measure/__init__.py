@@ -1,0 +1,1 @@
+"""Measuring expression fields: metrics (:mod:`.metrics`) and the interpolation baselines every field is compared with (:mod:`.baselines`). Low in the pipeline: the field's own validation uses them. See ``docs/EVALUATION.md``."""
