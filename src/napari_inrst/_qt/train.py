@@ -3,7 +3,7 @@
 The widget only wires and shows; the run lives in the Qt-free view model
 :class:`~napari_inrst.viewer.train_state.TrainState`. The fit runs in a child process at a lower
 CPU priority (:mod:`napari_inrst.field.background`), relayed by a cancellable
-:class:`~._qt.workers.Job` (napari ``thread_worker``); a small plot shows the training loss and
+:class:`~napari_inrst._qt.workers.Job` (napari ``thread_worker``); a small plot shows the training loss and
 the validation error live (:mod:`.train_plot`); every few seconds the child renders a preview of
 the chosen gene at the viewer's current z into an Image layer. Cancel keeps the best weights so
 far (and a checkpoint); Resume continues from it.
