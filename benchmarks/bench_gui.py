@@ -291,6 +291,8 @@ def bench_train(quick: bool) -> dict:
                                                             round(float(np.mean(vals)), 1))
             out[f"train.{runner}.{k}"] = agg
         out[f"train.{runner}.runs_max_ms"] = [r["max_ms"] for r in rs]
+        out[f"train.{runner}.first_record_s"] = [r["first_record_s"] for r in rs]
+        out[f"train.{runner}.gaps_over_100ms_at_s"] = [r["gaps_over_100ms_at_s"] for r in rs]
     out["train.steps"] = w.steps.value()
     out["train.child_nice"] = __import__("napari_inrst.field.background", fromlist=["x"]).CHILD_NICE
     out["train.max_ratio"] = round(out["train.thread.max_ms"] / max(out["train.child.max_ms"], 1e-6), 2)

@@ -65,6 +65,9 @@ def measure(viewer, w, *, runner="child", nice=None, preview=True, settle_ms=800
     QTimer.singleShot(settle_ms, loop.quit)  # the widget's background imports (torch) settle
     loop.exec()
     times = timed_callbacks(w)
+    marks = {}
+    w.job._on_progress = lambda d, take=w.job._on_progress: (marks.setdefault("first_record", time.perf_counter()),
+                                                             take(d))
     meter = StallMeter().start()
     t0 = time.perf_counter()
     w.start()
@@ -80,6 +83,12 @@ def measure(viewer, w, *, runner="child", nice=None, preview=True, settle_ms=800
            "seconds": round(time.perf_counter() - t0, 1)}
     for k, v in times.items():
         out[f"{k}_handler_max_ms"] = round(max(v), 1) if v else 0.0
+    # when the long gaps happened (s after the click; a gap ends at its stamp) and when the first
+    # record arrived: start-up (process start, imports, data) vs training vs the end
+    stamps, gaps = meter.stamps[1:], meter.gaps_ms
+    out["first_record_s"] = round(marks["first_record"] - t0, 2) if marks else None
+    out["gaps_over_100ms_at_s"] = [[round(t - t0 - g / 1e3, 2), round(float(g))] for t, g in zip(stamps, gaps)
+                                   if g > 100][:20]
     out["report"] = meter.report()
     out["status"] = w.status.text().splitlines()[0]
     return out
