@@ -106,17 +106,16 @@ def _drain(requests, observer):
 def _child(events, requests, stop, stack, genes, config, checkpoint, resume, model_path, observer, nice):
     """The child process: prepare, train, send records; save the model; say done or the error."""
     try:
-        if nice:
-            with contextlib.suppress(OSError, AttributeError):  # (not on Windows)
-                os.nice(int(nice))
-
-        events.put(("started", {"pid": os.getpid(), "nice": _niceness()}))
-
         def status(msg):
             events.put(("status", str(msg)))
 
-        from .fit import iter_fit
+        status("starting the training process")
+        from .fit import iter_fit  # (imports at the parent's priority: the first record comes sooner)
 
+        if nice:  # then the work itself at a lower priority: the viewer wins the cores
+            with contextlib.suppress(OSError, AttributeError):  # (not on Windows)
+                os.nice(int(nice))
+        events.put(("started", {"pid": os.getpid(), "nice": _niceness()}))
         prepared = prepare_stack(stack, genes, log=status)
         events.put(("prepared", list(prepared.genes)))
         parent = os.getppid()
