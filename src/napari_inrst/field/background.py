@@ -110,7 +110,9 @@ def _child(events, requests, stop, stack, genes, config, checkpoint, resume, mod
             events.put(("status", str(msg)))
 
         status("starting the training process")
-        from .fit import iter_fit  # (imports at the parent's priority: the first record comes sooner)
+        from .fit import (
+            iter_fit,  # (imports at the parent's priority: the first record comes sooner)
+        )
 
         if nice:  # then the work itself at a lower priority: the viewer wins the cores
             with contextlib.suppress(OSError, AttributeError):  # (not on Windows)

@@ -258,7 +258,9 @@ class TrainState:
         def prepared(names):
             self.prepared = (stack, setting, list(names))
 
-        if self.in_child and type(stack).__name__ == "SectionStack":
+        from ..stack import SectionStack
+
+        if self.in_child and isinstance(stack, SectionStack):  # (a lazily read stack holds open files)
             from ..field.background import ChildFit
 
             nice = {} if self.nice is None else {"nice": int(self.nice)}
