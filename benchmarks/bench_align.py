@@ -45,11 +45,11 @@ the venv, install it into a side folder pinned to the venv's versions, then put 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import SHARED, main, plain, with_shared
+
 BREAST_UNIT = 200.0
 MERFISH_SEEDS = (0, 1, 2, 3, 4)
 MERFISH_QUICK = {"seeds": (1,), "sections": ("section_14", "section_19")}
@@ -309,22 +309,10 @@ def breast(figs: dict, with_paste: bool = True):
 def run(quick: bool = True) -> dict:
     figs: dict = {}
     synthetic(figs)
-    if (SHARED / "merfish_hypothalamus").exists():
-        if quick:
-            merfish(figs, **MERFISH_QUICK)
-        else:
-            merfish(figs)
-    else:
-        figs["merfish"] = f"skipped: shared data not found at {SHARED}"
-    if (SHARED / "breast_st").exists():
-        breast(figs, with_paste=not quick)
-    else:
-        figs["breast"] = f"skipped: shared data not found at {SHARED}"
-    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in figs.items()}
+    with_shared(figs, "merfish", "merfish_hypothalamus", merfish, **(MERFISH_QUICK if quick else {}))
+    with_shared(figs, "breast", "breast_st", breast, with_paste=not quick)
+    return plain(figs)
 
 
 if __name__ == "__main__":
-    import json
-    import sys
-
-    print(json.dumps(run("--full" not in sys.argv), indent=1))
+    main(run)

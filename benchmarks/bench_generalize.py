@@ -21,7 +21,10 @@ on the 200 most expressed genes; synthetic data per-spot Pearson on all genes):
 
 Compute is scarce: choose rows with ``GENERALIZE_ROWS=merfish,her2st_A`` (comma-separated row
 name prefixes) and ``GENERALIZE_STEPS`` (training steps, default the config's); each finished
-row is appended to ``GENERALIZE_OUT`` (JSON lines) as soon as it is measured.
+row is appended to ``GENERALIZE_OUT`` (JSON lines) as soon as it is measured; ``GENERALIZE_SEED`` (default 0).
+``GENERALIZE_ENCODINGS=fourier,rff`` runs every chosen row once per encoding (same seeds; rows
+named ``<row>@<encoding>``); an entry may be an encoding's JSON settings, entries then separated by
+``;`` (``GENERALIZE_ENCODINGS='fourier;{"name": "rff", "n_dirs": 8}'``); unset: the default encoding.
 
     python benchmarks/run.py --only generalize [--quick]      # quick: one row per data set
     GENERALIZE_ROWS=synth python benchmarks/bench_generalize.py
@@ -153,10 +156,13 @@ def synth_stack(tissue, zs, spot_spacing, seed=0, unit=1.0, library_size=3000.0)
 
 
 # --- protocol --------------------------------------------------------------------------------
-def _config():
+def _config(encoding=None):
     from napari_inrst.field import FieldConfig
 
-    cfg = FieldConfig(seed=0)
+    if isinstance(encoding, str) and encoding.startswith("{"):
+        encoding = json.loads(encoding)
+    seed = int(os.environ.get("GENERALIZE_SEED", 0))
+    cfg = FieldConfig(seed=seed) if encoding is None else FieldConfig(seed=seed, encoding=encoding)
     steps = os.environ.get("GENERALIZE_STEPS")
     if steps:
         cfg = cfg.replace(steps=int(steps))
@@ -235,10 +241,10 @@ def spots_row(name, data, stack, i, cfg, labels_key=None, ssim=False):
     return _row(name, data, f"missing spots (50 %) {res['section']}", res, "pearson", extra)
 
 
-def rows(quick: bool):
-    """(name, thunk) for every row; thunks load data lazily (cached per data set)."""
-    cfg = _config()
-    cache = {}
+def rows(quick: bool, encoding=None, cache=None):
+    """(name, thunk) for every row; thunks load data lazily (cached per data set in ``cache``)."""
+    cfg = _config(encoding)
+    cache = {} if cache is None else cache
 
     def get(key, fn):
         if key not in cache:
@@ -321,19 +327,32 @@ def format_rows(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _label(enc: str) -> str:
+    if not enc.startswith("{"):
+        return enc
+    d = json.loads(enc)
+    return d.pop("name") + "(" + ",".join(f"{k}={v}" for k, v in d.items()) + ")"
+
+
 def run(quick: bool = True) -> dict:
     want = [w.strip() for w in os.environ.get("GENERALIZE_ROWS", "").split(",") if w.strip()]
     out_path = os.environ.get("GENERALIZE_OUT")
-    table, figs = [], {}
-    for name, thunk in rows(quick):
+    env = os.environ.get("GENERALIZE_ENCODINGS", "")
+    encs = [e.strip() for e in env.split(";" if "{" in env else ",") if e.strip()] or [None]
+    table, figs, cache = [], {}, {}
+    per_enc = [rows(quick, e, cache) for e in encs]
+    # each row once per encoding, side by side (a partial run still holds pairs)
+    for name, e, thunk in [(n, e, t) for row in zip(*per_enc) for e, (n, t) in zip(encs, row)]:
         if want and not any(name.startswith(w) for w in want):
             continue
+        name = name if e is None else f"{name}@{_label(e)}"
         t0 = time.perf_counter()
         try:
             r = thunk()
         except Exception as exc:  # noqa: BLE001 - one failing row must not hide the others
             figs[f"{name}.error"] = f"{type(exc).__name__}: {exc}"
             continue
+        r["row"] = name
         r["row_seconds"] = round(time.perf_counter() - t0, 1)
         table.append(r)
         print(json.dumps(r), file=sys.stderr, flush=True)

@@ -168,13 +168,13 @@ def _big_stack(n_sections, n_cells, n_genes, seed=0):
 def bench_lod(quick: bool) -> dict:
     from stall import StallMeter
 
-    import napari_inrst._qt.view_sections as VS
+    from napari_inrst._qt.view.renderer import FieldRenderer
+    from napari_inrst._qt.view.sections import SectionsOverlay
     from napari_inrst.viewer.layers import stack_layer_data
 
     n_sec, n_cells, n_genes = (2, 50_000, 100) if quick else (5, 200_000, 100)
     stack = _big_stack(n_sec, n_cells, n_genes)
     out = {"lod.sections": n_sec, "lod.cells_per_section": n_cells, "lod.genes": n_genes}
-    from napari_inrst._qt.view import ViewWidget
 
     handler = {"sections": [], "field": []}  # ms per UI-thread callback of the plugin
 
@@ -187,9 +187,8 @@ def bench_lod(quick: bool) -> dict:
             handler[kind].append((time.perf_counter() - t) * 1e3)
         setattr(cls, name, timed)
 
-    timing(VS.SectionsMixin, "_on_sections_yield", "sections")
-    timing(ViewWidget, "_on_plane_yield", "field")
-    timing(ViewWidget, "_on_volume_yield", "field")
+    timing(SectionsOverlay, "_apply", "sections")
+    timing(FieldRenderer, "_on_result", "field")
     viewer, w = _viewer_and_view()
     warm = viewer.add_points(np.zeros((3, 3)), units="µm")  # napari's one-time costs (units, text, GL)
     _wait_ms(200)

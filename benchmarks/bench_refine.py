@@ -28,11 +28,11 @@ before and after refinement, in one run.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import main, plain, with_shared
+
 MERFISH_SEEDS = (1,)
 MERFISH_QUICK = {"seeds": (1,), "sections": ("section_09", "section_14", "section_19", "section_24")}
 
@@ -148,19 +148,9 @@ def run(quick: bool = True) -> dict:
     figs: dict = {}
     synthetic(figs)
     synthetic(figs, perturb=True)
-    if (SHARED / "merfish_hypothalamus").exists():
-        if quick:
-            merfish(figs, **MERFISH_QUICK)
-        else:
-            merfish(figs)
-    else:
-        figs["merfish"] = f"skipped: shared data not found at {SHARED}"
-    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in figs.items()}
+    with_shared(figs, "merfish", "merfish_hypothalamus", merfish, **(MERFISH_QUICK if quick else {}))
+    return plain(figs)
 
 
 if __name__ == "__main__":
-    import json
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    print(json.dumps(run("--full" not in sys.argv), indent=1))
+    main(run)

@@ -36,8 +36,7 @@ import time
 
 import numpy as np
 
-#: samples per finest field scale in band-limited mode (the viewer's default)
-OVERSAMPLE = 4.0
+from napari_inrst.render.resample import OVERSAMPLE  # band-limited sampling: the viewer's default
 
 
 def _median_ms(fn, reps: int) -> float:

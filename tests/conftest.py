@@ -74,3 +74,36 @@ def fast_fit(stack, sections, seed=0):
     from napari_inrst.evaluate.fitting import inr_fit_fn
 
     return inr_fit_fn(fast_config(seed))(stack, sections)
+
+
+def combined_h5ad(tmp_path, make_section, z=(3.0, 1.0)) -> Path:
+    """Two sections in one .h5ad (``all.h5ad``): obs['slice'] = s1 / s2, obs['zz'] = ``z``."""
+    import anndata as ad
+    import numpy as np
+
+    a, b = make_section(seed=1), make_section(seed=2)
+    b.obs_names = [f"d{i}" for i in range(b.n_obs)]
+    a.obs["slice"], b.obs["slice"] = "s1", "s2"
+    a.obs["zz"], b.obs["zz"] = z
+    both = ad.concat([a, b])
+    both.obsm["spatial"] = np.concatenate([a.obsm["spatial"], b.obsm["spatial"]])
+    path = tmp_path / "all.h5ad"
+    both.write_h5ad(path)
+    return path
+
+
+def counting_field(tissue, genes):
+    """The analytic truth field (:class:`~napari_inrst.field.TruthField`), counting the
+    points its trunk (``latent``) evaluates in ``latent_points``."""
+    from napari_inrst.field import TruthField
+
+    class CountingField(TruthField):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.latent_points = 0
+
+        def latent(self, xyz):
+            self.latent_points += len(xyz)
+            return super().latent(xyz)
+
+    return CountingField(tissue, genes)

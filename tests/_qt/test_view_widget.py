@@ -6,17 +6,9 @@ import pytest
 from napari_inrst.field import TruthField
 from napari_inrst.synthetic.sample import SyntheticTissue
 
+from ..conftest import counting_field
+
 GENES = ["LayerA", "LayerB", "LayerC", "BlobA", "Boundary", "G010", "G011", "G012"]
-
-
-class CountingField(TruthField):
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.latent_points = 0
-
-    def latent(self, xyz):
-        self.latent_points += len(xyz)
-        return super().latent(xyz)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,7 @@ def _make_view(make_napari_viewer, qtbot, tissue, sections=None):
     qtbot.wait(200)
     w = ViewWidget(viewer)
     qtbot.addWidget(w)
-    field = CountingField(tissue, GENES)
+    field = counting_field(tissue, GENES)
     w.set_field(field, genes=["LayerB"])
     _wait(qtbot, w)
     return viewer, w, field

@@ -5,6 +5,8 @@ import pytest
 
 from napari_inrst.cli import COMMANDS, main
 
+from ..conftest import combined_h5ad
+
 
 def test_help_lists_every_subcommand():
     out = subprocess.run([sys.executable, "-m", "napari_inrst.cli", "--help"], capture_output=True, text=True)
@@ -33,25 +35,10 @@ def _args(**kw):
     return argparse.Namespace(**base)
 
 
-def _combined(tmp_path, make_section):
-    import anndata as ad
-    import numpy as np
-
-    a, b = make_section(seed=1), make_section(seed=2)
-    b.obs_names = [f"d{i}" for i in range(b.n_obs)]
-    a.obs["slice"], b.obs["slice"] = "s1", "s2"
-    a.obs["zz"], b.obs["zz"] = 3.0, 1.0
-    both = ad.concat([a, b])
-    both.obsm["spatial"] = np.concatenate([a.obsm["spatial"], b.obsm["spatial"]])
-    path = tmp_path / "all.h5ad"
-    both.write_h5ad(path)
-    return path
-
-
 def test_one_file_split_by_section_column(tmp_path, make_section):
     from napari_inrst.cli._common import load_stack
 
-    path = _combined(tmp_path, make_section)
+    path = combined_h5ad(tmp_path, make_section)
     st = load_stack(_args(sections=[str(path)], section_key="slice", z_key="zz", unit_factor=10.0))
     assert st.names == ["s2", "s1"] and list(st.z) == [10.0, 30.0]
     st = load_stack(_args(sections=[str(path)], section_key="slice", z=[0.0, 50.0]))
@@ -62,7 +49,7 @@ def test_split_without_z_names_the_file_and_the_labels(tmp_path, make_section):
     from napari_inrst import InputError
     from napari_inrst.cli._common import load_stack
 
-    path = _combined(tmp_path, make_section)
+    path = combined_h5ad(tmp_path, make_section)
     with pytest.raises(InputError, match=r"all\.h5ad: splits into 2 sections \(s1, s2\)"):
         load_stack(_args(sections=[str(path)], section_key="slice"))
 

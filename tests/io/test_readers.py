@@ -7,7 +7,7 @@ from napari_inrst import InputError
 from napari_inrst.io import read_csv_pair, read_h5ad, read_h5ad_sections, read_path, read_visium
 from napari_inrst.stack import stack_from_inputs
 
-from ..conftest import BREAST_UNIT
+from ..conftest import BREAST_UNIT, combined_h5ad
 
 
 # --- real data ------------------------------------------------------------------------------
@@ -35,16 +35,7 @@ def test_merfish_reads_five_sections_normalized(merfish_dir):
 
 
 def test_one_h5ad_split_by_section_column(tmp_path, make_section):
-    import anndata as ad
-
-    a, b = make_section(seed=1), make_section(seed=2)
-    b.obs_names = [f"d{i}" for i in range(b.n_obs)]
-    a.obs["slice"], b.obs["slice"] = "s1", "s2"
-    a.obs["zz"], b.obs["zz"] = 30.0, 10.0
-    both = ad.concat([a, b])
-    both.obsm["spatial"] = np.concatenate([a.obsm["spatial"], b.obsm["spatial"]])
-    path = tmp_path / "all.h5ad"
-    both.write_h5ad(path)
+    path = combined_h5ad(tmp_path, make_section, z=(30.0, 10.0))
     secs = read_h5ad_sections(path, "slice", z_key="zz")
     assert [s.name for s in secs] == ["s2", "s1"] and [s.z for s in secs] == [10.0, 30.0]
     with pytest.raises(InputError, match="no obs column 'nope'"):

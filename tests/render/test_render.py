@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from napari_inrst.errors import InputError
-from napari_inrst.field import TruthField
 from napari_inrst.render import (
     LatentCache,
     evaluate_plane,
@@ -17,6 +16,8 @@ from napari_inrst.render import (
 )
 from napari_inrst.synthetic.sample import SyntheticTissue
 
+from ..conftest import counting_field
+
 GENES = ["LayerA", "LayerB", "BlobA", "Boundary", "G010", "G011"]
 
 
@@ -26,21 +27,9 @@ def tissue():
     return SyntheticTissue(n_genes=40, depth=270.0, seed=0)
 
 
-class CountingField(TruthField):
-    """TruthField that counts the points its trunk (``latent``) evaluates."""
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.latent_points = 0
-
-    def latent(self, xyz):
-        self.latent_points += len(xyz)
-        return super().latent(xyz)
-
-
 @pytest.fixture()
 def field(tissue):
-    return CountingField(tissue, GENES)
+    return counting_field(tissue, GENES)
 
 
 def _grid_xyz(grid):

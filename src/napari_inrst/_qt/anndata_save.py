@@ -26,8 +26,9 @@ def _run(work, what: str):
 
 
 def start_save_virtual_section(widget, path, spacing: float | None = None):
-    """Write the virtual section at the View widget's current z (pseudo-spots inside the tissue,
-    the field's expression there) to ``path`` (.h5ad, or .zarr for SpatialData)."""
+    """Write the virtual section at the current z of ``widget`` (the View widget or its view model:
+    anything with ``field`` and ``z``) — pseudo-spots inside the tissue, the field's expression
+    there — to ``path`` (.h5ad, or .zarr for SpatialData)."""
     from ..io.anndata_out import save_virtual_section
 
     field = widget.field
@@ -43,13 +44,16 @@ def start_save_virtual_section(widget, path, spacing: float | None = None):
     return _run(work, "saving the virtual section")
 
 
-def save_virtual_section_dialog(widget):
-    if widget.field is None:
+def save_virtual_section_dialog(widget, view=None):
+    """Ask for a file (dialog over ``widget``) and save the virtual section of ``view`` (anything
+    with ``field`` and ``z``, e.g. the View widget's view model; default ``widget``)."""
+    view = widget if view is None else view
+    if view.field is None:
         show_error("napari-inrst: no field to slice: train one or load a model first")
         return None
-    path, _ = QFileDialog.getSaveFileName(widget, "Save virtual section", f"virtual_z{widget.z:g}.h5ad",
+    path, _ = QFileDialog.getSaveFileName(widget, "Save virtual section", f"virtual_z{view.z:g}.h5ad",
                                           "AnnData (*.h5ad);;SpatialData (*.zarr)")
-    return start_save_virtual_section(widget, path) if path else None
+    return start_save_virtual_section(view, path) if path else None
 
 
 def start_save_qc(widget, path):

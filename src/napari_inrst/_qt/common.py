@@ -1,12 +1,44 @@
 """Helpers shared by the widgets: the stack in the viewer (Qt-free, :mod:`napari_inrst.viewer.stack_source`),
-a searchable gene box, form and row layouts."""
+a searchable gene box, form and row layouts, the viewer events a widget listens to (disconnected
+together when it closes)."""
 
 from __future__ import annotations
+
+import contextlib
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QCompleter, QFormLayout, QHBoxLayout
 
 from ..viewer.stack_source import StackSource, find_stack, section_layers  # noqa: F401 - the widgets' imports
+
+
+class Connections:
+    """Callbacks connected to napari/psygnal events (``pairs`` of (event, callback)), all
+    disconnected at once by :meth:`clear` (when the widget closes)."""
+
+    def __init__(self, pairs=()):
+        self._pairs = []
+        for event, callback in pairs:
+            self.add(event, callback)
+
+    def add(self, event, callback) -> None:
+        event.connect(callback)
+        self._pairs.append((event, callback))
+
+    def clear(self) -> None:
+        for event, callback in self._pairs:
+            with contextlib.suppress(Exception):  # the viewer may already be gone
+                event.disconnect(callback)
+        self._pairs = []
+
+
+def set_quietly(widget, setter: str, *args) -> None:
+    """``widget.<setter>(*args)`` without emitting its signals (a control following its model)."""
+    widget.blockSignals(True)
+    try:
+        getattr(widget, setter)(*args)
+    finally:
+        widget.blockSignals(False)
 
 
 class GeneBox(QComboBox):

@@ -12,7 +12,7 @@ The stack is prepared as ``napari-inrst fit`` does (the same default gene panel;
 control sets another size). The trained :class:`~napari_inrst.field.model.FieldModel` is
 handed over explicitly when a fit ends (:func:`napari_inrst.viewer.session.publish_field`; the View
 widget listens), and kept as :attr:`TrainWidget.field` and in ``layer.metadata['inrst_field']``
-of the preview layer; :func:`find_field` finds it from any widget.
+of the preview layer; :func:`napari_inrst.viewer.session.find_field` finds it from any widget.
 
 The UI thread only takes in progress records (appends, no drawing); a timer shows the newest one
 a few times a second, so a fast worker cannot flood the event loop.
@@ -38,29 +38,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..stack.prepare import DEFAULT_GENE_CAP
+from ..viewer.session import FIELD_KEY, find_field
 from ..viewer.train_state import TrainState, end_message
 from .common import GeneBox, find_stack
 from .train_plot import LossPlot
-from .train_preview import FIELD_KEY, preview_layer, show_preview
+from .train_preview import preview_layer, show_preview
 from .train_settings import TrainSettings
 from .workers import Job
 
 __all__ = ["FIELD_KEY", "TrainWidget", "find_field"]
-
-
-def find_field(viewer):
-    """The viewer's current field: the one last handed over (:mod:`napari_inrst.viewer.session`), else
-    the most recently added one in a layer's metadata (``layer.metadata['inrst_field']``), or None."""
-    from ..viewer.session import current_field
-
-    f = current_field(viewer)
-    if f is not None:
-        return f
-    for layer in reversed(list(viewer.layers)):
-        f = getattr(layer, "metadata", {}).get(FIELD_KEY)
-        if f is not None:
-            return f
-    return None
 
 
 def _warm_imports():

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..viewer.session import FIELD_KEY
 from ..viewer.train_state import preview_contrast, preview_placement
 from .layers import update_or_add_image
 
-FIELD_KEY = "inrst_field"
 PREVIEW_KEY = "inrst_preview"
 
 

@@ -57,7 +57,7 @@ class LatestRequest:
     ``work`` is a generator function (or a plain function); each item it yields goes to
     ``on_yield(item)`` and its return value to ``on_return(value)`` — both on the UI thread, and
     only while the request is the latest one. Errors are shown as napari notifications (prefixed
-    ``what``) and passed to ``on_error(exc)`` when given.
+    ``what``) and passed to ``on_error(exc)`` when given. Keep it as an attribute of its owner.
     """
 
     def __init__(self, work: Callable, *, on_yield: Callable | None = None,
@@ -138,6 +138,9 @@ class Job:
     core's ``should_stop=`` arguments). With ``quit_on_cancel`` (default) the worker also stops at
     the job's next yield and ``on_done`` is not called; with ``quit_on_cancel=False`` the job
     winds down itself and its return value (e.g. the best weights so far) still reaches ``on_done``.
+
+    Keep a reference to the Job while it runs (an attribute of the widget): its callbacks are
+    bound to it, and a Job dropped by its owner may be collected before they fire.
     """
 
     def __init__(self, what: str, *, on_progress: Callable | None = None, on_done: Callable | None = None,

@@ -3,7 +3,9 @@
 What a model knows about where its sections lie is in its stack metadata (``FieldModel.stack_meta``):
 per section, in input order, a name, a z (µm) and a 3×3 transform from the section's input
 coordinates (µm, i.e. after ``unit_factor``) into the stack frame — the rigid alignment with the
-field-driven refinement already composed into it (:mod:`napari_inrst.field.refine`). The input
+field-driven refinement already composed into it (:mod:`napari_inrst.field.refine`) — and, when
+the model has one (``stack_meta["deformation"]``, :mod:`napari_inrst.align.deform`), a smooth
+per-section displacement in the section's input frame applied before that transform. The input
 coordinates of a section file are multiplied by the stack's ``unit_factor`` first, as when the
 stack was built.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from .deform import deformations_from_meta
 
 
 def section_index(stack_meta: dict, section, source=None) -> int:
@@ -37,7 +40,7 @@ def section_index(stack_meta: dict, section, source=None) -> int:
 
 def map_points(stack_meta: dict, section, xy, source=None) -> np.ndarray:
     """(n, 2) points in ``section``'s input frame (coordinates as in its file) → (n, 3) x, y, z in
-    the stack frame (µm)."""
+    the stack frame (µm): unit factor, deformation (if stored, and enabled), transform, z."""
     k = section_index(stack_meta, section, source)
     mats = stack_meta.get("transforms") or []
     z = stack_meta.get("z") or []
@@ -47,6 +50,9 @@ def map_points(stack_meta: dict, section, xy, source=None) -> np.ndarray:
     if M.shape != (3, 3) or not np.isfinite(M).all():
         raise InputError(source, f"the model's transform of section {k} is not a finite 3×3 matrix")
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2) * float(stack_meta.get("unit_factor", 1.0) or 1.0)
+    defs = deformations_from_meta(stack_meta, source)
+    if k < len(defs) and defs[k] is not None:
+        xy = defs[k].apply(xy)
     out = np.empty((len(xy), 3), dtype=np.float64)
     out[:, :2] = xy @ M[:2, :2].T + M[:2, 2]
     out[:, 2] = float(z[k])

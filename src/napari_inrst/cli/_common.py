@@ -107,3 +107,14 @@ def _load_split_stack(args, *, min_sections: int, n_top_genes):
                        sources=[s.source for s in secs], normalize=args.normalize,
                        gene_policy=args.gene_policy, unit_factor=args.unit_factor,
                        n_top_genes=n_top_genes, min_sections=min_sections)
+
+
+def print_or_write(text: str, out=None):
+    """``text`` (plus a newline) to the file ``out`` (atomically), or to stdout when ``out`` is None."""
+    if out:
+        from ..io.atomic import atomic_path
+
+        with atomic_path(out) as tmp:
+            tmp.write_text(text + "\n")
+    else:
+        print(text)

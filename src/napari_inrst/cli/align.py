@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._common import add_stack_options, load_stack
+from ._common import add_stack_options, load_stack, print_or_write
 
 HELP = "align serial sections (expression-matched rigid fit); print or write the transforms as JSON"
 
@@ -15,13 +15,16 @@ def add_parser(sub):
         "align", help=HELP,
         description=HELP + ': a list in input order of {"section": name, "matrix": [[a, b, tx], '
                            '[c, d, ty], [0, 0, 1]]} mapping each section\'s input coordinates (µm) into '
-                           "the reference section's frame (identity for the reference).")
+                           "the reference section's frame (identity for the reference). With --method nonrigid "
+                           'each entry also has "deformation": a smooth displacement grid applied to the '
+                           "input coordinates before the matrix (null for the reference; see the README).")
     add_stack_options(p, z_required=False)
     p.add_argument("--reference", type=int, metavar="K", default=None,
                    help="0-based index of the reference section (default: the middle one, n//2)")
-    p.add_argument("--method", choices=["rigid", "similarity", "none"], default="rigid",
+    p.add_argument("--method", choices=["rigid", "similarity", "nonrigid", "none"], default="rigid",
                    help="rigid (default; mirrored sections detected), similarity (adds a uniform "
-                        "scale) or none (identities)")
+                        "scale), nonrigid (rigid, then a smooth expression-matched deformation per "
+                        "section) or none (identities)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", metavar="T.json", help="write the JSON here (atomically) instead of printing it")
     p.add_argument("--quiet", action="store_true", help="no per-pair report on stderr")
@@ -44,13 +47,26 @@ def run(args) -> int:
 
         check_writable(args.out)
     stack = load_stack(args, min_sections=2)
-    check_sections(stack, args.method, args.reference)  # fail before any long work
+    method = "rigid" if args.method == "nonrigid" else args.method
+    check_sections(stack, method, args.reference)  # fail before any long work
 
     def progress(done, total, msg):
         if not args.quiet:
             print(f"[{done}/{total}] {msg}", file=sys.stderr)
 
-    res = align_stack(stack, reference=args.reference, method=args.method, seed=args.seed, progress=progress)
+    res = align_stack(stack, reference=args.reference, method=method, seed=args.seed, progress=progress)
+    rows = res.to_json()
+    if args.method == "nonrigid":
+        from ..align.deform import magnitude_stats
+        from ..align.nonrigid import match_deformations
+
+        res.apply(stack)
+        defs = match_deformations(stack, res.reference, seed=args.seed)
+        for row, d, s in zip(rows, defs, stack.sections):
+            row["deformation"] = None if d is None else d.to_json()
+            if d is not None and not args.quiet:
+                m = magnitude_stats(d, s.xy_input)
+                print(f"{s.name}: deformation mean {m['mean_um']:.1f} µm, max {m['max_um']:.1f} µm", file=sys.stderr)
     if not args.quiet:
         for i, r in enumerate(res.residual_um):
             print(f"{stack.names[i]} ↔ {stack.names[i + 1]}: median matched-spot distance {r:.1f} µm",
@@ -58,12 +74,5 @@ def run(args) -> int:
         for name, m in zip(stack.names, res.mirrored):
             if m:
                 print(f"{name}: mirrored (flipped to fit)", file=sys.stderr)
-    text = format_json(res.to_json())
-    if args.out:
-        from ..io.atomic import atomic_path
-
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text + "\n")
-    else:
-        print(text)
+    print_or_write(format_json(rows), args.out)
     return 0

@@ -29,6 +29,10 @@ def add_parser(sub):
     p.add_argument("--no-refine", action="store_true",
                    help="keep the rigid alignment as found (skip the field-driven refinement, which adds "
                         "6 short fits of half the sections: about the time of the final fit)")
+    p.add_argument("--deform", action="store_true",
+                   help="also fit a smooth non-rigid deformation per section (a bounded B-spline displacement "
+                        "grid, optimized through the half fields with the refinement and kept only when held-out "
+                        "sections are predicted better); stored in the model and applied by 'map'")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="cells per training step (default 4096; per process under torchrun)")
     p.add_argument("--lazy", action="store_true",
@@ -131,8 +135,9 @@ def refine_if_aligned(stack, args, cfg, log=print):
     log("refining the alignment against the field (--no-refine skips this)")
     # the half fields are never longer than the final fit (a quick --steps fit stays quick)
     res = refine.refine_stack(target, cfg, reference=args.reference, log=log,
-                              field_steps=min(refine.FIELD_STEPS, int(cfg.steps)))
-    stack.set_transforms(res.matrices)
+                              field_steps=min(refine.FIELD_STEPS, int(cfg.steps)),
+                              deform=bool(getattr(args, "deform", False)))
+    res.apply(stack)  # the transforms (and with --deform the kept grids, or none when reverted)
     return res
 
 
@@ -168,6 +173,8 @@ def run(args) -> int:
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     cfg = config_from_args(args)
+    if getattr(args, "deform", False) and (args.no_refine or args.no_align):
+        raise InputError(None, "--deform is fitted with the refinement: drop --no-refine / --no-align")
     # before any long work: an output that cannot be written fails now, not after training
     check_writable(args.out, what="model file")
     if args.checkpoint:

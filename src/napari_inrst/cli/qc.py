@@ -18,7 +18,7 @@ import json
 import math
 import sys
 
-from ._common import add_fit_options, add_stack_options, load_stack
+from ._common import add_fit_options, add_stack_options, load_stack, print_or_write
 
 HELP = "score each section against a field trained without it; flag damaged/outlier sections"
 
@@ -61,7 +61,6 @@ def format_table(rows) -> str:
 def run(args) -> int:
     from ..errors import InputError
     from ..evaluate.fitting import inr_fit_fn
-    from ..io.atomic import atomic_path
     from ..evaluate.checks import section_consistency
     from ..stack.prepare import select_model_genes
     from .fit import align_if_available, config_from_args
@@ -91,9 +90,5 @@ def run(args) -> int:
 
         write_h5ad(qc_anndata(stack, rows, settings={"flag_z": FLAG_Z, **settings}), args.out)
         log(f"wrote {args.out}")
-    if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(text + "\n")
-    else:
-        print(text)
+    print_or_write(text, args.json)
     return 0

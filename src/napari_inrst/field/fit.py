@@ -236,7 +236,7 @@ def _resume(path, stack, cfg):
 
 
 def stack_meta_of(stack, data) -> dict:
-    return {
+    meta = {
         "names": list(stack.names),
         "z": [float(v) for v in stack.z],
         "transforms": [np.asarray(m, dtype=float).tolist() for m in stack.transforms()],
@@ -249,6 +249,12 @@ def stack_meta_of(stack, data) -> dict:
         "targets": "projected" if getattr(data, "projected", False) else "dense",
         "n_cells": int(data.n),
     }
+    defs = [getattr(s, "deformation", None) for s in stack.sections]
+    if any(d is not None for d in defs):  # the sections' smooth warps (napari_inrst.align.deform)
+        from ..align.deform import deformations_json
+
+        meta["deformation"] = deformations_json(stack.names, defs)
+    return meta
 
 
 def iter_fit(stack, config: FieldConfig | None = None, *, sections: Iterable[int] | None = None,

@@ -29,6 +29,12 @@ synthetic sample, 1.3 µm; MERFISH), refinement against half fields moved sectio
 of µm while the held-out score changed by < 0.3 %: the fields' own bias (a blurred interpolation
 between sections 2 spacings apart) is of the same order as the signal. Hence the margin.
 
+Non-rigid (``deform=True``, ``fit --deform``): in each round, after the rigid step, every moving
+section's smooth displacement grid (:mod:`napari_inrst.align.deform`; zero at the start, or the
+grid the stack already carries) is optimized through the same frozen field of the other half
+(:func:`napari_inrst.field.warp.deform_sections`); the round's transforms *and* grids are scored
+and kept or reverted together by the same held-out rule.
+
 Cost: ``2 × (rounds + 1)`` short field fits of ``field_steps`` steps each plus ``rounds`` transform
 optimizations of ``steps`` full-batch steps (see :data:`FIELD_STEPS`, :data:`ROUNDS`).
 torch is imported inside the functions that need it.
@@ -43,8 +49,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..align.deform import get_deformations, magnitude_stats, set_deformations
 from ..align.kabsch import rigid_matrix
+from ..errors import InputError
 
 #: training steps of each half field (short: the field only needs the section-scale structure)
 FIELD_STEPS = 250
@@ -88,9 +95,17 @@ class RefineResult:
     settings: dict = field(default_factory=dict)
     #: the transforms of every round (0: the rigid start), kept or not (for benchmarks; not stored)
     candidates: list = field(default_factory=list)
+    #: ``deform=True``: per section the kept :class:`~napari_inrst.align.deform.Deformation` or None
+    #: (all None when reverted); ``deform_candidates``: those of every round (0: the start)
+    deformations: list | None = None
+    deform_candidates: list = field(default_factory=list)
 
     def apply(self, stack):
         stack.set_transforms([np.asarray(m, dtype=np.float64) for m in self.matrices])
+        if self.deformations is not None:
+            from ..align.deform import set_deformations
+
+            set_deformations(stack, self.deformations)
         return stack
 
     def to_meta(self) -> dict:
@@ -105,6 +120,9 @@ class RefineResult:
             "initial_transforms": [np.asarray(m, dtype=float).tolist() for m in self.initial],
             "seconds": round(float(self.seconds), 2),
             "settings": dict(self.settings),
+            "deformation": None if self.deformations is None else [
+                None if d is None else {k: round(v, 3) for k, v in magnitude_stats(d, d.grid_points()).items()}
+                for d in self.deformations],
         }
 
 
@@ -276,7 +294,8 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
                  field_steps: int = FIELD_STEPS, steps: int = STEPS, max_angle_deg: float = MAX_ANGLE_DEG,
                  max_shift_spacings: float = MAX_SHIFT_SPACINGS, max_cells: int = MAX_CELLS,
                  min_gain: float = MIN_GAIN, log: Callable[[str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> RefineResult:
+                 should_stop: Callable[[], bool] | None = None, deform: bool = False,
+                 deform_steps: int | None = None) -> RefineResult:
     """Refine the rigid transforms of ``stack`` (in place of nothing: call ``result.apply(stack)``)
     against fields trained on interleaved halves of its sections; see the module docstring.
 
@@ -295,7 +314,8 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
     initial = [np.asarray(m, dtype=np.float64).copy() for m in stack.transforms()]
     settings = {"rounds": int(rounds), "field_steps": int(field_steps), "steps": int(steps),
                 "max_angle_deg": float(max_angle_deg), "max_shift_spacings": float(max_shift_spacings),
-                "max_cells": int(max_cells), "min_gain": float(min_gain)}
+                "max_cells": int(max_cells), "min_gain": float(min_gain), "deform": bool(deform)}
+    start_defs = list(get_deformations(stack)) if deform else None
     say = log or (lambda *_: None)
     # a section is placed only where the other half's field interpolates (its z strictly between
     # that half's sections): beyond them the field is an extrapolation and would pull it astray
@@ -308,16 +328,19 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
             "(needs ≥ 4 sections)")
         return RefineResult(initial, initial, ref, False, 0, [], [None if k == ref else
                             {"angle_deg": 0.0, "tx_um": 0.0, "ty_um": 0.0} for k in range(n)],
-                            time.perf_counter() - t0, list(stack.names), settings, [initial])
+                            time.perf_counter() - t0, list(stack.names), settings, [initial],
+                            start_defs, [start_defs] if deform else [])
     cfg = half_config(config, field_steps)
     seed = int(getattr(cfg, "seed", 0))
     spacing = spacing_of([stack.sections[k] for k in A + B])
     max_shift = max_shift_spacings * spacing
     work = stack.select(range(n)) if hasattr(stack, "select") else stack
-    rounds_mats = [initial]
+    rounds_mats, rounds_defs = [initial], [start_defs]
     scores: list[dict] = []
     for r in range(int(rounds) + 1):
         work.set_transforms(rounds_mats[-1])
+        if deform:
+            set_deformations(work, rounds_defs[-1])
         fa = fit_field(work, cfg, sections=A, should_stop=should_stop)
         fb = fit_field(work, cfg, sections=B, should_stop=should_stop)
         sa = heldout_score(fa, work, B, max_cells=max_cells, seed=seed)
@@ -337,6 +360,17 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
             for k, m in zip(movers, new):
                 mats[k] = m
         rounds_mats.append(mats)
+        if deform:  # the grids on top of this round's rigid poses, through the same frozen fields
+            from .warp import deform_sections
+
+            work.set_transforms(mats)
+            defs = list(rounds_defs[-1])
+            for fld, movers in ((fa, movers_B), (fb, movers_A)):
+                new, _, _ = deform_sections(fld, work, movers, max_cells=max_cells, seed=seed + r,
+                                            **({} if deform_steps is None else {"steps": int(deform_steps)}))
+                for k, d in zip(movers, new):
+                    defs[k] = d
+            rounds_defs.append(defs)
     best = int(np.argmin([s["rmse"] for s in scores]))
     if not scores[best]["rmse"] <= (1.0 - min_gain) * scores[0]["rmse"]:
         best = 0
@@ -344,7 +378,8 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
     deltas = [None if k == ref else delta_params(chosen[k], initial[k], stack.sections[k].xy_input)
               for k in range(n)]
     res = RefineResult([m.copy() for m in chosen], initial, ref, best > 0, best, scores, deltas,
-                       time.perf_counter() - t0, list(stack.names), settings, rounds_mats)
+                       time.perf_counter() - t0, list(stack.names), settings, rounds_mats,
+                       rounds_defs[best] if deform else None, rounds_defs if deform else [])
     if best > 0:
         moved = [d for d in deltas if d is not None]
         say(f"refinement kept (round {best}): held-out RMSE {scores[0]['rmse']:.4f} → {scores[best]['rmse']:.4f}; "

@@ -215,6 +215,17 @@ def _target_mode(path: Path, default: int) -> int:
         return default & ~_umask()
 
 
+def _temp_beside(shown: Path, path: Path, make_temp) -> tuple[Path, list]:
+    """The parents of ``path`` made (returned, to remove again on failure) and a temporary
+    ``make_temp(path)`` beside it; an OSError becomes an InputError naming ``shown``."""
+    created = make_parents(path)
+    try:
+        return make_temp(path), created
+    except OSError as exc:
+        remove_folders(created)
+        raise (_parent_problem(path) or write_error(shown, exc)) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error remove it.
@@ -227,12 +238,7 @@ def atomic_path(path):
     path = resolve_target(shown)
     if path.is_dir():
         raise InputError(shown, "is a folder; give a file name")
-    created = make_parents(path)
-    try:
-        tmp = temp_file_beside(path)
-    except OSError as exc:
-        remove_folders(created)
-        raise (_parent_problem(path) or write_error(shown, exc)) from None
+    tmp, created = _temp_beside(shown, path, temp_file_beside)
     try:
         yield tmp
         if os.path.isfile(tmp):  # mkstemp makes 0600 files: the target's mode, or the usual one
@@ -292,12 +298,7 @@ def atomic_dir(path):
     beside ``path``, moved over ``path`` by :func:`replace_dir` on success, removed on error."""
     shown = Path(path)
     path = resolve_target(shown)
-    created = make_parents(path)
-    try:
-        tmp = temp_dir_beside(path)
-    except OSError as exc:
-        remove_folders(created)
-        raise (_parent_problem(path) or write_error(shown, exc)) from None
+    tmp, created = _temp_beside(shown, path, temp_dir_beside)
     try:
         yield tmp
         replace_dir(tmp, path)

@@ -22,8 +22,6 @@ from .threads import render_threads
 
 #: points per chunk: bounds memory (chunk × rank floats) and lets a worker stop between chunks
 CHUNK = 32768
-#: samples per finest field scale in band-limited evaluation (None/0: every output pixel exactly)
-OVERSAMPLE = 8.0
 #: band-limited evaluation computes the latent where occupancy ≥ this (a band around the tissue,
 #: so the cubic kernel near the edge reads real values)
 BAND_THRESHOLD = 0.02

@@ -158,6 +158,7 @@ class LazyStack(StackBase):
                            var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)))
             a.obsm["spatial"] = s.xy_input[rows]
             secs.append(Section(s.name, a, s.z, s.transform.copy(), s.source, s.excluded))
+            secs[-1].deformation = s.deformation
         return SectionStack(secs, list(self.genes), self.normalize, self.gene_policy, self.unit_factor,
                             dict(self.report))
 

@@ -55,10 +55,16 @@ def gene_positions(names: Sequence[str], genes, *, error: Callable[[str], Except
 class PlacedSection:
     """Stack-frame coordinates of a section from its input coordinates (``xy_input``) and transform."""
 
+    #: a smooth displacement in the input frame applied before the transform
+    #: (:class:`napari_inrst.align.deform.Deformation`), or None
+    deformation = None
+
     @property
     def xy(self) -> np.ndarray:
         """Coordinates in the stack frame (µm)."""
-        return apply_transform(self.transform, self.xy_input)
+        d = self.deformation
+        xy = self.xy_input if d is None or not d.enabled else d.apply(self.xy_input)
+        return apply_transform(self.transform, xy)
 
     @property
     def xyz(self) -> np.ndarray:
@@ -184,6 +190,8 @@ class SectionStack(StackBase):
         idx = list(indices)
         secs = [Section(s.name, s.adata, s.z, s.transform.copy(), s.source, s.excluded)
                 for s in (self.sections[i] for i in idx)]
+        for new, i in zip(secs, idx):
+            new.deformation = self.sections[i].deformation
         return SectionStack(secs, list(self.genes), self.normalize, self.gene_policy,
                             self.unit_factor, dict(self.report))
 

@@ -12,8 +12,6 @@ from ..stack import SectionStack
 #: metadata key under which every plugin layer carries the shared :class:`SectionStack`.
 STACK_KEY = "inrst_stack"
 SECTION_KEY = "inrst_section"
-#: metadata key under which a layer carries the trained field (Train writes it; View and QC read it)
-FIELD_KEY = "inrst_field"
 
 
 def default_gene(stack: SectionStack) -> str:

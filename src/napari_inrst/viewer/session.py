@@ -66,6 +66,23 @@ def current_field(viewer):
     return entry[1].field if entry is not None and entry[0]() is viewer else None
 
 
+#: metadata key of a layer that carries a field (the Train widget's preview)
+FIELD_KEY = "inrst_field"
+
+
+def find_field(viewer):
+    """The viewer's current field: the one last handed over (:func:`publish_field`), else the most
+    recently added one in a layer's metadata (``layer.metadata[FIELD_KEY]``), or None."""
+    f = current_field(viewer)
+    if f is not None:
+        return f
+    for layer in reversed(list(viewer.layers)):
+        f = getattr(layer, "metadata", {}).get(FIELD_KEY)
+        if f is not None:
+            return f
+    return None
+
+
 def stack_changed(viewer, stack):
     """Tell the widgets of ``viewer`` that ``stack`` changed in place (geometry or values)."""
     field_session(viewer).stack_changed.emit(stack)

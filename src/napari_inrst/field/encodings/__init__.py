@@ -14,14 +14,16 @@ from ...errors import InputError
 from .base import Encoding, Geometry
 from .fourier import Fourier
 from .hashgrid import HashGrid
+from .rff import RandomFourier
 
 #: name → encoding class; the first is the default
 REGISTRY: dict[str, type[Encoding]] = {
     Fourier.name: Fourier,
     HashGrid.name: HashGrid,
+    RandomFourier.name: RandomFourier,
 }
 
-__all__ = ["Encoding", "Geometry", "Fourier", "HashGrid", "REGISTRY", "names", "get", "from_dict"]
+__all__ = ["Encoding", "Geometry", "Fourier", "HashGrid", "RandomFourier", "REGISTRY", "names", "get", "from_dict"]
 
 
 def names() -> tuple[str, ...]:
