@@ -20,6 +20,15 @@ Figures:
   View (recolours every section in a worker), zoom in (full resolution in view) and out, z steps
   through the sections, and 3D on/off; ``baseline.*``: one section added and recoloured the old
   way (all cells, colours mapped from a feature column) — ``*_ratio`` = baseline / now.
+* ``train.*`` — the Train widget training on the synthetic sample (300 genes; quick: 100 steps,
+  full: 400): ``train.child.*`` the fit in a child process at niceness ``train.child_nice`` (the
+  widget's way), ``train.thread.*`` the same fit in a worker thread of the viewer (before; the
+  interpreter lock is shared with the UI), two runs each in the order thread, child, child, thread
+  (max: the longer of the two; p99/median/load/seconds: means; over_100ms: both runs' gaps
+  together; ``runs_max_ms`` each run's), ``train.idle.*`` the meter with nothing running (the
+  machine's own floor); ``*_handler_max_ms`` the longest of the widget's UI-thread callbacks
+  (the 4-per-second UI tick, the end of the fit); ``load`` the 1-minute load average.
+  ``NAPARI_INRST_GUI_PARTS=train`` runs only these.
 """
 
 from __future__ import annotations
@@ -246,12 +255,63 @@ def bench_lod(quick: bool) -> dict:
     return out
 
 
+def bench_train(quick: bool) -> dict:
+    """Stalls while the Train widget trains (the synthetic sample, 300 genes): the fit in a child
+    process at lower priority (the widget's way) against the same fit in a worker thread of the
+    viewer's process (before), in the same run, plus the floor: the same meter with nothing running
+    (what the machine's load alone costs the UI thread)."""
+    import napari
+    from stall import StallMeter
+    from train_stalls import measure
+
+    from napari_inrst._qt.train import TrainWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    viewer.open_sample("napari-inrst", "synthetic_aligned")
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.steps.setValue(100 if quick else 400)
+    w.genes.setValue(300)
+    _wait_ms(3000)
+    with StallMeter() as m:
+        _wait_ms(5000)
+    out = _stalls(m, "train.idle")
+    keys = ("max_ms", "p99_ms", "median_ms", "over_100ms", "tick_handler_max_ms", "done_handler_max_ms", "load",
+            "seconds")
+    # ABBA order (thread, child, child, thread): the machine's load drifts, each runner sees the same drift
+    runs: dict[str, list] = {"thread": [], "child": []}
+    for runner in ("thread", "child", "child", "thread"):
+        runs[runner].append(measure(viewer, w, runner=runner, settle_ms=3000))
+    for runner, rs in runs.items():
+        for k in keys:
+            vals = [r[k] for r in rs]
+            agg = max(vals) if k.endswith("max_ms") else (sum(vals) if k == "over_100ms" else
+                                                            round(float(np.mean(vals)), 1))
+            out[f"train.{runner}.{k}"] = agg
+        out[f"train.{runner}.runs_max_ms"] = [r["max_ms"] for r in rs]
+        out[f"train.{runner}.first_record_s"] = [r["first_record_s"] for r in rs]
+        out[f"train.{runner}.gaps_over_100ms_at_s"] = [r["gaps_over_100ms_at_s"] for r in rs]
+    out["train.steps"] = w.steps.value()
+    out["train.child_nice"] = __import__("napari_inrst.field.background", fromlist=["x"]).CHILD_NICE
+    out["train.max_ratio"] = round(out["train.thread.max_ms"] / max(out["train.child.max_ms"], 1e-6), 2)
+    w.close()
+    viewer.close()
+    return out
+
+
+#: which parts run (NAPARI_INRST_GUI_PARTS=train,scrub,lod; default all)
+PARTS = {"scrub": bench_scrub, "lod": bench_lod, "train": bench_train}
+
+
 def child(quick: bool) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "scripts"))
     _app()
     out = {}
-    out.update(bench_scrub(quick))
-    out.update(bench_lod(quick))
+    wanted = [p for p in os.environ.get("NAPARI_INRST_GUI_PARTS", ",".join(PARTS)).split(",") if p]
+    for part in wanted:
+        out.update(PARTS[part](quick))
     return out
 
 

@@ -68,6 +68,7 @@ def test_open_files_set_z_align_train_view_screenshot(make_napari_viewer, qtbot,
     train = TrainWidget(viewer)
     qtbot.addWidget(train)
     train.extra_config = dict(QUICK)
+    train.state.nice = 1  # (the child's niceness: 10 starves it on a machine loaded by other work)
     train.genes.setValue(40)
     train.steps.setValue(60)
     train.start()
