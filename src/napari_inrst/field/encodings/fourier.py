@@ -76,8 +76,6 @@ class Fourier(Encoding):
 
     # --- torch ----------------------------------------------------------------------------
     def init(self, m, seed: int):
-        import torch
-
         center = np.asarray(self.center, dtype=np.float64)
         extent = np.maximum(np.asarray(self.extent, dtype=np.float64), 1e-6)
         freqs, axes = [], []
@@ -97,23 +95,38 @@ class Fourier(Encoding):
             if freqs else np.zeros(0)
         B = np.zeros((3, len(f)))
         B[ax, np.arange(len(f))] = 2 * np.pi * f
-        m.register_buffer("center", torch.tensor(center, dtype=torch.float32))
-        m.register_buffer("halfext", torch.tensor(np.maximum(extent / 2, 1e-6), dtype=torch.float32))
-        m.register_buffer("B", torch.tensor(B, dtype=torch.float32))
-        m.register_buffer("rank", torch.tensor(rank, dtype=torch.float32))
-        m.register_buffer("alpha", torch.tensor(1.0))
+        register_features(m, center, extent, B, rank)
 
     def forward(self, m, xyz):
-        import torch
-
-        c = xyz - m.center
-        proj = c @ m.B
-        # per-frequency weights in [0, 1]: frequencies whose rank is below alpha are open; a smooth
-        # ramp of width 0.25 in rank units (Nerfies-style cosine easing), every weight 1 once
-        # alpha ≥ 1. No branch on alpha's value: torch.compile keeps one graph.
-        t = torch.clamp((m.alpha * 1.25 - m.rank) / 0.25, 0.0, 1.0)
-        w = 0.5 * (1 - torch.cos(math.pi * t))
-        return torch.cat([c / m.halfext, torch.sin(proj) * w, torch.cos(proj) * w], dim=-1)
+        return features(m, xyz)
 
     def anneal(self, m, progress: float):
         m.alpha.fill_(progress)
+
+
+# --- shared by the Fourier-feature encodings (this one and rff.py) ---------------------------
+def register_features(m, center, extent, B, rank):
+    """The buffers of a Fourier-feature encoding on module ``m``: the data's centre and half extent
+    (the linear part), the angular frequencies ``B`` (3 × n), each frequency's rank in [0, 1] for
+    the coarse-to-fine window, and the window's position ``alpha``."""
+    import torch
+
+    m.register_buffer("center", torch.tensor(np.asarray(center, dtype=np.float64), dtype=torch.float32))
+    m.register_buffer("halfext", torch.tensor(np.maximum(np.asarray(extent) / 2, 1e-6), dtype=torch.float32))
+    m.register_buffer("B", torch.tensor(B, dtype=torch.float32))
+    m.register_buffer("rank", torch.tensor(rank, dtype=torch.float32))
+    m.register_buffer("alpha", torch.tensor(1.0))
+
+
+def features(m, xyz):
+    """[(x − centre) / half extent, sin(xB)·w, cos(xB)·w]: per-frequency weights w in [0, 1] open
+    the frequencies whose rank is below alpha, with a smooth ramp of width 0.25 in rank units
+    (Nerfies-style cosine easing), every weight 1 once alpha ≥ 1. No branch on alpha's value:
+    torch.compile keeps one graph."""
+    import torch
+
+    c = xyz - m.center
+    proj = c @ m.B
+    t = torch.clamp((m.alpha * 1.25 - m.rank) / 0.25, 0.0, 1.0)
+    w = 0.5 * (1 - torch.cos(math.pi * t))
+    return torch.cat([c / m.halfext, torch.sin(proj) * w, torch.cos(proj) * w], dim=-1)

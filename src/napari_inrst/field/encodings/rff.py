@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Encoding, Geometry, check_positive_int, check_positive_um, resolved
+from .fourier import features, register_features
 
 
 def directions(n_levels: int, n_dirs: int, planar: bool, seed: int) -> np.ndarray:
@@ -139,26 +140,12 @@ class RandomFourier(Encoding):
 
     # --- torch ----------------------------------------------------------------------------
     def init(self, m, seed: int):
-        import torch
-
         k, rank = self.frequencies(seed)
-        center = np.asarray(self.center, dtype=np.float64)
         extent = np.maximum(np.asarray(self.extent, dtype=np.float64), 1e-6)
-        m.register_buffer("center", torch.tensor(center, dtype=torch.float32))
-        m.register_buffer("halfext", torch.tensor(np.maximum(extent / 2, 1e-6), dtype=torch.float32))
-        m.register_buffer("B", torch.tensor(2 * np.pi * k, dtype=torch.float32))
-        m.register_buffer("rank", torch.tensor(rank, dtype=torch.float32))
-        m.register_buffer("alpha", torch.tensor(1.0))
+        register_features(m, self.center, extent, 2 * np.pi * k, rank)
 
     def forward(self, m, xyz):
-        import torch
-
-        c = xyz - m.center
-        proj = c @ m.B
-        # the axis encoding's coarse-to-fine window (cosine ramp of width 0.25 in rank units)
-        t = torch.clamp((m.alpha * 1.25 - m.rank) / 0.25, 0.0, 1.0)
-        w = 0.5 * (1 - torch.cos(math.pi * t))
-        return torch.cat([c / m.halfext, torch.sin(proj) * w, torch.cos(proj) * w], dim=-1)
+        return features(m, xyz)  # the axis encoding's coarse-to-fine window and linear part
 
     def anneal(self, m, progress: float):
         m.alpha.fill_(progress)
