@@ -135,3 +135,22 @@ def test_files_stay_small(limit_dir, limit):
     big = {str(p.relative_to(SRC)): n for p in root.rglob("*.py")
            if (n := len(p.read_text(encoding="utf-8").splitlines())) > limit}
     assert not big, f"files over {limit} lines: {big}"
+
+
+def test_widget_modules_keep_their_annotations_live():
+    """napari finds a dock widget's ``viewer`` argument by its annotation; a module with postponed
+    annotations (``from __future__ import annotations``) turns it into a string napari does not
+    match, and the widget fails to open from the Plugins menu."""
+    import re
+
+    manifest = (SRC / "napari.yaml").read_text(encoding="utf-8")
+    widgets = set(re.findall(r"python_name: (napari_inrst\._qt[\w.]*):", manifest))
+    assert widgets, "no widgets found in napari.yaml"
+    mods = modules()
+    postponed = []
+    for w in widgets:
+        tree = ast.parse(mods[w].read_text(encoding="utf-8"))
+        if any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and
+               any(a.name == "annotations" for a in n.names) for n in tree.body):
+            postponed.append(w)
+    assert not postponed, f"widget modules with postponed annotations: {postponed}"

@@ -18,7 +18,7 @@ The UI thread only takes in progress records (appends, no drawing); a timer show
 a few times a second, so a fast worker cannot flood the event loop.
 """
 
-from __future__ import annotations
+# no "from __future__ import annotations" here: napari finds the viewer argument by its annotation
 
 import tempfile
 import threading
