@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..stack import apply_transform
 from .deform import deformations_from_meta
 
 
@@ -54,6 +55,6 @@ def map_points(stack_meta: dict, section, xy, source=None) -> np.ndarray:
     if k < len(defs) and defs[k] is not None:
         xy = defs[k].apply(xy)
     out = np.empty((len(xy), 3), dtype=np.float64)
-    out[:, :2] = xy @ M[:2, :2].T + M[:2, 2]
+    out[:, :2] = apply_transform(M, xy)
     out[:, 2] = float(z[k])
     return out

@@ -133,7 +133,7 @@ def _match_once(stack, reference: int, rows, *, sweeps: int, bend: float, seed: 
     """:func:`match_deformations` on the cells ``rows[k]`` of each section (no safeguard)."""
     from scipy.spatial import cKDTree
 
-    from ..stack import estimate_spacing as spacing
+    from ..stack import apply_transform, estimate_spacing
     from .matching import pair_features
 
     n = len(stack)
@@ -145,12 +145,12 @@ def _match_once(stack, reference: int, rows, *, sweeps: int, bend: float, seed: 
         feats[(k, k + 1)], feats[(k + 1, k)] = (Fa, Fb), (Fb, Fa)
     grids = [None if k == reference else zero_grid(stack[k]) for k in range(n)]
     mats = [np.asarray(s.transform, dtype=np.float64) for s in stack.sections]
-    h = float(np.median([spacing(x) for x in xin]))
+    h = float(np.median([estimate_spacing(x) for x in xin]))
     bound = max(g.max_disp_um for g in grids if g is not None) if n > 1 else 0.0
 
     def placed(k):
         x = xin[k] if grids[k] is None else grids[k].apply(xin[k])
-        return x @ mats[k][:2, :2].T + mats[k][:2, 2]
+        return apply_transform(mats[k], x)
 
     # search radius from a quarter of the bound (or 3 spacings) down to 1.5 spacings over the sweeps
     s0, s1 = max(3 * h, 0.25 * bound), 1.5 * h

@@ -331,10 +331,7 @@ def fit_field(stack, config: FieldConfig | None = None, *, sections=None, progre
     training early (the best weights so far are kept); ``checkpoint`` is a path written every
     ``config.checkpoint_every`` steps; ``resume`` a checkpoint to continue from.
     """
-    gen = iter_fit(stack, config, sections=sections, progress=progress, should_stop=should_stop,
-                   checkpoint=checkpoint, resume=resume)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from ..generators import run_to_end
+
+    return run_to_end(iter_fit(stack, config, sections=sections, progress=progress, should_stop=should_stop,
+                               checkpoint=checkpoint, resume=resume))

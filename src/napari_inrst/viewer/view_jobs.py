@@ -1,6 +1,6 @@
 """The View widget's background work, without Qt: generators over the core's render functions that
 yield progress fractions and tagged results, for the widget's workers
-(:class:`napari_inrst._qt.workers.LatestRequest`) — or for a test, run with :func:`run_to_end`.
+(:class:`napari_inrst._qt.workers.LatestRequest`) — or for a test, run with :func:`napari_inrst.generators.run_to_end`.
 
 Tagged results: ``("contrast", field, {gene: (lo, hi)})`` (the first look at a gene samples the
 whole field for stable limits — off the UI thread), ``("plane", grid, genes, values, fine)`` (a
@@ -21,15 +21,6 @@ from ..render.volume import iter_volume
 
 #: the coarse preview of an expensive plane request has 1/COARSE_FACTOR of its pixels per side
 COARSE_FACTOR = 4
-
-
-def run_to_end(gen):
-    """Run a generator to the end, dropping what it yields; its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def rescaled(gen, lo: float = 0.0, span: float = 1.0):
