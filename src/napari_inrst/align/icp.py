@@ -22,7 +22,7 @@ def match_nearest(ya, xb, Fa, Fb, tree_b, *, k: int, sigma: float, lam: float):
     d, j = tree_b.query(ya, k=k)
     if k == 1:
         d, j = d[:, None], j[:, None]
-    corr = np.einsum("nkf,nf->nk", Fb[j], Fa)
+    corr = _correlations(Fb, j, Fa)
     cost = (d / sigma) ** 2 + lam * (1.0 - corr)
     best = np.argmin(cost, axis=1)
     r = np.arange(len(ya))
@@ -53,6 +53,26 @@ class _EdgeShift:
         return e if A is None else e @ np.asarray(A).T
 
 
+class _MovedTree:
+    """Neighbour queries among the points ``x`` moved by ``M`` (rigid or similarity, scale ``s``),
+    answered by the tree of the unmoved ``x``: the query points are moved back by ``M⁻¹`` and the
+    distances scaled by ``s`` (a similarity keeps the order of distances). One tree per ICP run
+    instead of one per iteration."""
+
+    def __init__(self, tree, M, s: float):
+        self.tree, self.Minv, self.s = tree, np.linalg.inv(M), s
+
+    def query(self, p, k: int, distance_upper_bound: float = np.inf):
+        d, j = self.tree.query(apply_transform(self.Minv, p), k=k,
+                               distance_upper_bound=distance_upper_bound / self.s)
+        return d * self.s, j
+
+
+def _correlations(Fq, j, Fp):
+    """corr[n, k] = Fq[j[n, k]] · Fp[n] (rows are unit vectors: Pearson correlations)."""
+    return np.einsum("nkf,nf->nk", Fq[j], Fp)
+
+
 def _soft_targets(p, q, Fp, Fq, tree_q, *, k: int, sigma: float, h_q: float, edge_q):
     """For each point of ``p``: expression- and distance-weighted mean of its ``k`` nearest in ``q``
     (weights exp(−d²/2σ²)·max(corr, 0)), and its weight in the fit (the largest of those).
@@ -66,7 +86,7 @@ def _soft_targets(p, q, Fp, Fq, tree_q, *, k: int, sigma: float, h_q: float, edg
     d, j = tree_q.query(p, k=k)
     if k == 1:
         d, j = d[:, None], j[:, None]
-    corr = np.einsum("nkf,nf->nk", Fq[j], Fp)
+    corr = _correlations(Fq, j, Fp)
     g = np.exp(-0.5 * (d / sigma) ** 2) * np.clip(corr, 0, None)
     tot = g.sum(axis=1)
     tgt = np.einsum("nk,nki->ni", g, q[j]) / np.maximum(tot, 1e-300)[:, None] - edge_q[j[:, 0]]
@@ -86,14 +106,14 @@ def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
     """
     from scipy.spatial import cKDTree
 
-    tree_b = cKDTree(xb)
+    tree_a, tree_b = cKDTree(xa), cKDTree(xb)
     h_a, h_b = estimate_spacing(xa), estimate_spacing(xb)
     edge_a, edge_b = _EdgeShift(xa, k), _EdgeShift(xb, k)
 
     def targets(it, M, ya, s_a):
         sigma = _anneal(sigma0, sigma1, it, 0.7 * n_iter)
         tb, wab = _soft_targets(ya, xb, Fa, Fb, tree_b, k=k, sigma=sigma, h_q=h_b, edge_q=edge_b(sigma))
-        ta, wba = _soft_targets(xb, ya, Fb, Fa, cKDTree(ya), k=k, sigma=sigma, h_q=s_a * h_a,
+        ta, wba = _soft_targets(xb, ya, Fb, Fa, _MovedTree(tree_a, M, s_a), k=k, sigma=sigma, h_q=s_a * h_a,
                                 edge_q=edge_a(sigma, M[:2, :2], s_a))
         return tb, wab, ta, wba
 
@@ -141,7 +161,7 @@ def _peak_targets(p, q, Fp, Fq, tree_q, *, radius: float, k: int, h_q: float):
     if k == 1:
         d, j = d[:, None], j[:, None]
     j = np.where(np.isfinite(d), j, 0)  # missing neighbours (beyond the bound) point at 0, masked
-    corr = np.where(d <= radius, np.einsum("nkf,nf->nk", Fq[j], Fp), -np.inf)
+    corr = np.where(d <= radius, _correlations(Fq, j, Fp), -np.inf)
     best = np.argmax(corr, axis=1)
     r = np.arange(len(p))
     c = corr[r, best]
@@ -163,13 +183,13 @@ def peak_icp(xa, xb, Fa, Fb, M0, *, radius0: float, radius1: float, similarity: 
     """
     from scipy.spatial import cKDTree
 
-    tree_b = cKDTree(xb)
+    tree_a, tree_b = cKDTree(xa), cKDTree(xb)
     h_a, h_b = estimate_spacing(xa), estimate_spacing(xb)
 
     def targets(it, M, ya, s_a):
         radius = _anneal(radius0, radius1, it, 0.6 * n_iter)
         tb, wab = _peak_targets(ya, xb, Fa, Fb, tree_b, radius=radius, k=k, h_q=h_b)
-        ta, wba = _peak_targets(xb, ya, Fb, Fa, cKDTree(ya), radius=radius, k=k, h_q=s_a * h_a)
+        ta, wba = _peak_targets(xb, ya, Fb, Fa, _MovedTree(tree_a, M, s_a), radius=radius, k=k, h_q=s_a * h_a)
         return tb, wab, ta, wba
 
     return _two_way_icp(xa, xb, M0, targets, n_iter=n_iter, settle=0.6, stop_step=1e-3 * radius1,

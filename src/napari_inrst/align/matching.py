@@ -37,27 +37,28 @@ def joint_pca(Xa: np.ndarray, Xb: np.ndarray, genes: np.ndarray, n_comp: int = 3
     all genes of ``Xa``/``Xb``: e.g. the means over the spots in the overlap).
     """
     rng = np.random.default_rng(0) if rng is None else rng
-    A = np.asarray(Xa, dtype=np.float64)[:, genes]
-    B = np.asarray(Xb, dtype=np.float64)[:, genes]
+    # single precision for the large products (the features need ~3 digits); sums in double
+    A = np.asarray(Xa)[:, genes].astype(np.float32)
+    B = np.asarray(Xb)[:, genes].astype(np.float32)
     if centres is None:
-        A = A - A.mean(axis=0)
-        B = B - B.mean(axis=0)
+        ca, cb = A.mean(axis=0, dtype=np.float64), B.mean(axis=0, dtype=np.float64)
     else:
-        A = A - np.asarray(centres[0], dtype=np.float64)[genes]
-        B = B - np.asarray(centres[1], dtype=np.float64)[genes]
+        ca, cb = (np.asarray(c, dtype=np.float64)[genes] for c in centres)
+    A -= ca.astype(np.float32)
+    B -= cb.astype(np.float32)
     if A.shape[1] > MAX_PCA_GENES:  # most variable genes of the pair
-        var = np.concatenate([A, B]).var(axis=0)
+        var = np.concatenate([A, B]).var(axis=0, dtype=np.float64)
         keep = np.sort(np.argsort(-var)[:MAX_PCA_GENES])
         A, B = A[:, keep], B[:, keep]
     Z = np.concatenate([A, B])
-    sd = Z.std(axis=0)
+    sd = Z.std(axis=0, dtype=np.float64)
     floor = np.median(sd[sd > 0]) if np.any(sd > 0) else 1.0
-    sd = np.maximum(sd, floor)  # scale genes, but do not inflate the weakest ones
+    sd = np.maximum(sd, floor).astype(np.float32)  # scale genes, but do not inflate the weakest ones
     A, B, Z = A / sd, B / sd, Z / sd
     fit = Z if len(Z) <= MAX_PCA_ROWS else Z[rng.choice(len(Z), MAX_PCA_ROWS, replace=False)]
     k = int(max(2, min(n_comp, fit.shape[1], fit.shape[0] - 1)))
-    V = _top_components(fit, k, rng)
-    return A @ V, B @ V
+    V = _top_components(fit, k, rng).astype(np.float32)
+    return (A @ V).astype(np.float64), (B @ V).astype(np.float64)
 
 
 def _top_components(Z: np.ndarray, k: int, rng, n_power: int = 6) -> np.ndarray:
@@ -66,10 +67,10 @@ def _top_components(Z: np.ndarray, k: int, rng, n_power: int = 6) -> np.ndarray:
     m, g = Z.shape
     genes_side = g <= m
     C = Z.T @ Z if genes_side else Z @ Z.T  # d × d, d = min(m, g)
-    w, E = top_eigen(C, k, rng, n_power)  # top eigenvectors of C
+    w, E = top_eigen(C.astype(np.float64), k, rng, n_power)  # top eigenvectors of C
     if genes_side:
         return E
-    return Z.T @ E / np.sqrt(np.maximum(w, 1e-12))
+    return (Z.T @ E.astype(Z.dtype)).astype(np.float64) / np.sqrt(np.maximum(w, 1e-12))
 
 
 def neighbourhood_mean(xy: np.ndarray, F: np.ndarray, k: int) -> np.ndarray:

@@ -287,6 +287,9 @@ def _fit_pair(xa, xb, Fa, Fb, *, similarity: bool, rng, max_spots: int, max_poli
     else:
         chosen, other = polished(*results[0]), (results[1] if len(results) == 2 else None)
     M = chosen[1]
+    if not polish:  # the first pass: only its motion is used (to find the overlap)
+        return PairResult(matrix=M, mirrored=bool(chosen[0]), residual_um=float("nan"), score=float(chosen[2]),
+                          score_flipped=float(other[2]) if other else float("nan"), n_matches=0)
     d = matched_distances(apply_transform(M, xa_s), xb_s, Fa_s, Fb_s, h)
     return PairResult(matrix=M, mirrored=bool(chosen[0]), residual_um=float(np.median(d)),
                       score=float(chosen[2]), score_flipped=float(other[2]) if other else float("nan"),
