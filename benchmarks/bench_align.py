@@ -239,29 +239,59 @@ def _matched_spot_distance(stack, matrices) -> list[float]:
     return out
 
 
-def paste_transforms(stack):  # pragma: no cover - optional dependency
-    """PASTE's pairwise alignment + stacking of ``stack``: (3×3 per section, seconds)."""
+def paste_importable() -> str | None:
+    """None when PASTE (paste-bio + POT) imports, else why not (a figure's text)."""
+    try:
+        import ot  # noqa: F401
+        import paste  # noqa: F401
+    except ImportError as exc:
+        return (f"skipped: paste-bio not importable ({exc}); optional, see the install notes at the top of "
+                "benchmarks/bench_align.py")
+    return None
+
+
+def paste_transforms(stack, unit: float = BREAST_UNIT, max_spots: int | None = None, reference: int = 0,
+                     seed: int = 0):  # pragma: no cover - optional dependency
+    """PASTE's pairwise alignment + stacking of ``stack``: (3×3 per section, seconds).
+
+    Coordinates are given to PASTE divided by ``unit`` (the spot spacing: the array units its
+    ``alpha`` was tuned on). ``max_spots``: PASTE's optimal transport is quadratic in memory and
+    about cubic in time, so larger sections are fitted on a random subset of that many spots and
+    the rigid motion it gives is applied to all. The matrices are expressed in the frame of
+    section ``reference`` (identity there; PASTE itself centres everything on slice 0).
+    """
+    import warnings
+
     import anndata as ad
     import paste as pst
 
     from napari_inrst.align import kabsch
 
-    slices = []
+    rng = np.random.default_rng(seed)
+    slices, subsets = [], []
     for s in stack:
-        X = s.adata.layers["counts"]
+        X = s.adata.layers["counts"] if "counts" in s.adata.layers else s.adata.X
         X = np.asarray(X.todense() if hasattr(X, "todense") else X, dtype=np.float32)
-        a = ad.AnnData(X=X, obs=s.adata.obs[[]].copy(), var=s.adata.var[[]].copy())
+        keep = np.arange(len(X))
+        if max_spots is not None and len(X) > max_spots:
+            keep = np.sort(rng.choice(len(X), max_spots, replace=False))
+        a = ad.AnnData(X=X[keep], obs=s.adata.obs.iloc[keep][[]].copy(), var=s.adata.var[[]].copy())
         a = a[:, np.asarray(a.X.sum(axis=0)).ravel() >= 15].copy()  # as in PASTE's tutorial
-        a.obsm["spatial"] = s.xy_input / BREAST_UNIT  # the array coordinates it was tuned on
+        a.obsm["spatial"] = s.xy_input[keep] / unit
         slices.append(a)
+        subsets.append(keep)
     t0 = time.perf_counter()
-    pis = [pst.pairwise_align(slices[i], slices[i + 1], alpha=0.1, verbose=False)
-           for i in range(len(slices) - 1)]
-    new = pst.stack_slices_pairwise(slices, pis)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pis = [pst.pairwise_align(slices[i], slices[i + 1], alpha=0.1, verbose=False)
+               for i in range(len(slices) - 1)]
+        new = pst.stack_slices_pairwise(slices, pis)
     seconds = time.perf_counter() - t0
-    mats = [kabsch(s.xy_input, np.asarray(n.obsm["spatial"], dtype=np.float64) * BREAST_UNIT)
-            for s, n in zip(stack, new)]
-    return mats, seconds
+    # PASTE's Procrustes step has no reflection guard, so a mirrored section comes back mirrored
+    mats = [kabsch(s.xy_input[k], np.asarray(n.obsm["spatial"], dtype=np.float64) * unit, allow_reflection=True)
+            for s, k, n in zip(stack, subsets, new)]
+    to_ref = np.linalg.inv(mats[reference])
+    return [to_ref @ m for m in mats], seconds
 
 
 def breast(figs: dict, with_paste: bool = True):
@@ -276,18 +306,11 @@ def breast(figs: dict, with_paste: bool = True):
     if not with_paste:
         figs["breast.paste"] = "skipped in --quick (full run only)"
     else:
-        try:
-            import ot  # noqa: F401
-            import paste  # noqa: F401
-        except ImportError as exc:
-            figs["breast.paste"] = (f"skipped: paste-bio not importable ({exc}); optional, see the install "
-                                    "notes at the top of benchmarks/bench_align.py")
+        why = paste_importable()
+        if why:
+            figs["breast.paste"] = why
         else:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                methods["paste"] = paste_transforms(stack)
+            methods["paste"] = paste_transforms(stack)
     pairs = _expression_pairs(stack)
     figs["breast.expr_pairs_per_section_pair"] = " ".join(str(len(p[0])) for p in pairs)
     for name, (mats, secs) in methods.items():
