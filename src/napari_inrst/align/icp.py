@@ -68,6 +68,12 @@ class _MovedTree:
         return d * self.s, j
 
 
+def _single(F):
+    """Features in single precision for the ICP loops: each iteration gathers n × k feature rows,
+    and half the bytes is most of its time; correlations need ~3 digits."""
+    return np.ascontiguousarray(F, dtype=np.float32)
+
+
 def _correlations(Fq, j, Fp):
     """corr[n, k] = Fq[j[n, k]] · Fp[n] (rows are unit vectors: Pearson correlations)."""
     return np.einsum("nkf,nf->nk", Fq[j], Fp)
@@ -109,6 +115,7 @@ def icp(xa, xb, Fa, Fb, M0, *, sigma0: float, sigma1: float, similarity: bool,
     tree_a, tree_b = cKDTree(xa), cKDTree(xb)
     h_a, h_b = estimate_spacing(xa), estimate_spacing(xb)
     edge_a, edge_b = _EdgeShift(xa, k), _EdgeShift(xb, k)
+    Fa, Fb = _single(Fa), _single(Fb)
 
     def targets(it, M, ya, s_a):
         sigma = _anneal(sigma0, sigma1, it, 0.7 * n_iter)
@@ -185,6 +192,7 @@ def peak_icp(xa, xb, Fa, Fb, M0, *, radius0: float, radius1: float, similarity: 
 
     tree_a, tree_b = cKDTree(xa), cKDTree(xb)
     h_a, h_b = estimate_spacing(xa), estimate_spacing(xb)
+    Fa, Fb = _single(Fa), _single(Fb)
 
     def targets(it, M, ya, s_a):
         radius = _anneal(radius0, radius1, it, 0.6 * n_iter)
