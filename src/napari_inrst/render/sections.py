@@ -104,17 +104,32 @@ def view_rect(center_yx, zoom: float, canvas_hw, margin: float = 0.1):
 def lod_indices(xy: np.ndarray, rank: np.ndarray, rect=None, cap: int = LOD_CAP) -> np.ndarray:
     """Sorted indices of the cells to draw: those inside ``rect`` (all cells when None); when more
     than ``cap``, the ``cap`` of them first in the fixed random order (a stable subsample, so
-    panning does not make the points flicker)."""
+    panning does not make the points flicker), always with the section's :func:`extreme_cells`
+    (``cap + 4`` at most, when fewer than ``cap`` are in view)."""
     if rect is None:
         idx = np.arange(len(xy))
     else:
         xmin, xmax, ymin, ymax = rect
         inside = (xy[:, 0] >= xmin) & (xy[:, 0] <= xmax) & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax)
         idx = np.flatnonzero(inside)
+    if len(idx) == len(xy) <= cap:
+        return idx
+    # the section's outermost cells always: the layer's extent never changes, nor napari's dims
+    # range (a range change moves the dims point, and napari re-slices every layer)
+    ext = extreme_cells(xy)
     if len(idx) > cap:
-        keep = np.argpartition(rank[idx], cap - 1)[:cap]
-        idx = np.sort(idx[keep])
-    return idx
+        idx = np.setdiff1d(idx, ext, assume_unique=True)
+        k = max(cap - len(ext), 1)
+        idx = idx[np.argpartition(rank[idx], k - 1)[:k]] if len(idx) > k else idx
+    return np.union1d(idx, ext)
+
+
+def extreme_cells(xy: np.ndarray) -> np.ndarray:
+    """Indices of the cells with the smallest and largest x and y (at most 4): a subset holding them
+    has the extent of the whole section."""
+    if not len(xy):
+        return np.zeros(0, dtype=np.intp)
+    return np.unique([np.argmin(xy[:, 0]), np.argmax(xy[:, 0]), np.argmin(xy[:, 1]), np.argmax(xy[:, 1])])
 
 
 def points_zyx(section, idx=None) -> np.ndarray:
