@@ -45,3 +45,4 @@ def test_stack_source_follows_the_viewers_layers(small):
     data, kw, _ = stack_layer_data(stack)[0]
     viewer.add_points(data, **kw)
     assert src.stack is None and plain.stack is stack
+
