@@ -32,3 +32,18 @@ def test_open_sections_job_reads_files_into_one_stack_and_joins(tmp_path, make_s
     assert joined.joined is first.stack and joined.stack.names == ["s0", "s1", "s2"] and joined.gene == "B"
     (data, kw, kind), = joined.layer_data
     assert kind == "points" and kw["metadata"]["inrst_section"] == 2 and np.all(data[:, 0] == 20.0)
+
+
+def test_open_sections_job_takes_paths_that_come_while_it_reads(tmp_path, make_section):
+    """napari calls the reader once per file: paths that come while the first is read join the
+    same stack (asked through ``more``, until it has been empty for ``settle_s``)."""
+    from napari_inrst.viewer.open_job import open_sections_job
+
+    paths = []
+    for k in range(3):
+        a = make_section(n=30, genes=("A", "B", "C"), seed=k)
+        paths.append(tmp_path / f"s{k}.h5ad")
+        a.write_h5ad(paths[-1])
+    queue = [[paths[1]], [], [paths[2]]]  # one now, none, then the last (within settle_s)
+    (opened,), _ = _run(open_sections_job(paths[:1], more=lambda: queue.pop(0) if queue else [], settle_s=0.5))
+    assert opened.stack.names == ["s0", "s1", "s2"] and len(opened.layer_data) == 3 and not queue

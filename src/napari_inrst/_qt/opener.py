@@ -11,12 +11,16 @@ Smaller files, and calls without a running Qt application, are read at once as b
 """
 
 import os
+import threading
 from pathlib import Path
 
 from ..viewer import hooks
 from ..viewer.open_job import ASYNC_BYTES, open_sections_job, path_bytes
 
 _OPENERS: dict = {}  # id(viewer) → BackgroundOpen
+#: the paths of one File ▸ Open are collected until none came for this long (ms; the reading of
+#: the first starts at once, the stack is built once no more came)
+COLLECT_MS = 300
 
 
 def get_reader(path):
@@ -68,6 +72,8 @@ class BackgroundOpen:
         self.viewer = viewer
         self._waiting: list[str] = []
         self._adding: list = []
+        self._timer = None
+        self._lock = threading.Lock()
         from .workers import Job
 
         self.job = Job("opening sections", on_progress=self._progress, on_done=self._read,
@@ -78,22 +84,44 @@ class BackgroundOpen:
         """Paths waiting, being read, or layers not yet added."""
         return bool(self._waiting or self.job.running or self._adding)
 
+    def cancel(self) -> None:
+        """Forget waiting paths and layers not yet added; stop the read at its next step."""
+        self._waiting.clear()
+        self._adding.clear()
+        self.job.cancel()
+
     def add(self, paths) -> None:
-        """Read ``paths`` soon (with the other paths of this File ▸ Open: one stack)."""
-        first = not self.busy
-        self._waiting.extend(os.fspath(p) for p in paths)
-        if first:
-            _later(self._start)
+        """Read ``paths`` (with the other paths of this File ▸ Open: one stack). napari's ``open``
+        runs the event loop between its reader calls (its progress bar): the worker starts on the
+        first and takes the others as they come (see :func:`open_sections_job`)."""
+        with self._lock:
+            self._waiting.extend(os.fspath(p) for p in paths)
+        if self.job.running:  # the worker takes them (or, too late for it, the next run)
+            return
+        if self._timer is None:
+            from qtpy.QtCore import QTimer
+
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.setInterval(0)
+            self._timer.timeout.connect(self._start)
+        self._timer.start()
 
     def _start(self):
         if self.job.running or self._adding or not self._waiting:
             return
-        paths, self._waiting = self._waiting, []
+        paths = self._take()
         old = hooks._open_files_stack(self.viewer)
         gene = hooks.stack_gene(self.viewer, old) if old is not None else None
         names = ", ".join(Path(p).name for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         self._say(f"napari-inrst: reading {names} in the background…")
-        self.job.start(open_sections_job, paths, old, gene)
+        self.job.start(open_sections_job, paths, old, gene, more=self._take, settle_s=COLLECT_MS / 1e3)
+
+    def _take(self) -> list:
+        """The paths waiting, now taken (the worker calls it too: thread-safe)."""
+        with self._lock:
+            paths, self._waiting = self._waiting, []
+        return paths
 
     def _progress(self, msg):
         self.viewer.status = f"napari-inrst: {msg}"

@@ -53,27 +53,45 @@ class Opened:
     notes: list = field(default_factory=list)
 
 
-def open_sections_job(paths, old=None, old_gene: str | None = None):
+def open_sections_job(paths, old=None, old_gene: str | None = None, more=None, settle_s: float = 0.0):
     """Read ``paths`` (files and folders) into stacks: each folder its own stack, the files one
     stack, joined with ``old`` (the loose-file stack open in the viewer, its layers showing
-    ``old_gene``) when they can join. Yields messages; returns a list of :class:`Opened`."""
+    ``old_gene``) when they can join. ``more()`` (optional) returns paths that came meanwhile (the
+    other reader calls of the same File ▸ Open): asked after each file and, before the stack is
+    built, until it has returned nothing for ``settle_s`` seconds. Yields messages; returns a
+    list of :class:`Opened`."""
+    import time
+
     from .hooks import _inputs_from_path, _stack_from_path, joined_stack, stack_from_section_inputs
     from .layers import default_gene, gene_contrast, section_points, stack_layer_data
 
-    paths = [os.fspath(p) for p in paths]
-    dirs = [p for p in paths if Path(p).is_dir()]
-    files = [p for p in paths if p not in dirs]
-    out = []
-    for d in dirs:
-        yield f"reading {Path(d).name}…"
-        stack = _stack_from_path(d)
-        yield f"colouring {len(stack)} sections…"
-        out.append(Opened(stack, stack_layer_data(stack)))
-    if files:
-        inputs = []
-        for k, p in enumerate(files):
-            yield f"reading {Path(p).name} ({k + 1}/{len(files)})…"
-            inputs.extend(_inputs_from_path(p))
+    todo = [os.fspath(p) for p in paths]
+    out, inputs, n_files = [], [], 0
+
+    def take():
+        new = [os.fspath(p) for p in (more() if more is not None else [])]
+        todo.extend(new)
+        return bool(new)
+
+    while True:
+        while todo:
+            p = todo.pop(0)
+            if Path(p).is_dir():
+                yield f"reading {Path(p).name}…"
+                stack = _stack_from_path(p)
+                yield f"colouring {len(stack)} sections…"
+                out.append(Opened(stack, stack_layer_data(stack)))
+            else:
+                n_files += 1
+                yield f"reading {Path(p).name} ({n_files})…"
+                inputs.extend(_inputs_from_path(p))
+            take()
+        t = time.monotonic()
+        while not take() and time.monotonic() - t < settle_s:
+            time.sleep(0.02)
+        if not todo:
+            break
+    if inputs:
         yield f"building the stack of {len(inputs)} sections…"
         both, notes = None, []
         if old is not None:
