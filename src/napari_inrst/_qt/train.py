@@ -208,7 +208,7 @@ class TrainWidget(QWidget):
             return None
         stack = self._stack
         args = self.state.begin(stack, self.config(), self.gene_setting(), resume=resume)
-        if self.state.previews.gene and self.live_canvas.isChecked():
+        if self.state.previews.gene:  # in place now (empty): the end of the fit only fills it
             preview_layer(self.viewer, create_for=stack)
         self._pbar = progress(total=0, desc="Training field: preparing")
         self._pbar_desc, self._pbar_shown = "Training field: preparing", 0.0
