@@ -112,7 +112,10 @@ def test_large_files_are_read_in_the_background_into_one_stack(make_napari_viewe
     assert {id(lyr.metadata[STACK_KEY]) for lyr in viewer.layers} == {id(stack)} and stack.names == ["s1", "s2"]
     assert stack.report["z_assumed"]["sections"] == ["s1", "s2"]
     viewer.open(files[2], plugin="napari-inrst")  # a later File ▸ Open joins the open stack
+    op = opener.opener_of(viewer, create=False)
+    assert op is not None and op.busy
     qtbot.waitUntil(lambda: not op.busy and len(viewer.layers) == 3, timeout=30000)
+    assert id(viewer) not in opener._OPENERS  # idle: the registry does not hold the viewer
     joined = viewer.layers[-1].metadata[STACK_KEY]
     assert joined.names == ["s1", "s2", "s3"] and all(lyr.metadata[STACK_KEY] is joined for lyr in viewer.layers)
     assert sorted(lyr.metadata[SECTION_KEY] for lyr in viewer.layers) == [0, 1, 2] and not read_on_ui

@@ -150,6 +150,7 @@ class BackgroundOpen:
         if not self._adding:
             self.viewer.status = "napari-inrst: sections open"
             self._start()
+            self._forget_if_idle()
             return
         data, kw, _ = self._adding.pop(0)
         self.viewer.add_points(data, **kw)
@@ -159,3 +160,9 @@ class BackgroundOpen:
         """The worker ended (done, failed or cancelled): paths that came meanwhile are read next."""
         if not self._adding and self._waiting:
             _later(self._start)
+        self._forget_if_idle()
+
+    def _forget_if_idle(self):
+        """Nothing left to do: the registry lets go of the viewer (a later Open makes a new one)."""
+        if not self.busy and _OPENERS.get(id(self.viewer)) is self:
+            _OPENERS.pop(id(self.viewer), None)
