@@ -115,7 +115,7 @@ def test_large_files_are_read_in_the_background_into_one_stack(make_napari_viewe
     op = opener.opener_of(viewer, create=False)
     assert op is not None and op.busy
     qtbot.waitUntil(lambda: not op.busy and len(viewer.layers) == 3, timeout=30000)
-    assert id(viewer) not in opener._OPENERS  # idle: the registry does not hold the viewer
+    qtbot.waitUntil(lambda: id(viewer) not in opener._OPENERS, timeout=5000)  # idle: the viewer is let go
     joined = viewer.layers[-1].metadata[STACK_KEY]
     assert joined.names == ["s1", "s2", "s3"] and all(lyr.metadata[STACK_KEY] is joined for lyr in viewer.layers)
     assert sorted(lyr.metadata[SECTION_KEY] for lyr in viewer.layers) == [0, 1, 2] and not read_on_ui
