@@ -144,3 +144,77 @@ def test_nonrigid_job_keeps_a_deformation_per_section():
         if s.deformation is not None:
             assert np.abs(s.deformation.coef).max() <= s.deformation.max_disp_um + 1e-9
     assert "nonrigid" in st.result_message()
+
+
+def test_view_sections_are_placed_where_the_field_puts_them(small):
+    """The View's measured sections (viewer/view_jobs.sections_job): with the model's transforms
+    (the refinement composed in) and its deformations, as ``map`` places them; a model of other
+    sections leaves them where the stack puts them."""
+    from napari_inrst.align.deform import deformations_json
+    from napari_inrst.align.mapping import map_points
+    from napari_inrst.viewer.view_jobs import sections_job
+
+    stack, _ = small
+    k, amp = 2, 30.0
+    warp = _warp_of(stack[k], amp)
+    grid = _grid_for(stack[k], warp)
+    mats = [np.asarray(m) for m in stack.transforms()]
+    mats[k] = rigid_matrix(4.0, (12.0, -7.0), center=stack[k].xy_input.mean(axis=0)) @ mats[k]  # "refined"
+    defs = [None] * len(stack)
+    defs[k] = grid
+    meta = {"names": list(stack.names), "z": [float(s.z) + 1.0 for s in stack], "unit_factor": 1.0,
+            "transforms": [m.tolist() for m in mats], "deformation": deformations_json(stack.names, defs)}
+    items = [("layer-a", 0), ("layer-k", k)]
+    out = list(sections_job(stack, stack.genes[0], "viridis", None, items, {}, meta))
+    assert [o[0] for o in out] == ["layer-a", "layer-k"] and all(o[4] for o in out)
+    for (_, _, (idx, zyx, values, rgba), _, _), (_, i) in zip(out, items):
+        expect = map_points(meta, i, stack[i].xy_input)  # (x, y, z) where `map` puts them
+        np.testing.assert_allclose(zyx, expect[:, ::-1], atol=1e-9)
+        assert len(values) == len(rgba) == stack[i].n_obs
+    zyx_k = out[1][2][1]
+    truth = apply_transform(mats[k], stack[k].xy_input + warp(stack[k].xy_input))
+    assert np.linalg.norm(zyx_k[:, [2, 1]] - truth, axis=1).mean() < 0.06 * amp
+    # without a matching model (other names; none): the stack's own placement, not moved
+    for other in (dict(meta, names=[n + "x" for n in stack.names]), None):
+        (_, _, (_, zyx, _, _), _, moved), = sections_job(stack, stack.genes[0], "viridis", None, [("l", k)], {}, other)
+        assert not moved
+        np.testing.assert_allclose(zyx[:, [2, 1]], stack[k].xy)
+
+
+def test_train_state_deform_runs_the_fit_deform_refinement_and_resume_puts_it_back(tmp_path):
+    """The Train widget's "deform sections" (thread mode here; the child process gets the same
+    plan): ``refine_stack(deform=True)`` as ``fit --deform``, recorded in the model; the viewer's
+    stack untouched; Resume reuses the placement instead of refining again."""
+    pytest.importorskip("torch")
+    from napari_inrst.field import FieldConfig
+    from napari_inrst.synthetic.sample import sample_stack
+    from napari_inrst.viewer.train_state import TrainState
+
+    stack, _ = sample_stack(n_genes=12, n_sections=5, missing=(), spot_spacing=150.0)
+    stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])
+    before = [m.copy() for m in stack.transforms()]
+    cfg = FieldConfig(steps=20, batch_size=256, width=16, depth=1, rank=4, val_every=10, patience=3,
+                      rc_pretrain_steps=5, threads=1, device="cpu", checkpoint_every=10)
+    st = TrainState(tmp_path / "t.ckpt", in_child=False)
+    gen = st.work(*st.begin(stack, cfg, None, deform=True))
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            field, _ = stop.value
+            break
+    ref = field.stack_meta["refinement"]
+    assert ref["settings"]["deform"] is True and ref["settings"]["field_steps"] == 20  # min(FIELD_STEPS, steps)
+    assert len(ref["deformation"]) == len(stack) and len(ref["scores"]) >= 1
+    assert st.placement["names"] == stack.names
+    np.testing.assert_allclose(np.asarray(st.placement["transforms"]), np.asarray(field.stack_meta["transforms"]))
+    for s, m in zip(stack.sections, before):
+        np.testing.assert_array_equal(s.transform, m)
+        assert s.deformation is None
+    st.ended()
+    st.prepared = (stack, None, list(field.genes))
+    st.begin(stack, cfg, None, resume=True, deform=True)
+    assert st._plan == {"deform": False, "placement": st.placement}
+    st.ended()
+    st.begin(stack, cfg, None, deform=False)  # a new run without it: nothing refined
+    assert st._plan == {"deform": False, "placement": None} and st.placement is None
