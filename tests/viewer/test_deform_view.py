@@ -181,40 +181,34 @@ def test_view_sections_are_placed_where_the_field_puts_them(small):
         np.testing.assert_allclose(zyx[:, [2, 1]], stack[k].xy)
 
 
-def test_train_state_deform_runs_the_fit_deform_refinement_and_resume_puts_it_back(tmp_path):
-    """The Train widget's "deform sections" (thread mode here; the child process gets the same
-    plan): ``refine_stack(deform=True)`` as ``fit --deform``, recorded in the model; the viewer's
-    stack untouched; Resume reuses the placement instead of refining again."""
-    pytest.importorskip("torch")
-    from napari_inrst.field import FieldConfig
-    from napari_inrst.synthetic.sample import sample_stack
+def test_train_state_deform_plan_and_resume_puts_the_placement_back(tmp_path, small):
+    """The Train widget's "deform sections": a new run refines with deformations (as ``fit
+    --deform``; run end to end in tests/_qt/test_train_deform.py); Resume puts the first part's
+    placement back (transforms and grids) instead of refining again."""
+    from napari_inrst.field.background import placement_of, refine_for_fit
     from napari_inrst.viewer.train_state import TrainState
 
-    stack, _ = sample_stack(n_genes=12, n_sections=5, missing=(), spot_spacing=150.0)
-    stack.set_transforms([s.adata.uns["truth_matrix"] for s in stack.sections])
-    before = [m.copy() for m in stack.transforms()]
-    cfg = FieldConfig(steps=20, batch_size=256, width=16, depth=1, rank=4, val_every=10, patience=3,
-                      rc_pretrain_steps=5, threads=1, device="cpu", checkpoint_every=10)
+    stack0, _ = small
+    stack = stack0.select(range(len(stack0)))
+    cfg = SimpleNamespace(ensemble=1, steps=20, seed=0)
     st = TrainState(tmp_path / "t.ckpt", in_child=False)
-    gen = st.work(*st.begin(stack, cfg, None, deform=True))
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            field, _ = stop.value
-            break
-    ref = field.stack_meta["refinement"]
-    assert ref["settings"]["deform"] is True and ref["settings"]["field_steps"] == 20  # min(FIELD_STEPS, steps)
-    assert len(ref["deformation"]) == len(stack) and len(ref["scores"]) >= 1
-    assert st.placement["names"] == stack.names
-    np.testing.assert_allclose(np.asarray(st.placement["transforms"]), np.asarray(field.stack_meta["transforms"]))
-    for s, m in zip(stack.sections, before):
-        np.testing.assert_array_equal(s.transform, m)
-        assert s.deformation is None
+    args = st.begin(stack, cfg, None, deform=True)
+    assert args == (stack, cfg, None, None, None) and st._plan == {"deform": True, "placement": None}
     st.ended()
-    st.prepared = (stack, None, list(field.genes))
+    # what the first part leaves (a refined transform and a grid of section k), put back on Resume
+    k = 1
+    trained = stack.select(range(len(stack)))
+    trained[k].transform = rigid_matrix(3.0, (5.0, 2.0)) @ trained[k].transform
+    trained[k].deformation = _grid_for(trained[k], _warp_of(trained[k], 20.0))
+    st.placement = pickle.loads(pickle.dumps(placement_of(trained)))  # (from the child: plain data)
+    st.prepared = (stack, None, list(stack.genes))
+    st.checkpoint.write_bytes(b"x")
     st.begin(stack, cfg, None, resume=True, deform=True)
     assert st._plan == {"deform": False, "placement": st.placement}
     st.ended()
-    st.begin(stack, cfg, None, deform=False)  # a new run without it: nothing refined
+    again = stack.select(range(len(stack)))
+    assert refine_for_fit(again, cfg, placement=st._plan["placement"]) is None
+    np.testing.assert_allclose(again[k].xy, trained[k].xy)
+    assert again[0].deformation is None and again[k].deformation is not None
+    st.begin(stack, cfg, None, deform=False)  # a new run without it: nothing refined or put back
     assert st._plan == {"deform": False, "placement": None} and st.placement is None
