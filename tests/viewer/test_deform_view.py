@@ -46,6 +46,8 @@ def test_known_warp_is_drawn_switched_off_and_undone(small):
 
     stack0, _ = small
     stack = stack0.select(range(len(stack0)))
+    for sec in stack.sections:  # (its own AnnData: the unit factor below rescales coordinates in place)
+        sec.adata = sec.adata.copy()
     k, amp = 0, 40.0
     _known_warp = _warp_of(stack[k], amp)
     grid = _grid_for(stack[k], _known_warp)
@@ -112,6 +114,11 @@ def test_known_warp_is_drawn_switched_off_and_undone(small):
     np.testing.assert_allclose(prepared[k].deformation.coef, grid.coef)
     st.set_deformation_on(k, False)
     assert prepare_stack(pickle.loads(pickle.dumps(stack)), None, copy=True)[k].deformation is None
+    st.set_deformation_on(k, True)
+    # a new unit factor (the Sections widget) scales the grid with the coordinates: the same tissue, ×2
+    xy1 = s.xy.copy()
+    stack.set_unit_factor(2.0 * stack.unit_factor)
+    np.testing.assert_allclose(s.xy, 2.0 * xy1, atol=1e-6)
     # a rigid result clears the deformations (they were fitted against the alignment it replaces)
     st.apply_result(_result(stack, None, mats))
     assert not st.has_deformation(k) and s.deformation is None and changed[-1] == -1
