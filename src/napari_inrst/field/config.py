@@ -41,6 +41,7 @@ class FieldConfig:
     auto_rank: int = 64  # … this rank,
     auto_rank_small: int = 8  # … or this one below small_data training spots (breast ST: 8 ≫ 64 there)
     small_data: int = 2000
+    rank_rule: str = "spots"  # "spots": the rule above; "noise": components above the noise (Gavish–Donoho), ≤ auto_rank
     # Targets: per-gene z-scores (True: every gene weighs the same) or centred values (False:
     # genes weigh by their variance); "auto" = z-scores for panels of ≤ panel_genes modeled genes
     # (targeted panels such as MERFISH: every gene chosen for a reason), centred values above
@@ -104,8 +105,8 @@ class FieldConfig:
             raise InputError(None, f"compile must be one of {COMPILE}, got '{self.compile}'")
         if self.device not in DEVICES:
             raise InputError(None, f"device must be one of {DEVICES}, got '{self.device}'")
-        if self.standardize not in (True, False, "auto"):
-            raise InputError(None, f"standardize must be true, false or 'auto', got {self.standardize!r}")
+        if self.standardize not in (True, False, "auto", "noise"):
+            raise InputError(None, f"standardize must be true, false, 'auto' or 'noise', got {self.standardize!r}")
         if int(self.rank) < 0:
             raise InputError(None, f"rank must be ≥ 0 (0 = auto), got {self.rank}")
         for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch", "auto_rank",
@@ -119,10 +120,12 @@ class FieldConfig:
             raise InputError(None, f"val_frac must be in [0, 0.9), got {self.val_frac}")
         return self
 
-    def resolved_standardize(self, n_genes: int) -> bool:
-        """``standardize`` for a model of ``n_genes`` genes (``"auto"`` resolved)."""
+    def resolved_standardize(self, n_genes: int) -> bool | str:
+        """``standardize`` for a model of ``n_genes`` genes (``"auto"`` resolved; ``"noise"`` kept)."""
         if self.standardize == "auto":
             return int(n_genes) <= int(self.panel_genes)
+        if self.standardize == "noise":
+            return "noise"
         return bool(self.standardize)
 
     def replace(self, **kw) -> "FieldConfig":

@@ -108,6 +108,28 @@ def occupancy_samples(sections, spacing: float, lo, hi, rng, max_per_section: in
     return np.concatenate(pts), np.concatenate(lab).astype(np.float32)  # float64 points (centred by the caller)
 
 
+def noise_sd(X, xyz, sizes) -> np.ndarray:
+    """Per-gene measurement-noise SD: each cell against its nearest neighbour (x, y) in its own
+    section, ``sqrt(mean((x_i − x_nn(i))²) / 2)`` (what neighbours do not share; the spatial change
+    over one spacing counts as noise, so the estimate errs on the high side)."""
+    from scipy.spatial import cKDTree
+
+    acc = np.zeros(X.shape[1])
+    m = 0
+    off = 0
+    for n in sizes:
+        if n >= 2:
+            rows = slice(off, off + n)
+            _, nn = cKDTree(np.asarray(xyz[rows, :2], dtype=np.float64)).query(xyz[rows, :2], k=2)
+            d = X[rows] - X[rows][nn[:, 1]]
+            acc += np.einsum("ij,ij->j", d, d, dtype=np.float64)
+            m += n
+        off += n
+    if m == 0:
+        return X.std(0)
+    return np.sqrt(acc / (2.0 * m)).astype(np.float32)
+
+
 def gene_scale(mean, sd, standardize: bool):
     """(mean, std) the targets are centred and scaled by: per-gene std with ``standardize`` (genes
     with (near) zero spread keep std 1), else 1. Always centred: projected targets need it (their
@@ -162,6 +184,16 @@ class _Base:
     def default_rank(self, cfg) -> int:
         if cfg.rank:
             return int(cfg.rank)
+        if getattr(cfg, "rank_rule", "spots") == "noise" and not self.projected:
+            if getattr(self, "_gd_rank", None) is None:
+                from ..stack.linalg import gavish_donoho_rank
+
+                # on noise-whitened values (the rule assumes noise of one level in every gene)
+                _, white = gene_scale(self.mean, self.noise_sd, True)
+                scale = (self.std / white).astype(np.float32)
+                self._gd_rank = gavish_donoho_rank(self.targets[self.train] * scale,
+                                                   np.random.default_rng(cfg.seed + 43))
+            return int(min(max(self._gd_rank, 2), cfg.auto_rank))
         return int(cfg.auto_rank_small if len(self.train) < cfg.small_data else cfg.auto_rank)
 
     def geometry(self):
@@ -216,7 +248,9 @@ class StackData(_Base):
         if not np.isfinite(X).all() or not np.isfinite(xyz).all():
             raise InputError(names, "NaN or infinite values in expression or coordinates")
         self.n_genes = X.shape[1]
-        self.mean, self.std = gene_scale(X.mean(0), X.std(0), config.resolved_standardize(self.n_genes))
+        mode = config.resolved_standardize(self.n_genes)
+        self.noise_sd = noise_sd(X, xyz, [stack.sections[i].n_obs for i in self.idx])
+        self.mean, self.std = gene_scale(X.mean(0), self.noise_sd if mode == "noise" else X.std(0), bool(mode))
         self.X_raw_min = float(X.min())
         self.targets = ((X - self.mean) / self.std).astype(np.float32)
         self.train, self.val = split(len(X), config.val_frac, config.seed)
@@ -263,7 +297,8 @@ class ProjectedData(_Base):
         mu = s1 / m
         cov_raw = (s2 - m * np.outer(mu, mu)) / max(m - 1, 1)  # covariance of the raw values
         sd = np.sqrt(np.maximum(np.diag(cov_raw) * (m - 1) / max(m, 1), 0))
-        self.mean, self.std = gene_scale(mu, sd, config.resolved_standardize(len(mu)))
+        mode = config.resolved_standardize(len(mu))  # "noise" needs neighbours: per-gene SD when streamed
+        self.mean, self.std = gene_scale(mu, sd, bool(mode))
         cov = cov_raw / np.outer(self.std, self.std)  # covariance of the standardized values
         from ..stack.linalg import top_eigen
 

@@ -48,3 +48,21 @@ def top_components(X: np.ndarray, k: int, rng, n_power: int = 6) -> tuple[np.nda
     w, U = np.linalg.eigh((XQ.T @ XQ) / max(n, 1))
     top = np.argsort(-w)[:k]
     return np.maximum(w[top], 0.0), Q @ U[:, top]
+
+
+def gavish_donoho_rank(X: np.ndarray, rng, max_rows: int = 4000) -> int:
+    """Number of components of the centred rows ``X`` (n × d) that stand above white noise of
+    unknown level: singular values above the optimal hard threshold of Gavish & Donoho (2014),
+    ω(β) · median singular value, β = min(n, d) / max(n, d). Estimated on at most ``max_rows``
+    random rows (the rank is what that many rows can resolve)."""
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) > max_rows:
+        X = X[np.sort(rng.choice(len(X), max_rows, replace=False))]
+    n, d = X.shape
+    if min(n, d) < 2:
+        return 1
+    G = X.T @ X if d <= n else X @ X.T
+    sv = np.sqrt(np.maximum(np.linalg.eigvalsh(G), 0.0))
+    beta = min(n, d) / max(n, d)
+    omega = 0.56 * beta ** 3 - 0.95 * beta ** 2 + 1.82 * beta + 1.43
+    return int(max(1, np.sum(sv > omega * np.median(sv))))
