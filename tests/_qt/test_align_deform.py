@@ -21,7 +21,11 @@ def test_align_widget_nonrigid_grid_magnitude_and_switch_off(make_napari_viewer,
     from napari_inrst._qt.align import OVERLAY_AFTER, AlignWidget
     from napari_inrst._qt.align_deform import GRID_LAYER, MAGNITUDE_LAYER
     from napari_inrst.synthetic.sample import sample_stack
-    from napari_inrst.viewer.deform_view import MAGNITUDE_LABEL, cell_magnitudes, grid_lines
+    from napari_inrst.viewer.deform_view import (
+        MAGNITUDE_LABEL,
+        cell_magnitudes,
+        grid_lines,
+    )
 
     stack, _ = sample_stack(n_sections=4, missing=(), n_genes=12, spot_spacing=150.0)
     viewer = make_napari_viewer()

@@ -42,7 +42,11 @@ def _result(stack, defs, mats):
 
 def test_known_warp_is_drawn_switched_off_and_undone(small):
     from napari_inrst.viewer.align_state import AlignState
-    from napari_inrst.viewer.deform_view import cell_magnitudes, magnitude_map, warped_grid
+    from napari_inrst.viewer.deform_view import (
+        cell_magnitudes,
+        magnitude_map,
+        warped_grid,
+    )
 
     stack0, _ = small
     stack = stack0.select(range(len(stack0)))

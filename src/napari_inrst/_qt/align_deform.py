@@ -7,7 +7,14 @@ with its colorbar), both 2D in µm like the Align overlays. What is drawn comes 
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QGroupBox, QLabel, QListWidget, QListWidgetItem, QVBoxLayout
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QGroupBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+)
 
 from ..render.display import OVERLAY_KEY
 from ..viewer.deform_view import MAGNITUDE_LABEL, magnitude_map, summary, warped_grid
