@@ -331,13 +331,16 @@ def summarize(table: list[dict]) -> dict:
 
 
 def format_rows(table: list[dict]) -> str:
-    head = ("| row | task | metric | field | best baseline | margin | blend w | fit s |\n"
+    head = ("| row | task | metric | field | best baseline | margin | blend w (interpolant) | fit s |\n"
             "|---|---|---|---|---|---|---|---|")
     lines = [head]
+    kinds = {"knn": "kNN", "sections": "adjacent sections"}
     for r in table:
+        kind = kinds.get(r.get("blend_kind"), "")
+        blend = f"{r.get('blend_weight', 0):.2f}" + (f" ({kind})" if kind and r.get("blend_weight", 0) > 0 else "")
         lines.append(f"| {r['row']} | {r['data']}: {r['task']} | {r['metric']} | {r['field']:.3f} | "
                      f"{r['baseline']:.3f} ({r['best_baseline']}) | {r['margin']:+.3f} | "
-                     f"{r.get('blend_weight', 0):.2f} | {r['fit_seconds']:.0f} |")
+                     f"{blend} | {r['fit_seconds']:.0f} |")
     return "\n".join(lines)
 
 

@@ -87,6 +87,7 @@ class TrainWidget(QWidget):
         s = self.settings
         self.steps, self.genes, self.encoding, self.rank = s.steps, s.genes, s.encoding, s.rank
         self.lambda_rc, self.lambda_kl, self.seed, self.device = s.lambda_rc, s.lambda_kl, s.seed, s.device
+        self.deform = s.deform  # "deform sections": as `napari-inrst fit --deform`
         self.gene = GeneBox()
         self.gene.geneChanged.connect(lambda g: self.state.set_preview(gene=g))
         self.train_btn = QPushButton("Train")
@@ -207,7 +208,8 @@ class TrainWidget(QWidget):
         if self.running or self._stack is None:
             return None
         stack = self._stack
-        args = self.state.begin(stack, self.config(), self.gene_setting(), resume=resume)
+        args = self.state.begin(stack, self.config(), self.gene_setting(), resume=resume,
+                                deform=self.deform.isChecked())
         if self.state.previews.gene:  # in place now (empty): the end of the fit only fills it
             preview_layer(self.viewer, create_for=stack)
         self._pbar = progress(total=0, desc="Training field: preparing")

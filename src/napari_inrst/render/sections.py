@@ -138,20 +138,56 @@ def points_zyx(section, idx=None) -> np.ndarray:
     return np.column_stack([np.full(len(xy), float(section.z)), xy[:, 1], xy[:, 0]])
 
 
+def field_placement(stack, stack_meta, indices=None) -> dict | None:
+    """Where the model with ``stack_meta`` (``FieldModel.stack_meta``) puts the cells of ``stack``'s
+    sections: ``{index: (xy (n, 2) stack frame µm, z µm)}`` for ``indices`` (default all) — the
+    model's transforms (the rigid alignment with the field-driven refinement composed in) and its
+    per-section deformations (``stack_meta['deformation']``, the enabled ones) applied to each
+    section's input coordinates, as ``napari-inrst map`` does. None when the model was not trained
+    on these sections (other names) or records no placement."""
+    from ..align.deform import deformations_from_meta
+    from ..stack import apply_transform
+
+    meta = stack_meta or {}
+    names, mats, zs = meta.get("names"), meta.get("transforms"), meta.get("z")
+    if not names or not mats or not zs or [str(n) for n in names] != [str(n) for n in stack.names]:
+        return None
+    if len(mats) != len(names) or len(zs) != len(names):
+        return None
+    try:
+        defs = deformations_from_meta(meta)
+    except Exception:  # noqa: BLE001 - an unreadable block: the transforms alone (map names the problem)
+        defs = []
+    # the model's input µm (its unit factor) from the stack's (a unit factor changed since)
+    r = float(meta.get("unit_factor", 1.0) or 1.0) / float(getattr(stack, "unit_factor", 1.0) or 1.0)
+    out = {}
+    for k in (range(len(stack)) if indices is None else indices):
+        xy = np.asarray(stack[k].xy_input, dtype=np.float64) * r
+        if k < len(defs) and defs[k] is not None:
+            xy = defs[k].apply(xy)
+        out[k] = (apply_transform(np.asarray(mats[k], dtype=np.float64), xy), float(zs[k]))
+    return out
+
+
 def needs_lod(section, cap: int = LOD_CAP) -> bool:
     return int(section.n_obs) > int(cap)
 
 
-def section_update(section, g: int, contrast, colormap: str, rect=None, cap: int = LOD_CAP, rank=None):
+def section_update(section, g: int, contrast, colormap: str, rect=None, cap: int = LOD_CAP, rank=None,
+                   placed=None):
     """What a section layer shows (for a worker): ``(idx or None, zyx, values, rgba)`` — ``idx``
-    None when every cell is drawn."""
+    None when every cell is drawn. ``placed``: ``(xy, z)`` of the cells elsewhere than the stack
+    puts them (where a model puts them, :func:`field_placement`)."""
     values = gene_values(section, g)
+    xy, z = (section.xy, float(section.z)) if placed is None else placed
     idx = None
     if needs_lod(section, cap):
         rank = lod_rank(section.n_obs) if rank is None else rank
-        idx = lod_indices(section.xy, rank, rect, cap)
+        idx = lod_indices(xy, rank, rect, cap)
         values = values[idx]
-    return idx, points_zyx(section, idx), values, point_rgba(values, contrast, colormap)
+    pts = xy if idx is None else xy[idx]
+    zyx = np.column_stack([np.full(len(pts), z), pts[:, 1], pts[:, 0]])
+    return idx, zyx, values, point_rgba(values, contrast, colormap)
 
 
 def apply_section_update(layer, gene: str, update, *, move: bool = True) -> None:

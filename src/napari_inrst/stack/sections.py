@@ -251,7 +251,8 @@ class SectionStack(StackBase):
     def set_unit_factor(self, factor: float):
         """Coordinates as read × ``factor`` = µm (x, y and spot sizes; z is set in µm on its own).
 
-        Rescales in place from the current factor; a transform's translation scales with it."""
+        Rescales in place from the current factor; a transform's translation and a section's
+        deformation grid scale with it."""
         factor = float(factor)
         if not np.isfinite(factor) or factor <= 0:
             raise InputError(None, f"the unit factor must be a positive number, got {factor}")
@@ -265,6 +266,10 @@ class SectionStack(StackBase):
             m = np.array(s.transform, dtype=np.float64)
             m[:2, 2] *= r
             s.transform = m
+            d = getattr(s, "deformation", None)  # its grid lives in the input frame (µm): scaled with it
+            if d is not None:
+                d.origin, d.spacing, d.coef = d.origin * r, d.spacing * r, d.coef * r
+                d.max_disp_um *= r
         self.unit_factor = factor
 
 
