@@ -359,10 +359,9 @@ def build_stack(
         src_idx = np.array([k for k, c in enumerate(cols) if c >= 0], dtype=int)
         dst_idx = np.array([cols[k] for k in src_idx], dtype=int)
         if sparse.issparse(X) and np.unique(dst_idx).size == len(src_idx) == len(genes):  # all here: a gather
-            same = np.array_equal(src_idx, dst_idx) and X.shape[1] == len(genes)
             order = np.empty(len(genes), dtype=int)
             order[dst_idx] = src_idx
-            raw = (X if same else X[:, order]).astype(np.float32)
+            raw = (X if np.array_equal(order, np.arange(X.shape[1])) else X[:, order]).astype(np.float32)
         elif sparse.issparse(X):  # (no empty lil_matrix first: 1 s of interpreter lock per 200,000 rows)
             sub = X[:, src_idx].tocsc()
             perm = sparse.csr_matrix((np.ones(len(src_idx)), (np.arange(len(src_idx)), dst_idx)),

@@ -62,7 +62,12 @@ def open_sections_job(paths, old=None, old_gene: str | None = None, more=None, s
     list of :class:`Opened`."""
     import time
 
-    from .hooks import _inputs_from_path, _stack_from_path, joined_stack, stack_from_section_inputs
+    from .hooks import (
+        _inputs_from_path,
+        _stack_from_path,
+        joined_stack,
+        stack_from_section_inputs,
+    )
     from .layers import default_gene, gene_contrast, section_points, stack_layer_data
 
     todo = [os.fspath(p) for p in paths]
