@@ -6,6 +6,8 @@ on the 200 most expressed genes; synthetic data per-spot Pearson on all genes):
 
 * ``merfish_sec_<k>``  — MERFISH hypothalamus, section k held out, predicted from the other four
   (log1p of the values as given, as given aligned); baselines knn3d, adjacent.
+* ``merfish_cells_<k>`` — MERFISH section k alone, half of its cells removed (single cells; 50 µm
+  bins, the per-cell Pearson beside it); knn2d.
 * ``breast_sec_<k>``   — breast ST, interior section k held out (stack aligned first); knn3d, adjacent.
 * ``breast_spots_<k>`` — breast ST section k, 50 % of the spots removed (seed 0); knn2d.
 * ``dlpfc_spots_<id>`` — DLPFC Visium section, 50 % removed (the paper's task); knn2d; plus layer
@@ -23,7 +25,7 @@ Compute is scarce: choose rows with ``GENERALIZE_ROWS=merfish,her2st_A`` (comma-
 name prefixes) and ``GENERALIZE_STEPS`` (training steps, default the config's); each finished
 row is appended to ``GENERALIZE_OUT`` (JSON lines) as soon as it is measured; ``GENERALIZE_SEED`` (default 0).
 ``GENERALIZE_ENCODINGS=fourier,rff`` runs every chosen row once per encoding (same seeds; rows
-named ``<row>@<encoding>``); an entry may be an encoding's JSON settings, entries then separated by
+named ``<row>@<encoding>``); ``GENERALIZE_CONFIG`` (JSON) overrides fields of the fit's recipe; an entry may be an encoding's JSON settings, entries then separated by
 ``;`` (``GENERALIZE_ENCODINGS='fourier;{"name": "rff", "n_dirs": 8}'``); unset: the default encoding.
 
     python benchmarks/run.py --only generalize [--quick]      # quick: one row per data set
@@ -166,6 +168,9 @@ def _config(encoding=None):
     steps = os.environ.get("GENERALIZE_STEPS")
     if steps:
         cfg = cfg.replace(steps=int(steps))
+    extra = os.environ.get("GENERALIZE_CONFIG")  # JSON overrides of FieldConfig, e.g. '{"standardize": true}'
+    if extra:
+        cfg = cfg.replace(**json.loads(extra))
     return cfg
 
 
@@ -198,8 +203,9 @@ def _row(name, data, task, res, metric, extra=None):
 def _model_extra(rec):
     m = rec.model
     v = m.validation
-    return {"blend_weight": m.blend_weight, "self_report": {k: v.get(k) for k in
-            ("task", "field", "network", "interpolation", "sections")}}
+    kind = m.interp.kind if m.interp is not None else None
+    return {"blend_weight": m.blend_weight, "blend_kind": kind, "self_report": {k: v.get(k) for k in
+            ("task", "field", "network", "interpolation", "interpolation_sections", "sections")}}
 
 
 def section_row(name, data, stack, h, metric, cfg, labels_key=None):
@@ -211,7 +217,7 @@ def section_row(name, data, stack, h, metric, cfg, labels_key=None):
     return _row(name, data, f"missing section {stack[h].name}", res, metric, _model_extra(rec))
 
 
-def spots_row(name, data, stack, i, cfg, labels_key=None, ssim=False):
+def spots_row(name, data, stack, i, cfg, labels_key=None, ssim=False, metric="pearson"):
     from napari_inrst.measure import metrics as M
     from napari_inrst.evaluate.protocol import drop_spots, intra_section, select_genes
 
@@ -238,7 +244,11 @@ def spots_row(name, data, stack, i, cfg, labels_key=None, ssim=False):
     if ssim:
         extra["ssim_inr"] = round(res["methods"]["inr"]["ssim"], 4)
         extra["ssim_knn2d"] = round(res["methods"]["knn2d"]["ssim"], 4)
-    return _row(name, data, f"missing spots (50 %) {res['section']}", res, "pearson", extra)
+    if metric != "pearson":  # single cells: the per-cell figure beside the decision metric
+        for meth, v in res["methods"].items():
+            extra[f"pearson_cell_{meth}"] = round(float(v["pearson"]), 4)
+    what = "cells" if res.get("single_cell") else "spots"
+    return _row(name, data, f"missing {what} (50 %) {res['section']}", res, metric, extra)
 
 
 def rows(quick: bool, encoding=None, cache=None):
@@ -256,6 +266,10 @@ def rows(quick: bool, encoding=None, cache=None):
         for h in ([2] if quick else [1, 2, 3]):
             out.append((f"merfish_sec_{h}", lambda h=h: section_row(
                 f"merfish_sec_{h}", "MERFISH", get("merfish", merfish), h, "pearson_50um", cfg)))
+        for i in ([2] if quick else [1, 3]):  # single cells: half of one section's cells removed
+            out.append((f"merfish_cells_{i}", lambda i=i: spots_row(
+                f"merfish_cells_{i}", "MERFISH", get("merfish", merfish).select([i]), 0, cfg,
+                metric="pearson_50um")))
     if (SHARED / "breast_st").exists():
         for h in ([1] if quick else [1, 2]):
             out.append((f"breast_sec_{h}", lambda h=h: section_row(
@@ -317,13 +331,16 @@ def summarize(table: list[dict]) -> dict:
 
 
 def format_rows(table: list[dict]) -> str:
-    head = ("| row | task | metric | field | best baseline | margin | blend w | fit s |\n"
+    head = ("| row | task | metric | field | best baseline | margin | blend w (interpolant) | fit s |\n"
             "|---|---|---|---|---|---|---|---|")
     lines = [head]
+    kinds = {"knn": "kNN", "sections": "adjacent sections"}
     for r in table:
+        kind = kinds.get(r.get("blend_kind"), "")
+        blend = f"{r.get('blend_weight', 0):.2f}" + (f" ({kind})" if kind and r.get("blend_weight", 0) > 0 else "")
         lines.append(f"| {r['row']} | {r['data']}: {r['task']} | {r['metric']} | {r['field']:.3f} | "
                      f"{r['baseline']:.3f} ({r['best_baseline']}) | {r['margin']:+.3f} | "
-                     f"{r.get('blend_weight', 0):.2f} | {r['fit_seconds']:.0f} |")
+                     f"{blend} | {r['fit_seconds']:.0f} |")
     return "\n".join(lines)
 
 

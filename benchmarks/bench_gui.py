@@ -20,6 +20,12 @@ Figures:
   View (recolours every section in a worker), zoom in (full resolution in view) and out, z steps
   through the sections, and 3D on/off; ``baseline.*``: one section added and recoloured the old
   way (all cells, colours mapped from a feature column) — ``*_ratio`` = baseline / now.
+* ``open.*`` — napari's File ▸ Open of ``N`` large .h5ad sections (quick: 2 × 50,000 cells, full:
+  5 × 200,000; counts): ``background`` (now: read in a worker, ``_qt/opener.py``) against
+  ``baseline`` (the same files read by the reader on the UI thread): ``call_s`` (how long
+  ``viewer.open`` itself blocks), ``all_layers_s`` (until every section layer is in), the stall
+  summary over that time, ``handler_max_ms`` (the longest UI-thread callback of the background
+  opening: handing the stacks over, adding one layer), ``one_stack`` (all files in one stack).
 * ``train.*`` — the Train widget training on the synthetic sample (300 genes; quick: 100 steps,
   full: 400): ``train.child.*`` the fit in a child process at niceness ``train.child_nice`` (the
   widget's way), ``train.thread.*`` the same fit in a worker thread of the viewer (before; the
@@ -300,8 +306,71 @@ def bench_train(quick: bool) -> dict:
     return out
 
 
-#: which parts run (NAPARI_INRST_GUI_PARTS=train,scrub,lod; default all)
-PARTS = {"scrub": bench_scrub, "lod": bench_lod, "train": bench_train}
+def bench_open(quick: bool) -> dict:
+    """File ▸ Open of ``N`` large .h5ad sections (quick: 2 × 50,000 cells; full: 5 × 200,000; 100
+    genes, counts): the UI thread's longest stall and the time until every layer is in, read in
+    the background (now) against the same files read by the reader on the UI thread (before, the
+    baseline; ``opener.ASYNC_BYTES`` raised so that napari-inrst reads at once)."""
+    import tempfile
+
+    import napari
+    import scipy.sparse as sp
+    from stall import StallMeter
+
+    from napari_inrst._qt import opener
+
+    n_sec, n_cells, n_genes = (2, 50_000, 100) if quick else (5, 200_000, 100)
+    stack = _big_stack(n_sec, n_cells, n_genes)
+    tmp = Path(tempfile.mkdtemp(prefix="inrst_open_"))
+    paths = []
+    for s in stack:
+        a = s.adata.copy()
+        a.X = sp.csr_matrix(np.round(np.asarray(a.X) * 3.0).astype(np.float32))  # counts
+        a.uns["z_um"] = float(s.z)
+        paths.append(str(tmp / f"{s.name}.h5ad"))
+        a.write_h5ad(paths[-1])
+    handler = []  # ms per UI-thread callback of the background opening (the stacks handed over, a layer added)
+    for name in ("_read", "_add_one"):
+        orig = getattr(opener.BackgroundOpen, name)
+
+        def timed(self, *a, _orig=orig):
+            t = time.perf_counter()
+            _orig(self, *a)
+            handler.append((time.perf_counter() - t) * 1e3)
+        setattr(opener.BackgroundOpen, name, timed)
+    out = {"open.sections": n_sec, "open.cells_per_section": n_cells,
+           "open.mb_on_disk": round(sum(Path(p).stat().st_size for p in paths) / 2**20, 1)}
+    for mode in ("background", "baseline"):
+        viewer = napari.Viewer(show=True)
+        viewer.window.resize(1400, 900)
+        _wait_ms(500)
+        keep = opener.ASYNC_BYTES
+        opener.ASYNC_BYTES = keep if mode == "background" else 2**62
+        t0 = time.perf_counter()
+        with StallMeter() as m:
+            _app().processEvents()
+            t = time.perf_counter()
+            viewer.open(paths, plugin="napari-inrst")
+            call = time.perf_counter() - t
+            while len(viewer.layers) < n_sec and time.perf_counter() - t0 < 1800:
+                _wait_ms(20)
+            total = time.perf_counter() - t0
+            _wait_ms(300)
+        opener.ASYNC_BYTES = keep
+        out[f"open.{mode}.call_s"] = round(call, 3)
+        out[f"open.{mode}.all_layers_s"] = round(total, 2)
+        out.update(_stalls(m, f"open.{mode}"))
+        if mode == "background":
+            out["open.background.handler_max_ms"] = round(max(handler), 1) if handler else 0.0
+        out[f"open.{mode}.one_stack"] = len({id(lyr.metadata.get("inrst_stack")) for lyr in viewer.layers}) == 1
+        viewer.close()
+    out["open.load"] = round(os.getloadavg()[0], 1)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+#: which parts run (NAPARI_INRST_GUI_PARTS=train,scrub,lod,open; default all)
+PARTS = {"scrub": bench_scrub, "lod": bench_lod, "open": bench_open, "train": bench_train}
 
 
 def child(quick: bool) -> dict:

@@ -90,3 +90,32 @@ def test_view_gets_a_published_field_at_once_and_keeps_a_typed_z(make_napari_vie
     viewer.dims.set_point(0, float(stack.z[1]))  # the user moves napari's own z slider
     assert w.z == pytest.approx(float(stack.z[1]))
     w.cleanup()
+
+
+@pytest.mark.parametrize("as_stack", [False, True])
+def test_large_files_are_read_in_the_background_into_one_stack(make_napari_viewer, qtbot, files, monkeypatch, as_stack):
+    """File ▸ Open of large section files returns at once (nothing read on the UI thread); the
+    layers arrive from a worker, all files in ONE stack; a file opened later joins it."""
+    from napari_inrst._qt import opener
+    from napari_inrst.viewer import hooks
+
+    monkeypatch.setattr(opener, "ASYNC_BYTES", 1)  # these small files count as large
+    read_on_ui = []
+    monkeypatch.setattr(hooks, "read_sections_layers", lambda *a, **k: read_on_ui.append(a) or [(None,)])
+    viewer = make_napari_viewer()
+    viewer.open(files[:2], plugin="napari-inrst", stack=as_stack)
+    assert len(viewer.layers) == 0 and not read_on_ui  # returned before anything was read
+    op = opener.opener_of(viewer, create=False)
+    assert op is not None and op.busy
+    qtbot.waitUntil(lambda: not op.busy and len(viewer.layers) == 2, timeout=30000)
+    stack = viewer.layers[0].metadata[STACK_KEY]
+    assert {id(lyr.metadata[STACK_KEY]) for lyr in viewer.layers} == {id(stack)} and stack.names == ["s1", "s2"]
+    assert stack.report["z_assumed"]["sections"] == ["s1", "s2"]
+    viewer.open(files[2], plugin="napari-inrst")  # a later File ▸ Open joins the open stack
+    op = opener.opener_of(viewer, create=False)
+    assert op is not None and op.busy
+    qtbot.waitUntil(lambda: not op.busy and len(viewer.layers) == 3, timeout=30000)
+    qtbot.waitUntil(lambda: id(viewer) not in opener._OPENERS, timeout=5000)  # idle: the viewer is let go
+    joined = viewer.layers[-1].metadata[STACK_KEY]
+    assert joined.names == ["s1", "s2", "s3"] and all(lyr.metadata[STACK_KEY] is joined for lyr in viewer.layers)
+    assert sorted(lyr.metadata[SECTION_KEY] for lyr in viewer.layers) == [0, 1, 2] and not read_on_ui

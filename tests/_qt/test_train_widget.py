@@ -48,7 +48,10 @@ def test_training_runs_in_background_with_live_plot_preview_and_no_stall(viewer_
         gaps.append(now - last[0])
         last[0] = now
 
-    w.start()  # (creates the preview layer, then returns: training runs in the background)
+    w.start()  # (creates the preview layer, empty, then returns: training runs in the background)
+    layer = next(lyr for lyr in viewer.layers if lyr.metadata.get("inrst_preview"))
+    updates = []
+    layer.events.data.connect(lambda e: updates.append(len(w.history)))
     assert w.running and w.cancel_btn.isEnabled() and not w.train_btn.isEnabled()
     timer = QTimer()
     timer.timeout.connect(tick)
@@ -63,6 +66,10 @@ def test_training_runs_in_background_with_live_plot_preview_and_no_stall(viewer_
     assert max(gaps) < limit, f"event loop stalled {max(gaps) * 1000:.0f} ms (load {os.getloadavg()[0]:.1f})"
 
     assert isinstance(w.field, FieldModel) and not w.field.provenance["cancelled"]
+    # the live preview is in the widget (a layer update redraws the whole canvas); the canvas gets
+    # the preview layer once, when the fit ends
+    assert w.thumb.shown >= 2 and w.thumb.pixmap() is not None and not w.thumb.pixmap().isNull()
+    assert len(updates) == 1  # filled once, when the fit ended
     assert find_field(viewer) is w.field
     from napari_inrst.viewer.session import current_field
 

@@ -108,3 +108,41 @@ def test_large_section_level_of_detail_and_no_long_stalls(make_napari_viewer, qt
         print(f"\nlevel of detail, 60,000 cells, zoom in/out: {st}")
     assert st["max_ms"] < 3000  # generous (software GL, shared CI); benchmarks/bench_gui.py has the figure
     w.cleanup()
+
+
+def test_field_plane_updates_do_not_reslice_the_section_layers(make_napari_viewer, qtbot, sample):
+    """Panning and zooming re-evaluates the field plane; napari must not re-slice (re-send to the
+    GPU) the section layers each time: the plane stays inside their extent, so napari's dims range
+    and point do not move."""
+    from napari_inrst._qt.common import section_layers
+    from napari_inrst._qt.view import ViewWidget
+    from napari_inrst.field import TruthField
+    from napari_inrst.synthetic.sample import SyntheticTissue
+
+    stack, _ = sample
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(760, 480)
+    for data, kw, _ in stack_layer_data(stack, gene="LayerB"):
+        viewer.add_points(data, **kw)
+    w = ViewWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_field(TruthField(SyntheticTissue(n_genes=12, depth=270.0, seed=0), ["LayerA", "LayerB"]), genes=["LayerB"])
+    _wait(qtbot, w)
+    plane = w.layers.plane["LayerB"]
+    resliced, planes = [], []
+    for lyr in section_layers(viewer):
+        lyr.events.set_data.connect(lambda e, n=lyr.name: resliced.append(n))
+    plane.events.data.connect(lambda e: planes.append(plane.data.shape))
+    rng, point = viewer.dims.range, viewer.dims.point
+    cam = viewer.scene.camera
+    lo, hi = stack.bounds()
+    for center, zoom in (((lo[1] + 100.0, lo[0] + 100.0), 4.0),  # far in at a corner: pixels < 1 µm
+                         (((lo[1] + hi[1]) / 2, (lo[0] + hi[0]) / 2), 2.0), (None, 0.05)):  # middle; all
+        if center is not None:
+            cam.center = (cam.center[0], *center)
+        cam.zoom = zoom
+        qtbot.wait(50)
+        _wait(qtbot, w)
+    assert len(planes) >= 3  # the plane followed the view…
+    assert resliced == [] and viewer.dims.range == rng and viewer.dims.point == point  # …alone
+    w.cleanup()

@@ -373,7 +373,7 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
     against 2D kNN. The report is in the model file and in words."""
     from napari_inrst.field.data import holdout_positions
     from napari_inrst.field.report import describe, format_validation, validation_warning
-    from napari_inrst.measure.baselines import knn3d
+    from napari_inrst.measure.baselines import adjacent, knn3d
     from napari_inrst.measure.metrics import pearson_per_gene
 
     stack, tissue = aligned
@@ -388,9 +388,14 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
     truth = np.concatenate([stack[p].X for p in pos])
     knn = knn3d(stack.coords(kept), stack.expression(kept), q)
     assert v["interpolation"] == pytest.approx(pearson_per_gene(truth, knn), abs=2e-3)
+    # the adjacent-sections baseline on the same split (each held-out section midway between kept ones)
+    sections = [(stack.z[i], stack[i].xyz[:, :2], stack[i].X) for i in kept]
+    adj = np.concatenate([adjacent(sections, stack[p].xyz) for p in pos])
+    assert v["interpolation_sections"] == pytest.approx(pearson_per_gene(truth, adj), abs=2e-3)
     # the blend weight is chosen on this split, so the field is at least the better of its two parts
     assert v["field"] >= max(v["network"], v["interpolant_stored"]) - 1e-4
-    assert v["better"] == (v["field"] > v["interpolation"])
+    assert v["blend_kind"] in ("knn", "sections")
+    assert v["better"] == (v["field"] > max(v["interpolation"], v["interpolation_sections"]))
     line = format_validation(v)
     assert line.startswith("held-out sections (")
     assert f"field {v['field']:.2f}, interpolation {v['interpolation']:.2f}" in line

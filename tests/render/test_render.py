@@ -364,3 +364,20 @@ def test_cli_unreadable_model_exits_2(tmp_path, capsys):
     bad.write_bytes(b"not a model")
     assert _cli(["render", bad, "--gene", "A", "--z", 0, "--out", tmp_path / "o.png"]) == 2
     assert "bad.inrst" in capsys.readouterr().err
+
+
+def test_plane_for_view_stays_inside_a_frame():
+    """With a frame (the other layers' extent and finest scale) the plane's pixel centres stay
+    inside it and its pixels are no finer than its step: napari's dims range never changes."""
+    b = (np.array([0.0, 0.0, 0.0]), np.array([2000.0, 1500.0, 270.0]))
+    frame = (10.3, 1990.7, 5.1, 1490.2, 1.0)
+    for center, zoom in (((750, 1000), 0.4), ((0, 0), 4.0), ((1500, 2000), 8.0), ((700, 900), 0.05)):
+        g = plane_for_view(45.0, center, zoom, (600, 800), b, frame=frame)
+        xs, ys = g.x0 + g.dx * np.arange(g.nx), g.y0 + g.dy * np.arange(g.ny)
+        assert frame[0] <= xs[0] and xs[-1] <= frame[1] and frame[2] <= ys[0] and ys[-1] <= frame[3]
+        assert g.dx >= 1.0
+        if zoom == 0.4:  # zoomed out, the frame is covered to within a pixel
+            assert xs[0] - frame[0] <= g.dx and frame[1] - xs[-1] <= g.dx
+    free = plane_for_view(45.0, (0, 0), 4.0, (600, 800), b)
+    assert free.dx < 1.0 and free.x0 < frame[0]  # without a frame: finer pixels, beyond the data
+    assert plane_for_view(45.0, (3000, 3000), 1.0, (600, 800), b, frame=frame) is None  # frame not in view

@@ -95,3 +95,30 @@ def test_no_shared_genes(make_section):
     with pytest.raises(InputError, match="no genes are shared"):
         build_stack([make_section(genes=("A", "B")), make_section(genes=("C", "D"))], [0, 1],
                     sources=["a.h5ad", "b.h5ad"])
+
+
+def test_sparse_and_dense_sections_give_the_same_stack_whatever_the_gene_order():
+    """Sparse counts are gathered into the stack's gene order (or kept when already in it) as
+    dense ones are: same values, same raw counts, for both gene policies."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+
+    def mk(genes, sparse):
+        X = rng.poisson(1.0, (40, len(genes))).astype(np.float32)
+        a = ad.AnnData(X=sp.csr_matrix(X) if sparse else X, var=pd.DataFrame(index=pd.Index(genes)))
+        a.obsm["spatial"] = rng.random((40, 2)) * 100
+        return a
+
+    dense = [mk(["A", "B", "C", "D"], False), mk(["D", "B", "A", "C", "E"], False)]
+    sparse = [a.copy() for a in dense]
+    for a in sparse:
+        a.X = sp.csr_matrix(a.X)
+    for policy in ("intersection", "union"):
+        d, s = (build_stack(x, [0.0, 10.0], gene_policy=policy) for x in (dense, sparse))
+        assert d.genes == s.genes
+        for x, y in zip(d.sections, s.sections):
+            np.testing.assert_allclose(np.asarray(x.X), np.asarray(y.X), rtol=1e-6)
+            np.testing.assert_allclose(np.asarray(x.adata.layers["counts"]), y.adata.layers["counts"].toarray())

@@ -10,7 +10,7 @@ from napari_inrst.viewer.layers import stack_layer_data
 
 def test_view_models_import_without_qt():
     code = ("import sys; import napari_inrst.viewer.qc_state, napari_inrst.viewer.align_state, "
-            "napari_inrst.viewer.sections_state, napari_inrst.viewer.stack_source; "
+            "napari_inrst.viewer.sections_state, napari_inrst.viewer.stack_source, napari_inrst.viewer.open_job; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -45,3 +45,4 @@ def test_stack_source_follows_the_viewers_layers(small):
     data, kw, _ = stack_layer_data(stack)[0]
     viewer.add_points(data, **kw)
     assert src.stack is None and plain.stack is stack
+

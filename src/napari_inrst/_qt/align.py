@@ -12,8 +12,9 @@ from napari.viewer import Viewer
 from ..align.overlay import legend_html, overlay_points
 from ..viewer.layers import SECTION_KEY
 from ..render.sections import LOD_KEY, points_zyx
-from ..viewer.align_state import METHODS, AlignState
+from ..viewer.align_state import METHOD_LABELS, METHODS, AlignState
 from ..viewer.stack_source import StackSource, section_layers
+from .align_deform import DeformationPanel
 from .align_manual import ManualCorrection
 from .common import form_layout, hbox
 from .workers import Job
@@ -34,7 +35,10 @@ class AlignWidget(QWidget):
 
         self.reference = QComboBox()
         self.method = QComboBox()
-        self.method.addItems(list(METHODS))
+        for m in METHODS:
+            self.method.addItem(METHOD_LABELS[m], m)
+        self.method.setToolTip("Non-rigid (deform): rigid, then a smooth expression-matched deformation per "
+                               "section (as `napari-inrst align --method nonrigid`)")
         self.run_button = QPushButton("Align sections")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
@@ -55,11 +59,12 @@ class AlignWidget(QWidget):
         m = self.manual  # the controls, as the widget's own attributes
         self.section, self.angle, self.dx, self.dy, self.flip = m.section, m.angle, m.dx, m.dy, m.flip
         self.reset_button, self.undo_button = m.reset_button, m.undo_button
+        self.deform = DeformationPanel(viewer, self.state)
 
         lay = QVBoxLayout(self)
         lay.addLayout(form_layout([("Reference", self.reference), ("Method", self.method)]))
         lay.addLayout(hbox(self.run_button, self.cancel_button))
-        for w in (self.progress, self.status, self.show_before, self.legend, self.table, self.manual):
+        for w in (self.progress, self.status, self.show_before, self.legend, self.table, self.manual, self.deform):
             lay.addWidget(w)
         lay.addStretch(1)
 
@@ -155,7 +160,8 @@ class AlignWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.status.setText("aligning…")
-        self.job.start(self.state.job(self.reference.currentIndex(), self.method.currentText()))
+        self.job.start(self.state.job(self.reference.currentIndex(), self.method.currentData(),
+                                      should_stop=self.job.should_stop))
 
     def cancel(self):
         if self.job.running:

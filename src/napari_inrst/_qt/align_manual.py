@@ -21,7 +21,7 @@ class ManualCorrection(QGroupBox):
         self.flip = QCheckBox("flip (mirror in x)")
         self.reset_button = QPushButton("Reset this section")
         self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Undo the last manual correction (any section)")
+        self.undo_button.setToolTip("Undo the last manual correction or deformation switched on/off (any section)")
         self.undo_button.setEnabled(False)
         form_layout([("Section", self.section), ("Rotate", self.angle), ("Shift x", self.dx), ("Shift y", self.dy),
                      ("", self.flip), ("", hbox(self.reset_button, self.undo_button))], self)

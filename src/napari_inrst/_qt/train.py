@@ -5,8 +5,9 @@ The widget only wires and shows; the run lives in the Qt-free view model
 CPU priority (:mod:`napari_inrst.field.background`), relayed by a cancellable
 :class:`~napari_inrst._qt.workers.Job` (napari ``thread_worker``); a small plot shows the training loss and
 the validation error live (:mod:`.train_plot`); every few seconds the child renders a preview of
-the chosen gene at the viewer's current z into an Image layer. Cancel keeps the best weights so
-far (and a checkpoint); Resume continues from it.
+the chosen gene at the viewer's current z, shown in the widget (a layer update would redraw the
+whole canvas each time) and, when the fit ends (or live, with "Live preview in the canvas"), in an
+Image layer. Cancel keeps the best weights so far (and a checkpoint); Resume continues from it.
 
 The stack is prepared as ``napari-inrst fit`` does (the same default gene panel; the Genes
 control sets another size). The trained :class:`~napari_inrst.field.model.FieldModel` is
@@ -28,6 +29,7 @@ from pathlib import Path
 from napari.viewer import Viewer
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -42,7 +44,7 @@ from ..viewer.session import FIELD_KEY, find_field
 from ..viewer.train_state import TrainState, end_message
 from .common import GeneBox, find_stack
 from .train_plot import LossPlot
-from .train_preview import preview_layer, show_preview
+from .train_preview import PreviewThumb, preview_layer, show_preview
 from .train_settings import TrainSettings
 from .workers import Job
 
@@ -85,6 +87,7 @@ class TrainWidget(QWidget):
         s = self.settings
         self.steps, self.genes, self.encoding, self.rank = s.steps, s.genes, s.encoding, s.rank
         self.lambda_rc, self.lambda_kl, self.seed, self.device = s.lambda_rc, s.lambda_kl, s.seed, s.device
+        self.deform = s.deform  # "deform sections": as `napari-inrst fit --deform`
         self.gene = GeneBox()
         self.gene.geneChanged.connect(lambda g: self.state.set_preview(gene=g))
         self.train_btn = QPushButton("Train")
@@ -105,8 +108,14 @@ class TrainWidget(QWidget):
         self.state.status.connect(lambda text: self.status.setText(text))
         self.state.running.connect(self._set_running)
 
+        self.thumb = PreviewThumb()
+        self.live_canvas = QCheckBox("Live preview in the canvas")
+        self.live_canvas.setToolTip("Also update the 'Field preview' layer while training: each update redraws "
+                                    "the whole canvas (slow without a GPU). It is shown there when the fit ends.")
         preview = QFormLayout()
         preview.addRow("Preview gene", self.gene)
+        preview.addRow(self.thumb)
+        preview.addRow(self.live_canvas)
         buttons = QHBoxLayout()
         for b in (self.train_btn, self.cancel_btn, self.resume_btn):
             buttons.addWidget(b)
@@ -199,8 +208,9 @@ class TrainWidget(QWidget):
         if self.running or self._stack is None:
             return None
         stack = self._stack
-        args = self.state.begin(stack, self.config(), self.gene_setting(), resume=resume)
-        if self.state.previews.gene:
+        args = self.state.begin(stack, self.config(), self.gene_setting(), resume=resume,
+                                deform=self.deform.isChecked())
+        if self.state.previews.gene:  # in place now (empty): the end of the fit only fills it
             preview_layer(self.viewer, create_for=stack)
         self._pbar = progress(total=0, desc="Training field: preparing")
         self._pbar_desc, self._pbar_shown = "Training field: preparing", 0.0
@@ -235,10 +245,13 @@ class TrainWidget(QWidget):
         if d is not None:
             self.plot.update()
         if pv is not None:
-            show_preview(self.viewer, pv)
+            self.thumb.show_preview(pv)
+            if self.live_canvas.isChecked():
+                show_preview(self.viewer, pv)
 
     def _on_done(self, result):
         field, pv = self.state.finish(result)
+        self.thumb.show_preview(pv)
         show_preview(self.viewer, pv, field)
         pbar = self._pbar
         planned = field.provenance.get("steps_planned")

@@ -3,7 +3,8 @@
 On top of the rigid transforms (which it leaves unchanged), the reference fixed (the field-driven
 fit, ``fit --deform``, is :mod:`napari_inrst.field.warp`):
 
-* :func:`match_deformations` (``napari-inrst align --method nonrigid``): every cell of a section
+* :func:`match_deformations` (``napari-inrst align --method nonrigid``; the Align widget's
+  "Non-rigid (deform)" through :func:`iter_align_nonrigid`): every cell of a section
   is pulled towards the best-correlated cell within a radius in each adjacent section (expression
   peaks, as the rigid polish; the radius shrinks from a quarter of the bound to 1.5 spacings over
   the sweeps), and each section's grid is solved in closed form (weighted least squares, bending
@@ -176,3 +177,30 @@ def _match_once(stack, reference: int, rows, *, sweeps: int, bend: float, seed: 
             r = (t - mats[k][:2, 2]) @ Ainv.T - x  # the displacement (input frame) each target asks for
             grids[k] = solve_grid(grids[k], x, r, w, bend=bend)
     return grids
+
+
+def iter_align_nonrigid(stack, reference=None, *, seed: int = 0, should_stop=None):
+    """``align --method nonrigid`` as a generator (the Align widget's worker): the rigid alignment
+    (:func:`~.sequence.iter_align_stack`, its ``(done, total, message)`` steps), then
+    :func:`match_deformations`; returns the :class:`~.sequence.AlignResult` (``method="nonrigid"``)
+    with ``deformations``. ``stack`` is left unchanged (the work is done on a copy of its
+    transforms); ``result.apply(stack)`` writes the transforms and the grids."""
+    import dataclasses
+
+    from .sequence import iter_align_stack
+
+    work = stack.select(range(len(stack))) if hasattr(stack, "select") else stack
+    gen = iter_align_stack(work, reference, "rigid", seed=seed)
+    total = 1
+    while True:
+        try:
+            done, total, msg = next(gen)
+        except StopIteration as stop:
+            res = stop.value
+            break
+        yield done, total + 1, msg
+    res.apply(work)
+    yield total, total + 1, "fitting a smooth deformation per section"
+    defs = match_deformations(work, res.reference, seed=seed, should_stop=should_stop)
+    yield total + 1, total + 1, "done"
+    return dataclasses.replace(res, method="nonrigid", deformations=defs)

@@ -136,6 +136,10 @@ class ManualEdits:
             self.values[i] = prev
         return i
 
+    def break_merge(self):
+        """The next :meth:`set` starts a step of its own (something else happened in between)."""
+        self._last = (None, -np.inf)
+
     def clear(self):
         self.values.clear()
         self.history.clear()

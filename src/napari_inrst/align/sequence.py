@@ -29,10 +29,17 @@ class AlignResult:
     method: str = "rigid"
     names: list = field(default_factory=list)
     pair_scores: list = field(default_factory=list)  # per adjacent pair: fit score (0–1)
+    #: ``method="nonrigid"``: per section a :class:`~.deform.Deformation` or None (the reference)
+    deformations: list | None = None
 
     def apply(self, stack):
-        """Write the matrices into ``stack`` (``stack.set_transforms``); returns the stack."""
+        """Write the matrices (and the deformations, when the result has them) into ``stack``;
+        returns the stack."""
         stack.set_transforms([np.asarray(m, dtype=np.float64) for m in self.matrices])
+        if self.deformations is not None:
+            from .deform import set_deformations
+
+            set_deformations(stack, self.deformations)
         return stack
 
     def to_json(self) -> list[dict]:

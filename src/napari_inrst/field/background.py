@@ -86,6 +86,53 @@ def prepare_stack(stack, genes=None, *, copy: bool = False, log=None):
     return stack
 
 
+def placement_of(stack) -> dict:
+    """Where ``stack``'s sections lie (names, transforms, deformations as a model stores them):
+    what a resumed run puts back instead of refining again."""
+    from ..align.deform import deformations_json, get_deformations
+
+    return {"names": list(stack.names), "transforms": [m.tolist() for m in stack.transforms()],
+            "deformation": deformations_json(stack.names, get_deformations(stack))}
+
+
+def refine_for_fit(stack, config, *, deform: bool = True, placement: dict | None = None, log=None,
+                   should_stop=None):
+    """Before the fit, as ``napari-inrst fit --deform`` does (:func:`napari_inrst.cli.fit.refine_if_aligned`):
+    the field-driven refinement of the transforms with per-section deformation grids
+    (:func:`napari_inrst.field.refine.refine_stack`, ``deform=True``; half fields of at most the
+    fit's steps, the middle section fixed; a lazily read stack is refined on 3,000 cells per
+    section), kept or reverted by its held-out rule, written into ``stack`` (in place). With
+    ``placement`` (:func:`placement_of` of an earlier run: a resumed fit) that placement is put
+    back instead. Returns the :class:`~napari_inrst.field.refine.RefineResult`, or None (placement
+    put back, or fewer than 2 training sections)."""
+    import numpy as np
+
+    from ..align.deform import deformations_from_meta, set_deformations
+
+    if placement is not None:
+        stack.set_transforms([np.asarray(m, dtype=np.float64) for m in placement["transforms"]])
+        set_deformations(stack, deformations_from_meta(placement) or [None] * len(stack))
+        return None
+    if len(stack.training_sections()) < 2:
+        return None
+    from . import refine
+
+    target = stack.subsample(3000, seed=int(config.seed)) if getattr(stack, "lazy", False) else stack
+    if log is not None:
+        log("refining the alignment and fitting a deformation per section against half fields (as fit --deform)")
+    res = refine.refine_stack(target, config, log=log, should_stop=should_stop,
+                              field_steps=min(refine.FIELD_STEPS, int(config.steps)), deform=bool(deform))
+    res.apply(stack)
+    return res
+
+
+def record_refinement(field, res) -> None:
+    """What ``fit`` records of a refinement in the model (``stack_meta['refinement']``, provenance)."""
+    if res is not None:
+        field.stack_meta["refinement"] = res.to_meta()
+        field.provenance["refine_seconds"] = round(float(res.seconds), 2)
+
+
 def _niceness() -> int | None:
     try:
         return os.nice(0)
@@ -103,7 +150,8 @@ def _drain(requests, observer):
             observer.update(**msg)
 
 
-def _child(events, requests, stop, stack, genes, config, checkpoint, resume, model_path, observer, nice):
+def _child(events, requests, stop, stack, genes, config, checkpoint, resume, model_path, observer, nice,
+           deform=False, placement=None):
     """The child process: prepare, train, send records; save the model; say done or the error."""
     try:
         def status(msg):
@@ -125,6 +173,11 @@ def _child(events, requests, stop, stack, genes, config, checkpoint, resume, mod
         def should_stop():  # cancelled, or the parent is gone
             return stop.is_set() or os.getppid() != parent
 
+        refined = None
+        if deform or placement is not None:
+            refined = refine_for_fit(prepared, config, placement=placement, log=status, should_stop=should_stop)
+            events.put(("placed", placement_of(prepared)))
+
         gen = iter_fit(prepared, config, should_stop=should_stop, checkpoint=checkpoint, resume=resume,
                        on_status=status)
         while True:
@@ -140,6 +193,7 @@ def _child(events, requests, stop, stack, genes, config, checkpoint, resume, mod
             events.put(("progress", d))
         _drain(requests, observer)
         extras = (observer.final(field) or {}) if observer is not None else {}
+        record_refinement(field, refined)
         field.save(model_path)
         events.put(("done", extras))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
@@ -166,10 +220,13 @@ class ChildFit:
     those (a resumed run). After the run, :attr:`genes` holds the genes the child modeled and
     :attr:`extras` what ``observer.final`` returned. The child is stopped and its temporary
     folder removed when :meth:`run` ends, however it ends (also when the generator is closed).
+    ``deform``: first refine the transforms with deformation grids, as ``fit --deform``
+    (:func:`refine_for_fit`); ``placement``: put an earlier run's placement back instead (Resume);
+    either way :attr:`placement` holds where the sections were trained (:func:`placement_of`).
     """
 
     def __init__(self, stack, config, *, genes=None, checkpoint=None, resume=None, observer=None,
-                 nice: int = CHILD_NICE):
+                 nice: int = CHILD_NICE, deform: bool = False, placement: dict | None = None):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
@@ -182,11 +239,12 @@ class ChildFit:
         self.extras: dict = {}
         self.exitcode: int | None = None
         self.child_info: dict = {}  # {"pid", "nice"} of the child once it has started
+        self.placement: dict | None = None
         self._proc = ctx.Process(
             target=_child, name="napari-inrst-fit", daemon=True,
             args=(self._events, self._requests, self._stop, stack, genes, config,
                   None if checkpoint is None else str(checkpoint), None if resume is None else str(resume),
-                  str(self.model_path), observer, nice))
+                  str(self.model_path), observer, nice, bool(deform), placement))
 
     @property
     def pid(self) -> int | None:
@@ -226,6 +284,8 @@ class ChildFit:
                     self.genes = payload
                     if on_prepared is not None:
                         on_prepared(payload)
+                elif kind == "placed":
+                    self.placement = payload
                 elif kind == "progress":
                     yield payload
                 elif kind == "error":

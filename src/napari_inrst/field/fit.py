@@ -49,7 +49,7 @@ from .model import FieldModel
 from .networks import ensemble_of
 from .spec import ModelConfig
 from .trainer import Progress, Trainer
-from .validation import interp_basis, validation_report
+from .validation import SECTION_K, interp_basis, validation_report
 
 
 def fit_flow(job):
@@ -70,7 +70,7 @@ def fit_flow(job):
     else:
         nets, rows, kept, stopped = yield from job.final(sel, net_sel)
     net = nets[0] if len(nets) == 1 else ensemble_of(job.spec, nets)
-    interp = job.interpolant(sel["blend_weight"], rows)
+    interp = job.interpolant(sel["blend_weight"], rows, sel.get("blend_kind", "knn"))
     return job.model(net, sel, interp, kept, stopped, members=len(nets))
 
 
@@ -167,10 +167,12 @@ class _Fit:
         return "selection network (no final run: " + ("final_fit off)" if not self.cfg.final_fit else "large data)")
 
     # --- the model ------------------------------------------------------------------------
-    def interpolant(self, weight: float, rows):
+    def interpolant(self, weight: float, rows, kind: str = "knn"):
         if weight <= 0:
             return None
         V, coef = interp_basis(self.data, rows, self.cfg.seed)
+        if kind == "sections":
+            return Interpolant(self.data.xyz[rows], coef, V, weight, k=SECTION_K, dims=3, kind="sections")
         dims = 3 if self.data.z_spacing is not None else 2
         return Interpolant(self.data.xyz[rows], coef, V, weight, k=5 if dims == 3 else 4, dims=dims)
 

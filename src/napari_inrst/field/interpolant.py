@@ -16,9 +16,21 @@ class Interpolant:
     model predicts (1 − w) · network + w · interpolant. Both parts are linear in a latent, so the
     blend is one latent (the network's r features, then the interpolant's q) and one linear
     decoder: rendering, caching and gene switching work unchanged.
+
+    ``kind``: ``"knn"`` (the IDW mean above) or ``"sections"``: the mean of the ``k`` nearest
+    (x, y) cells in the nearest training section at or below the query and in the nearest at or
+    above it, linear in z between the two (at a section's own z that section alone; beyond the
+    first or last section, that section). At a held-out section midway between two kept ones this
+    is the ``adjacent`` baseline exactly; unlike 3D kNN it never mixes cells of one section with
+    the other by their in-plane distance, and it is continuous in z.
     """
 
-    def __init__(self, xyz, coef, basis, weight: float, k: int = 5, dims: int = 3):
+    KINDS = ("knn", "sections")
+
+    def __init__(self, xyz, coef, basis, weight: float, k: int = 5, dims: int = 3, kind: str = "knn"):
+        if kind not in self.KINDS:
+            raise ValueError(f"interpolant kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
         self.xyz = np.ascontiguousarray(xyz, dtype=np.float32)
         self.coef = np.ascontiguousarray(coef, dtype=np.float32)
         self.basis = np.ascontiguousarray(basis, dtype=np.float32)
@@ -26,6 +38,7 @@ class Interpolant:
         self.k = int(k)
         self.dims = int(dims)
         self._tree = None
+        self._sections = None  # kind "sections": (sorted z, [(rows, 2D tree) per section])
 
     @property
     def q(self) -> int:
@@ -40,6 +53,8 @@ class Interpolant:
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         if len(xyz) == 0:
             return np.zeros((0, self.q), dtype=np.float32)
+        if self.kind == "sections":
+            return self._by_sections(xyz)
         if self._tree is None:
             self._tree = cKDTree(self.xyz[:, :self.dims].astype(np.float64))
         k = int(min(self.k, len(self.xyz)))
@@ -53,13 +68,53 @@ class Interpolant:
             out += w[:, j:j + 1].astype(np.float32) * self.coef[idx[:, j]]
         return out
 
+    def _section_trees(self):
+        if self._sections is None:
+            from scipy.spatial import cKDTree
+
+            zs, inv = np.unique(self.xyz[:, 2], return_inverse=True)
+            trees = []
+            for j in range(len(zs)):
+                rows = np.flatnonzero(inv == j)
+                trees.append((rows, cKDTree(self.xyz[rows, :2].astype(np.float64))))
+            self._sections = (zs.astype(np.float64), trees)
+        return self._sections
+
+    def _section_mean(self, j: int, xy) -> np.ndarray:
+        rows, tree = self._section_trees()[1][j]
+        k = int(min(self.k, len(rows)))
+        _, idx = tree.query(xy, k=k)
+        idx = rows[idx.reshape(len(xy), k)]
+        out = np.zeros((len(xy), self.q), dtype=np.float32)
+        for j2 in range(k):
+            out += self.coef[idx[:, j2]]
+        return out / np.float32(k)
+
+    def _by_sections(self, xyz) -> np.ndarray:
+        zs, _ = self._section_trees()
+        qz = xyz[:, 2]
+        tol = 1e-6 * max(1.0, float(np.ptp(zs)) if len(zs) > 1 else 1.0)
+        above = np.minimum(np.searchsorted(zs, qz - tol, side="left"), len(zs) - 1)  # first z ≥ query
+        below = np.maximum(np.searchsorted(zs, qz + tol, side="right") - 1, 0)  # last z ≤ query
+        out = np.zeros((len(xyz), self.q), dtype=np.float32)
+        for b, a in np.unique(np.column_stack([below, above]), axis=0):
+            rows = np.flatnonzero((below == b) & (above == a))
+            xy = xyz[rows, :2]
+            if a == b:
+                out[rows] = self._section_mean(int(a), xy)
+                continue
+            t = ((qz[rows] - zs[b]) / (zs[a] - zs[b])).clip(0.0, 1.0).astype(np.float32)[:, None]
+            out[rows] = (1 - t) * self._section_mean(int(b), xy) + t * self._section_mean(int(a), xy)
+        return out
+
     # --- a tensor group of the model file (see :data:`napari_inrst.field.model.TENSOR_GROUPS`)
     def tensors(self) -> dict:
         """Its tensors by short name (stored as ``interp.<name>``), numpy."""
         return {"xyz": self.xyz, "coef": self.coef, "basis": self.basis}
 
     def meta(self) -> dict:
-        return {"weight": self.weight, "k": self.k, "dims": self.dims, "n": int(len(self.xyz)), "q": self.q}
+        return {"weight": self.weight, "k": self.k, "dims": self.dims, "kind": self.kind, "n": int(len(self.xyz)),
+                "q": self.q}
 
     @classmethod
     def shapes(cls, m: dict, n_genes: int, bad) -> dict:
@@ -78,8 +133,11 @@ class Interpolant:
                 bad(f"'interp.{name}' must be a whole number ≥ 1, got {v!r}")
         if dims not in (2, 3):
             bad(f"'interp.dims' must be 2 or 3, got {dims!r}")
+        if m.get("kind", "knn") not in cls.KINDS:
+            bad(f"'interp.kind' must be one of {', '.join(cls.KINDS)}, got {m.get('kind')!r}")
         return {"xyz": (n, 3), "coef": (n, q), "basis": (n_genes, q)}
 
     @classmethod
     def from_tensors(cls, t: dict, m: dict) -> "Interpolant":
-        return cls(t["xyz"], t["coef"], t["basis"], float(m["weight"]), int(m.get("k", 5)), int(m.get("dims", 3)))
+        return cls(t["xyz"], t["coef"], t["basis"], float(m["weight"]), int(m.get("k", 5)), int(m.get("dims", 3)),
+                   kind=m.get("kind", "knn"))

@@ -2,7 +2,8 @@
 
 Every fit scores itself on a split that mimics its task (whole interior sections held out for a
 stack of three or more sections, held-out spots otherwise; see :mod:`.fit`) together with the
-interpolation baseline of that task (3D kNN, or 2D kNN for one section) on the same split. The
+interpolation baselines of that task (3D kNN and adjacent sections for a stack, 2D kNN for one
+section) on the same split. The
 report lives in the model file (``meta["validation"]``); these functions turn it into the lines
 the CLI (``fit``, ``info``) and the Train widget show. No torch, no Qt.
 """
@@ -21,12 +22,21 @@ def format_validation(v: dict | None) -> str:
     base = BASELINE_NAMES.get(v.get("baseline"), v.get("baseline", "interpolation"))
     line = (f"{v.get('task', 'validation')}{where}: field {v['field']:.2f}, "
             f"interpolation {v['interpolation']:.2f} ({base})")
+    if v.get("interpolation_sections") is not None:
+        line += f", {v['interpolation_sections']:.2f} (adjacent sections)"
     w = float(v.get("blend_weight", 0.0))
+    which = " (adjacent sections)" if v.get("blend_kind") == "sections" else ""
     if 0.0 < w < 1.0:
-        line += f"; field = {1 - w:.2f} × network + {w:.2f} × interpolation"
+        line += f"; field = {1 - w:.2f} × network + {w:.2f} × interpolation{which}"
     elif w >= 1.0:
-        line += "; the field is the interpolation (the network did not help)"
+        line += f"; the field is the interpolation{which} (the network did not help)"
     return line
+
+
+def best_interpolation(v: dict) -> float:
+    """The best interpolation score of a validation report (3D/2D kNN, adjacent sections)."""
+    scores = [v.get("interpolation"), v.get("interpolation_sections")]
+    return max(float(x) for x in scores if x is not None)
 
 
 def validation_warning(v: dict | None) -> str | None:
@@ -35,7 +45,7 @@ def validation_warning(v: dict | None) -> str | None:
         return None
     if not v.get("better", False) or float(v.get("blend_weight", 0.0)) >= 1.0:
         return (f"the field is not better than interpolation on {v.get('task', 'its validation')} "
-                f"({v['field']:.3f} vs {v['interpolation']:.3f}): do not trust it beyond what "
+                f"({v['field']:.3f} vs {best_interpolation(v):.3f}): do not trust it beyond what "
                 "interpolating the measured data gives")
     return None
 

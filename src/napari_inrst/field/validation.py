@@ -13,6 +13,8 @@ SCORE_GENES = 200
 #: interpolant basis: at most this many components, and at most this many stored numbers (cells × q)
 INTERP_RANK = 256
 INTERP_VALUES = 50_000_000
+#: cells per section the sections interpolant averages (the ``adjacent`` baseline's k)
+SECTION_K = 3
 
 
 def score_genes(data) -> np.ndarray:
@@ -63,27 +65,43 @@ def net_gene_rows(net, data, xyz, genes) -> np.ndarray:
 
 
 def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
-    """Score the network, the interpolant and their blends on the validation split; choose the
-    blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed genes)."""
+    """Score the network, the interpolants and their blends on the validation split; choose the
+    interpolant (for a stack: 3D kNN or the sections' own, see :class:`~.interpolant.Interpolant`)
+    and the blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed
+    genes)."""
     from ..measure.baselines import idw
     from ..measure.metrics import pearson_per_gene
+    from .interpolant import Interpolant
 
     dims = 3 if data.z_spacing is not None else 2
     k = 5 if dims == 3 else 4
     genes = score_genes(data)
     truth = gene_rows(data, va, genes)
-    qxyz = data.xyz[va].astype(np.float64)[:, :dims]
-    txyz = data.xyz[tr].astype(np.float64)[:, :dims]
+    qxyz = data.xyz[va].astype(np.float64)
+    txyz = data.xyz[tr].astype(np.float64)
     f = net_gene_rows(net, data, data.xyz[va], genes)
-    base = idw(txyz, gene_rows(data, tr, genes), qxyz, k)  # knn3d / knn2d on the scored genes, exactly
+    exact = gene_rows(data, tr, genes)
+    base = idw(txyz[:, :dims], exact, qxyz[:, :dims], k)  # knn3d / knn2d on the scored genes, exactly
     V, coef = interp_basis(data, tr, cfg.seed)
-    ip = idw(txyz, coef, qxyz, k) @ V[genes].T  # the interpolant as the model stores it
+    # the interpolants as the model stores them (in the low-rank basis)
+    stored = {"knn": idw(txyz[:, :dims], coef, qxyz[:, :dims], k) @ V[genes].T}
+    inter_sec = None
+    if dims == 3 and len(np.unique(data.xyz[tr, 2])) >= 2:
+        stored["sections"] = Interpolant(txyz, coef, V, 1.0, k=SECTION_K, kind="sections")(qxyz) @ V[genes].T
+        # the adjacent-sections baseline on the scored genes, exactly
+        sec = Interpolant(txyz, exact, np.eye(len(genes)), 1.0, k=SECTION_K, kind="sections")(qxyz)
+        inter_sec = pearson_per_gene(truth, sec)
     grid = BLEND_GRID if cfg.blend else (0.0, 1.0)
-    scores = {float(w): pearson_per_gene(truth, (1.0 - w) * f + w * ip) for w in grid}
-    best_w = max(scores, key=lambda w: (round(scores[w], 4), -w)) if cfg.blend else 0.0  # ties: the smaller w
+    scores = {(kind, float(w)): pearson_per_gene(truth, (1.0 - w) * f + w * ip)
+              for kind, ip in stored.items() for w in grid}
+    if cfg.blend:  # ties: the smaller w, then 3D kNN
+        best_kind, best_w = max(scores, key=lambda kw: (round(scores[kw], 4), -kw[1], kw[0] == "knn"))
+    else:
+        best_kind, best_w = "knn", 0.0
     inter = pearson_per_gene(truth, base)
-    field = scores[best_w]
-    return {
+    field = scores[(best_kind, best_w)]
+    best_inter = max(inter, inter_sec if inter_sec is not None else -np.inf)
+    out = {
         "task": task,
         "metric": f"per-gene Pearson over the held-out {'cells' if task.endswith('sections') else 'spots'}, "
                   f"{len(genes)} most expressed genes",
@@ -91,10 +109,14 @@ def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
         "n_cells": int(len(va)),
         "genes_scored": int(len(genes)),
         "field": round(float(field), 4),
-        "network": round(float(scores[0.0]), 4),
+        "network": round(float(scores[("knn", 0.0)]), 4),
         "interpolation": round(float(inter), 4),
-        "interpolant_stored": round(float(scores[1.0]), 4),
+        "interpolant_stored": round(float(scores[(best_kind, 1.0)]), 4),
         "baseline": "knn3d" if dims == 3 else "knn2d",
         "blend_weight": float(best_w),
-        "better": bool(field > inter),
+        "blend_kind": best_kind,
+        "better": bool(field > best_inter),
     }
+    if inter_sec is not None:
+        out["interpolation_sections"] = round(float(inter_sec), 4)
+    return out

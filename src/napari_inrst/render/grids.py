@@ -119,7 +119,7 @@ def plane_shape_for(extent, longest: int) -> tuple[int, int]:
 
 def plane_for_view(z: float, center_yx, zoom: float, canvas_hw, bounds=None, *, margin: float = 0.1,
                    max_side: int = 2048, oversample: float = 1.0, quantize: bool = True,
-                   block: int = 32) -> PlaneGrid | None:
+                   block: int = 32, frame=None) -> PlaneGrid | None:
     """The grid napari needs to fill the canvas at screen resolution.
 
     ``center_yx`` (µm) and ``zoom`` (screen pixels per µm) come from the 2D camera, ``canvas_hw``
@@ -130,6 +130,11 @@ def plane_for_view(z: float, center_yx, zoom: float, canvas_hw, bounds=None, *, 
     pixel size is rounded down to a 2^(k/4) µm ladder and the rectangle is snapped outwards to
     blocks of ``block`` pixels, so small zooms, pans and canvas resizes reuse the same grid. None
     if nothing of the data is visible.
+
+    ``frame`` = ``(xmin, xmax, ymin, ymax, step)`` (µm) keeps the grid's pixel centres inside that
+    rectangle and its pixels no finer than ``step``: with the extent and finest scale of the
+    viewer's other layers (:func:`~napari_inrst.viewer.field_layers.layers_frame`) the plane
+    never changes napari's dims range, which would move the dims point and re-slice every layer.
     """
     cy, cx = (float(v) for v in center_yx)
     h, w = (float(v) for v in canvas_hw)
@@ -145,9 +150,16 @@ def plane_for_view(z: float, center_yx, zoom: float, canvas_hw, bounds=None, *, 
         ymin, ymax = max(ymin, lo[1] - pad[1]), min(ymax, hi[1] + pad[1])
         if xmax <= xmin or ymax <= ymin:
             return None
+    if frame is not None:
+        xmin, xmax = max(xmin, frame[0]), min(xmax, frame[1])
+        ymin, ymax = max(ymin, frame[2]), min(ymax, frame[3])
+        if xmax <= xmin or ymax <= ymin:
+            return None
     step = 1.0 / (zoom * max(oversample, 1e-6))
     if quantize:  # pixel sizes on a 2^(k/4) ladder (never coarser than the screen): small zooms reuse
         step = 2.0 ** (math.floor(4 * math.log2(step)) / 4)
+    if frame is not None and step < frame[4]:
+        step = float(frame[4])
     nx, ny = max(1, math.ceil((xmax - xmin) / step)), max(1, math.ceil((ymax - ymin) / step))
     if max(nx, ny) > max_side:
         step *= max(nx, ny) / max_side
@@ -157,7 +169,22 @@ def plane_for_view(z: float, center_yx, zoom: float, canvas_hw, bounds=None, *, 
     x0, y0 = math.floor(xmin / b) * b, math.floor(ymin / b) * b
     nx = max(1, math.ceil((xmax - x0) / b) * max(int(block), 1))
     ny = max(1, math.ceil((ymax - y0) / b) * max(int(block), 1))
-    return PlaneGrid(float(z), y0 + step / 2, x0 + step / 2, step, step, int(ny), int(nx))
+    y0, x0 = y0 + step / 2, x0 + step / 2  # pixel centres
+    if frame is not None:  # centres inside the frame (napari's extent of an image is its centres)
+        (x0, nx), (y0, ny) = _inside(x0, nx, step, frame[0], frame[1]), _inside(y0, ny, step, frame[2], frame[3])
+        if nx < 1 or ny < 1:
+            return None
+    return PlaneGrid(float(z), y0, x0, step, step, int(ny), int(nx))
+
+
+def _inside(c0: float, n: int, step: float, lo: float, hi: float) -> tuple[float, int]:
+    """First centre and count of ``n`` pixel centres from ``c0`` every ``step``, cropped to [lo, hi]."""
+    eps = 1e-9 * max(abs(lo), abs(hi), 1.0)
+    if c0 < lo + eps:
+        k = math.ceil((lo + eps - c0) / step)
+        c0, n = c0 + k * step, n - k
+    last = math.floor((hi - eps - c0) / step)
+    return c0, min(n, last + 1)
 
 
 @dataclass(frozen=True)

@@ -104,17 +104,32 @@ def view_rect(center_yx, zoom: float, canvas_hw, margin: float = 0.1):
 def lod_indices(xy: np.ndarray, rank: np.ndarray, rect=None, cap: int = LOD_CAP) -> np.ndarray:
     """Sorted indices of the cells to draw: those inside ``rect`` (all cells when None); when more
     than ``cap``, the ``cap`` of them first in the fixed random order (a stable subsample, so
-    panning does not make the points flicker)."""
+    panning does not make the points flicker), always with the section's :func:`extreme_cells`
+    (``cap + 4`` at most, when fewer than ``cap`` are in view)."""
     if rect is None:
         idx = np.arange(len(xy))
     else:
         xmin, xmax, ymin, ymax = rect
         inside = (xy[:, 0] >= xmin) & (xy[:, 0] <= xmax) & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax)
         idx = np.flatnonzero(inside)
+    if len(idx) == len(xy) <= cap:
+        return idx
+    # the section's outermost cells always: the layer's extent never changes, nor napari's dims
+    # range (a range change moves the dims point, and napari re-slices every layer)
+    ext = extreme_cells(xy)
     if len(idx) > cap:
-        keep = np.argpartition(rank[idx], cap - 1)[:cap]
-        idx = np.sort(idx[keep])
-    return idx
+        idx = np.setdiff1d(idx, ext, assume_unique=True)
+        k = max(cap - len(ext), 1)
+        idx = idx[np.argpartition(rank[idx], k - 1)[:k]] if len(idx) > k else idx
+    return np.union1d(idx, ext)
+
+
+def extreme_cells(xy: np.ndarray) -> np.ndarray:
+    """Indices of the cells with the smallest and largest x and y (at most 4): a subset holding them
+    has the extent of the whole section."""
+    if not len(xy):
+        return np.zeros(0, dtype=np.intp)
+    return np.unique([np.argmin(xy[:, 0]), np.argmax(xy[:, 0]), np.argmin(xy[:, 1]), np.argmax(xy[:, 1])])
 
 
 def points_zyx(section, idx=None) -> np.ndarray:
@@ -123,20 +138,56 @@ def points_zyx(section, idx=None) -> np.ndarray:
     return np.column_stack([np.full(len(xy), float(section.z)), xy[:, 1], xy[:, 0]])
 
 
+def field_placement(stack, stack_meta, indices=None) -> dict | None:
+    """Where the model with ``stack_meta`` (``FieldModel.stack_meta``) puts the cells of ``stack``'s
+    sections: ``{index: (xy (n, 2) stack frame µm, z µm)}`` for ``indices`` (default all) — the
+    model's transforms (the rigid alignment with the field-driven refinement composed in) and its
+    per-section deformations (``stack_meta['deformation']``, the enabled ones) applied to each
+    section's input coordinates, as ``napari-inrst map`` does. None when the model was not trained
+    on these sections (other names) or records no placement."""
+    from ..align.deform import deformations_from_meta
+    from ..stack import apply_transform
+
+    meta = stack_meta or {}
+    names, mats, zs = meta.get("names"), meta.get("transforms"), meta.get("z")
+    if not names or not mats or not zs or [str(n) for n in names] != [str(n) for n in stack.names]:
+        return None
+    if len(mats) != len(names) or len(zs) != len(names):
+        return None
+    try:
+        defs = deformations_from_meta(meta)
+    except Exception:  # noqa: BLE001 - an unreadable block: the transforms alone (map names the problem)
+        defs = []
+    # the model's input µm (its unit factor) from the stack's (a unit factor changed since)
+    r = float(meta.get("unit_factor", 1.0) or 1.0) / float(getattr(stack, "unit_factor", 1.0) or 1.0)
+    out = {}
+    for k in (range(len(stack)) if indices is None else indices):
+        xy = np.asarray(stack[k].xy_input, dtype=np.float64) * r
+        if k < len(defs) and defs[k] is not None:
+            xy = defs[k].apply(xy)
+        out[k] = (apply_transform(np.asarray(mats[k], dtype=np.float64), xy), float(zs[k]))
+    return out
+
+
 def needs_lod(section, cap: int = LOD_CAP) -> bool:
     return int(section.n_obs) > int(cap)
 
 
-def section_update(section, g: int, contrast, colormap: str, rect=None, cap: int = LOD_CAP, rank=None):
+def section_update(section, g: int, contrast, colormap: str, rect=None, cap: int = LOD_CAP, rank=None,
+                   placed=None):
     """What a section layer shows (for a worker): ``(idx or None, zyx, values, rgba)`` — ``idx``
-    None when every cell is drawn."""
+    None when every cell is drawn. ``placed``: ``(xy, z)`` of the cells elsewhere than the stack
+    puts them (where a model puts them, :func:`field_placement`)."""
     values = gene_values(section, g)
+    xy, z = (section.xy, float(section.z)) if placed is None else placed
     idx = None
     if needs_lod(section, cap):
         rank = lod_rank(section.n_obs) if rank is None else rank
-        idx = lod_indices(section.xy, rank, rect, cap)
+        idx = lod_indices(xy, rank, rect, cap)
         values = values[idx]
-    return idx, points_zyx(section, idx), values, point_rgba(values, contrast, colormap)
+    pts = xy if idx is None else xy[idx]
+    zyx = np.column_stack([np.full(len(pts), z), pts[:, 1], pts[:, 0]])
+    return idx, zyx, values, point_rgba(values, contrast, colormap)
 
 
 def apply_section_update(layer, gene: str, update, *, move: bool = True) -> None:

@@ -251,7 +251,8 @@ class SectionStack(StackBase):
     def set_unit_factor(self, factor: float):
         """Coordinates as read × ``factor`` = µm (x, y and spot sizes; z is set in µm on its own).
 
-        Rescales in place from the current factor; a transform's translation scales with it."""
+        Rescales in place from the current factor; a transform's translation and a section's
+        deformation grid scale with it."""
         factor = float(factor)
         if not np.isfinite(factor) or factor <= 0:
             raise InputError(None, f"the unit factor must be a positive number, got {factor}")
@@ -265,6 +266,10 @@ class SectionStack(StackBase):
             m = np.array(s.transform, dtype=np.float64)
             m[:2, 2] *= r
             s.transform = m
+            d = getattr(s, "deformation", None)  # its grid lives in the input frame (µm): scaled with it
+            if d is not None:
+                d.origin, d.spacing, d.coef = d.origin * r, d.spacing * r, d.coef * r
+                d.max_disp_um *= r
         self.unit_factor = factor
 
 
@@ -353,8 +358,11 @@ def build_stack(
         cols = [gene_pos.get(g, -1) for g in map(str, a.var_names)]
         src_idx = np.array([k for k, c in enumerate(cols) if c >= 0], dtype=int)
         dst_idx = np.array([cols[k] for k in src_idx], dtype=int)
-        raw = sparse.lil_matrix((a.n_obs, len(genes)), dtype=np.float32) if sparse.issparse(X) else None
-        if raw is not None:
+        if sparse.issparse(X) and np.unique(dst_idx).size == len(src_idx) == len(genes):  # all here: a gather
+            order = np.empty(len(genes), dtype=int)
+            order[dst_idx] = src_idx
+            raw = (X if np.array_equal(order, np.arange(X.shape[1])) else X[:, order]).astype(np.float32)
+        elif sparse.issparse(X):  # (no empty lil_matrix first: 1 s of interpreter lock per 200,000 rows)
             sub = X[:, src_idx].tocsc()
             perm = sparse.csr_matrix((np.ones(len(src_idx)), (np.arange(len(src_idx)), dst_idx)),
                                      shape=(len(src_idx), len(genes)))

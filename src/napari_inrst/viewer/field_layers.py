@@ -31,6 +31,24 @@ def frame_bounds(viewer, bounds, margin: float = 0.05) -> None:
     cam.zoom = (1 - 2 * margin) * min(h / size[1], w / size[0])
 
 
+def layers_frame(layers):
+    """``(xmin, xmax, ymin, ymax, step)`` in µm: the x/y extent (world) of ``layers`` and their
+    finest x/y scale, None without layers. A field plane kept inside it (see
+    :func:`~napari_inrst.render.grids.plane_for_view`) leaves napari's dims range as it is: a
+    range change makes napari's dims sliders move the dims point, and every layer is re-sliced
+    (0.1–0.9 s with five large section layers)."""
+    ext = [(np.asarray(lyr.extent.world, dtype=float)[:, -2:], np.asarray(lyr.extent.step, dtype=float)[-2:])
+           for lyr in layers if getattr(lyr, "ndim", 0) >= 2]
+    if not ext:
+        return None
+    lo = np.min([e[0][0] for e in ext], axis=0)
+    hi = np.max([e[0][1] for e in ext], axis=0)
+    step = float(np.min([e[1] for e in ext]))
+    if not (np.all(np.isfinite(lo)) and np.all(hi > lo) and step > 0):
+        return None
+    return (float(lo[1]), float(hi[1]), float(lo[0]), float(hi[0]), step)
+
+
 class FieldLayers:
     """Plane and volume layers (``plane`` / ``volume``: gene → layer) of ``state`` in ``viewer``."""
 
@@ -61,6 +79,12 @@ class FieldLayers:
             for g, lyr in list(d.items()):
                 if lyr not in self.viewer.layers:
                     d.pop(g)
+
+    def frame(self):
+        """:func:`layers_frame` of the viewer's layers other than these field layers (None if none)."""
+        own = {id(lyr) for lyr in self._all()}
+        return layers_frame([lyr for lyr in self.viewer.layers
+                             if id(lyr) not in own and RENDER_KEY not in getattr(lyr, "metadata", {})])
 
     def shown(self) -> list:
         """The layers of the genes shown, for the current display (2D: planes, 3D: volumes)."""

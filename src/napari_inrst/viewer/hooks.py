@@ -137,21 +137,16 @@ def _notify_assumptions(stack):
             pass
 
 
-def _join(viewer, old, inputs):
-    """Add the sections ``inputs`` to the loose-file stack ``old`` in ``viewer``: the old layers
-    move onto the joined stack (positions, colours, metadata); returns the new sections' layer
-    data, or None when they cannot join (no shared genes, another kind of values)."""
-    from .layers import SECTION_KEY, STACK_KEY, refresh_section_layers, section_points
-
+def joined_stack(old, inputs):
+    """The loose-file stack ``old`` with the sections ``inputs`` added (a new stack; ``old`` is not
+    changed; no layers touched, so a worker may call it): z set by the user continues at its
+    spacing, unit factor, transforms and exclusions carry over. None when a section of the same
+    name is already in it (the same file again: its own stack); InputError when they cannot join
+    (no shared genes, another kind of values)."""
     names = set(old.names)
-    if any(i.name in names for i in inputs):  # the same file again: its own stack
+    if any(i.name in names for i in inputs):
         return None
-    try:
-        both = stack_from_section_inputs(list(old.inputs) + list(inputs), opened_as="files")
-    except InputError as exc:
-        _notify_error(InputError(", ".join(i.source for i in inputs),
-                                 f"opened as its own stack: cannot join the open sections ({exc})"))
-        return None
+    both = stack_from_section_inputs(list(old.inputs) + list(inputs), opened_as="files")
     if old.report.get("z_set_by_user"):
         step = (old.z[-1] - old.z[-2]) if len(old) > 1 else DEFAULT_SPACING_UM
         both.set_z(list(old.z) + [float(old.z[-1] + step * (k + 1)) for k in range(len(inputs))])
@@ -159,21 +154,51 @@ def _join(viewer, old, inputs):
     for s_new, s_old in zip(both.sections, old.sections):
         s_new.transform = np.array(s_old.transform, dtype=float)
         s_new.excluded = s_old.excluded
-    gene = None
+    return both
+
+
+def stack_gene(viewer, stack):
+    """The gene the section layers of ``stack`` show (None if none)."""
+    from .layers import SECTION_KEY, STACK_KEY
+
+    return next((lyr.metadata.get("gene") for lyr in viewer.layers
+                 if getattr(lyr, "metadata", {}).get(STACK_KEY) is stack and SECTION_KEY in lyr.metadata
+                 and lyr.metadata.get("gene")), None)
+
+
+def attach_joined(viewer, old, both, gene=None):
+    """Move the layers of ``old`` onto the joined stack ``both`` (positions, colours by ``gene``,
+    metadata; UI thread) and say what changed in the assumptions; returns the gene shown."""
+    from .layers import SECTION_KEY, STACK_KEY, refresh_section_layers
+
     for layer in list(viewer.layers):
         md = getattr(layer, "metadata", {})
         if md.get(STACK_KEY) is old and SECTION_KEY in md:
-            gene = gene or md.get("gene")
             md[STACK_KEY] = both
     refresh_section_layers(viewer.layers, both, gene=gene)
-    gene = next((lyr.metadata["gene"] for lyr in viewer.layers
-                 if lyr.metadata.get(STACK_KEY) is both and "gene" in lyr.metadata), None) or gene
-    from .layers import gene_contrast
-
-    contrast = gene_contrast(both, gene)
+    gene = stack_gene(viewer, both) or gene
     kinds = ("z_assumed", "units_suspect")
     if {k for k in kinds if both.report.get(k)} != {k for k in kinds if old.report.get(k)}:
         _notify_assumptions(both)
+    return gene
+
+
+def _join(viewer, old, inputs):
+    """Add the sections ``inputs`` to the loose-file stack ``old`` in ``viewer``: the old layers
+    move onto the joined stack (positions, colours, metadata); returns the new sections' layer
+    data, or None when they cannot join (no shared genes, another kind of values)."""
+    from .layers import gene_contrast, section_points
+
+    try:
+        both = joined_stack(old, inputs)
+    except InputError as exc:
+        _notify_error(InputError(", ".join(i.source for i in inputs),
+                                 f"opened as its own stack: cannot join the open sections ({exc})"))
+        return None
+    if both is None:
+        return None
+    gene = attach_joined(viewer, old, both, stack_gene(viewer, old))
+    contrast = gene_contrast(both, gene)
     return [section_points(both, i, gene, contrast=contrast) for i in range(len(old), len(both))]
 
 

@@ -185,6 +185,10 @@ class TrainState:
         self.previews = PreviewMaker()
         self.field = None
         self.prepared = None  # (stack, genes setting, genes trained on): what Resume reuses
+        #: with "deform sections": where the last run placed the sections (field.background.placement_of),
+        #: put back by Resume; ``_plan``: this run's {"deform": bool, "placement": dict or None}
+        self.placement = None
+        self._plan = {"deform": False, "placement": None}
         self.stop_requested = False
         self.is_running = False
         self._child = None
@@ -213,12 +217,19 @@ class TrainState:
             if self.checkpoint.exists() and not self.is_running:
                 self.checkpoint.unlink()
 
-    def begin(self, stack, config, genes, resume: bool = False) -> tuple:
-        """A new run (UI thread): resets what it shows; returns the arguments of :meth:`work`."""
+    def begin(self, stack, config, genes, resume: bool = False, deform: bool = False) -> tuple:
+        """A new run (UI thread): resets what it shows; returns the arguments of :meth:`work`.
+        ``deform``: first refine the alignment with a deformation per section, as ``napari-inrst
+        fit --deform`` (a resumed run puts the sections back where its first part trained them)."""
         if not resume and self.checkpoint.exists():
             self.checkpoint.unlink()
         resume_path = self.checkpoint if resume and self.can_resume(stack) else None
         use = genes if resume_path is None else self.prepared[2]  # the genes the checkpoint was trained on
+        if resume_path is None:
+            self.placement = None
+            self._plan = {"deform": bool(deform), "placement": None}
+        else:
+            self._plan = {"deform": False, "placement": self.placement}
         self.stop_requested = False
         self.previews.new_run()
         self.latest = self._pending_preview = None
@@ -260,30 +271,38 @@ class TrainState:
 
         from ..stack import SectionStack
 
+        plan = dict(self._plan)
         if self.in_child and isinstance(stack, SectionStack):  # (a lazily read stack holds open files)
             from ..field.background import ChildFit
 
             nice = {} if self.nice is None else {"nice": int(self.nice)}
             fit = ChildFit(stack, config, genes=genes, checkpoint=ckpt, resume=resume_path, observer=self.previews,
-                           **nice)
+                           **plan, **nice)
             self._child = fit
             try:
                 field = yield from fit.run(should_stop=self.should_stop, on_status=self._set_status_msg,
                                            on_prepared=prepared)
             finally:
                 self._child = None
+            self.placement = fit.placement
             return field, fit.extras.get("preview")
-        from ..field.background import prepare_stack
+        from ..field.background import placement_of, prepare_stack, record_refinement, refine_for_fit
         from ..field.fit import iter_fit
 
         train_on = prepare_stack(stack, genes, copy=True, log=self._set_status_msg)
         prepared(train_on.genes)
+        refined = None
+        if plan["deform"] or plan["placement"] is not None:
+            refined = refine_for_fit(train_on, config, placement=plan["placement"], log=self._set_status_msg,
+                                     should_stop=self.should_stop)
+            self.placement = placement_of(train_on)
         gen = iter_fit(train_on, config, should_stop=self.should_stop, checkpoint=ckpt, resume=resume_path,
                        on_status=self._set_status_msg)
         while True:
             try:
                 d = next(gen)
             except StopIteration as stop:
+                record_refinement(stop.value, refined)
                 return stop.value, self.previews.render(stop.value)
             d.update(self.previews(d, d.pop("snapshot", None)))
             yield d

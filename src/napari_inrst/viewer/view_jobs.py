@@ -16,7 +16,7 @@ import numpy as np
 
 from ..render.display import preview_levels
 from ..render.plane import auto_contrast, iter_plane
-from ..render.sections import LOD_CAP, gene_contrast_sampled, lod_rank, needs_lod, section_update
+from ..render.sections import LOD_CAP, field_placement, gene_contrast_sampled, lod_rank, needs_lod, section_update
 from ..render.volume import iter_volume
 
 #: the coarse preview of an expensive plane request has 1/COARSE_FACTOR of its pixels per side
@@ -69,13 +69,17 @@ def z_sweep_job(req, zs):
     return stack
 
 
-def sections_job(stack, gene, cmap, rect, items, ranks: dict):
+def sections_job(stack, gene, cmap, rect, items, ranks: dict, stack_meta=None):
     """Colours (and, for large sections, the cells in ``rect`` or a stable subsample) of the section
-    layers ``items`` = [(layer, section index), …] by ``gene``: yields ``(layer, gene, update, rect)``
-    per layer for :func:`~napari_inrst.render.sections.apply_section_update`. ``ranks`` caches each
-    large section's subsample order between calls (filled here)."""
+    layers ``items`` = [(layer, section index), …] by ``gene``: yields ``(layer, gene, update, rect,
+    moved)`` per layer for :func:`~napari_inrst.render.sections.apply_section_update`. ``ranks``
+    caches each large section's subsample order between calls (filled here). ``stack_meta``: the
+    shown field's; when it was trained on these sections, they are placed where it puts them
+    (:func:`~napari_inrst.render.sections.field_placement`: its transforms with the refinement, and
+    its deformations) and ``moved`` is True."""
     contrast = gene_contrast_sampled(stack, gene)
     g = stack.gene_index(gene)
+    placement = field_placement(stack, stack_meta, [i for _, i in items]) if stack_meta else None
     for layer, i in items:
         s = stack[i]
         rank = None
@@ -83,4 +87,5 @@ def sections_job(stack, gene, cmap, rect, items, ranks: dict):
             rank = ranks.get(i)
             if rank is None:
                 rank = ranks[i] = lod_rank(s.n_obs)
-        yield layer, gene, section_update(s, g, contrast, cmap, rect, LOD_CAP, rank), rect
+        placed = None if placement is None else placement[i]
+        yield layer, gene, section_update(s, g, contrast, cmap, rect, LOD_CAP, rank, placed), rect, placed is not None

@@ -302,12 +302,14 @@ class ViewState:
             return None
         return plane_for_view(self.z, tuple(center_yx)[-2:], zoom, canvas_hw, self.field.bounds(), **kw)
 
-    def plane_request(self, center_yx, zoom: float, canvas_hw, *, force: bool = False) -> RenderRequest | None:
+    def plane_request(self, center_yx, zoom: float, canvas_hw, *, force: bool = False,
+                      frame=None) -> RenderRequest | None:
         """What the 2D view needs evaluated; None when nothing (no field or gene, 3D, nothing of the
-        field in view, or — unless ``force`` — the same plane is already on screen)."""
+        field in view, or — unless ``force`` — the same plane is already on screen). ``frame``: see
+        :func:`~napari_inrst.render.grids.plane_for_view` (the other layers' extent)."""
         if self.field is None or not self.genes or self.ndisplay != 2:
             return None
-        grid = self.view_grid(center_yx, zoom, canvas_hw)
+        grid = self.view_grid(center_yx, zoom, canvas_hw, frame=frame)
         if grid is None:
             return None
         genes = tuple(self.genes)

@@ -50,7 +50,7 @@ class FieldRenderer(QObject):
         if self.viewer.dims.ndisplay != 2:
             return
         cam = viewer_camera(self.viewer)
-        req = self.state.plane_request(tuple(cam.center), cam.zoom, canvas_hw(self.viewer))
+        req = self.state.plane_request(tuple(cam.center), cam.zoom, canvas_hw(self.viewer), frame=self.layers.frame())
         if req is None:
             return
         key, _ = plane_cache_key(req.field, req.grid, oversample=req.oversample)

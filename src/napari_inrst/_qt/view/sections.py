@@ -1,5 +1,6 @@
-"""Measured sections in the "View field" widget: coloured by the gene the View shows (its first
-gene, its colormap), and drawn with level of detail — large sections show every cell in view when
+"""Measured sections in the "View field" widget: where the field shown puts them (its transforms,
+with the refinement, and its per-section deformations, when it was trained on these sections),
+coloured by the gene the View shows (its first gene, its colormap), and drawn with level of detail — large sections show every cell in view when
 few enough are, else a stable subsample (:mod:`napari_inrst.render.sections`). Colours and
 subsets are computed in a worker (latest request wins, :class:`~.._qt.workers.LatestRequest`);
 each layer is then updated on the UI thread in its own event-loop turn, so no single stall grows
@@ -86,15 +87,16 @@ class SectionsOverlay(QObject):
                 return
         if self._stack is not stack:
             self._ranks, self._stack = {}, stack
+        meta = getattr(self.state.field, "stack_meta", None)  # where the field puts the sections
         self.worker.submit(stack, gene, cmap, rect, [(lyr, lyr.metadata[SECTION_KEY]) for lyr in layers],
-                           self._ranks)
+                           self._ranks, meta)
 
     def _apply(self, item):
-        layer, gene, update, rect = item
+        layer, gene, update, rect, moved = item
         if layer not in self.viewer.layers:
             return  # gone meanwhile
         with contextlib.suppress(ValueError):
-            apply_section_update(layer, gene, update, move=False)
+            apply_section_update(layer, gene, update, move=moved)
         if LOD_KEY in layer.metadata:
             layer.metadata[LOD_KEY]["rect"] = rect
 
