@@ -270,7 +270,7 @@ def paste_transforms(stack, unit: float = BREAST_UNIT, max_spots: int | None = N
     rng = np.random.default_rng(seed)
     slices, subsets = [], []
     for s in stack:
-        X = s.adata.layers["counts"] if "counts" in s.adata.layers else s.adata.X
+        X = s.adata.layers.get("counts", s.adata.X)
         X = np.asarray(X.todense() if hasattr(X, "todense") else X, dtype=np.float32)
         keep = np.arange(len(X))
         if max_spots is not None and len(X) > max_spots:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from _common import main, plain, with_shared
 
 MERFISH_SEEDS = (1,)
@@ -61,9 +60,9 @@ def moved_atlas(n_sections: int = 8, cells_per_section: int = 300, spacing_z: fl
     ``max_shift`` of the width; no mirror). Returns (stack, true matrices: input → tissue frame, tissue)."""
     import anndata as ad
 
+    from napari_inrst.stack import build_stack
     from napari_inrst.synthetic.atlas import _cells, atlas_counts, atlas_tissue
     from napari_inrst.synthetic.sample import rigid_matrix
-    from napari_inrst.stack import build_stack
 
     tissue = atlas_tissue(n_sections * cells_per_section, n_genes, n_sections, spacing_z=spacing_z, seed=seed)
     rng = np.random.default_rng([seed, 14])
@@ -261,7 +260,7 @@ def atlas(figs: dict, seeds=(0, 1, 2), refine: bool = True, field_seeds=(0,), fi
     errs = []
     for seed in seeds:
         tag = f"atlas.seed{seed}"
-        stack, truth, tissue = moved_atlas(seed=seed)
+        stack, truth, _ = moved_atlas(seed=seed)
         ref = len(stack) // 2
         if seed == seeds[0]:
             figs["atlas.sections"] = f"{len(stack)} × {len(stack[0].xy_input)} cells, {stack.z[1] - stack.z[0]:.0f} µm apart"
