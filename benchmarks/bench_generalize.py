@@ -203,8 +203,8 @@ def _row(name, data, task, res, metric, extra=None):
 def _model_extra(rec):
     m = rec.model
     v = m.validation
-    kind = m.interp.kind if m.interp is not None else None
-    return {"blend_weight": m.blend_weight, "blend_kind": kind, "self_report": {k: v.get(k) for k in
+    mix = m.interp.mix if m.interp is not None else None
+    return {"blend_weight": m.blend_weight, "blend_mix": mix, "self_report": {k: v.get(k) for k in
             ("task", "field", "network", "interpolation", "interpolation_sections", "sections")}}
 
 
@@ -334,9 +334,10 @@ def format_rows(table: list[dict]) -> str:
     head = ("| row | task | metric | field | best baseline | margin | blend w (interpolant) | fit s |\n"
             "|---|---|---|---|---|---|---|---|")
     lines = [head]
-    kinds = {"knn": "kNN", "sections": "adjacent sections"}
     for r in table:
-        kind = kinds.get(r.get("blend_kind"), "")
+        mix = r.get("blend_mix", {"knn": 0.0, "sections": 1.0}.get(r.get("blend_kind")))
+        kind = ("" if mix is None else "kNN" if mix == 0 else "adjacent sections" if mix == 1
+                else f"{1 - mix:.2f} kNN + {mix:.2f} adjacent")
         blend = f"{r.get('blend_weight', 0):.2f}" + (f" ({kind})" if kind and r.get("blend_weight", 0) > 0 else "")
         lines.append(f"| {r['row']} | {r['data']}: {r['task']} | {r['metric']} | {r['field']:.3f} | "
                      f"{r['baseline']:.3f} ({r['best_baseline']}) | {r['margin']:+.3f} | "

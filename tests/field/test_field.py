@@ -394,7 +394,8 @@ def test_fit_reports_its_validation_against_interpolation(aligned, tmp_path):
     assert v["interpolation_sections"] == pytest.approx(pearson_per_gene(truth, adj), abs=2e-3)
     # the blend weight is chosen on this split, so the field is at least the better of its two parts
     assert v["field"] >= max(v["network"], v["interpolant_stored"]) - 1e-4
-    assert v["blend_kind"] in ("knn", "sections")
+    assert v["blend_mix"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert m.interp is None or m.interp.mix == v["blend_mix"]
     assert v["better"] == (v["field"] > max(v["interpolation"], v["interpolation_sections"]))
     line = format_validation(v)
     assert line.startswith("held-out sections (")

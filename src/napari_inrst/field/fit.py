@@ -70,7 +70,7 @@ def fit_flow(job):
     else:
         nets, rows, kept, stopped = yield from job.final(sel, net_sel)
     net = nets[0] if len(nets) == 1 else ensemble_of(job.spec, nets)
-    interp = job.interpolant(sel["blend_weight"], rows, sel.get("blend_kind", "knn"))
+    interp = job.interpolant(sel["blend_weight"], rows, sel.get("blend_mix", 0.0))
     return job.model(net, sel, interp, kept, stopped, members=len(nets))
 
 
@@ -167,14 +167,13 @@ class _Fit:
         return "selection network (no final run: " + ("final_fit off)" if not self.cfg.final_fit else "large data)")
 
     # --- the model ------------------------------------------------------------------------
-    def interpolant(self, weight: float, rows, kind: str = "knn"):
+    def interpolant(self, weight: float, rows, mix: float = 0.0):
         if weight <= 0:
             return None
         V, coef = interp_basis(self.data, rows, self.cfg.seed)
-        if kind == "sections":
-            return Interpolant(self.data.xyz[rows], coef, V, weight, k=SECTION_K, dims=3, kind="sections")
         dims = 3 if self.data.z_spacing is not None else 2
-        return Interpolant(self.data.xyz[rows], coef, V, weight, k=5 if dims == 3 else 4, dims=dims)
+        return Interpolant(self.data.xyz[rows], coef, V, weight, k=5 if dims == 3 else 4, dims=dims, mix=mix,
+                           k_sections=SECTION_K)
 
     def model(self, net, sel=None, interp=None, kept="", stopped=False, *, members=1, copy_net=False):
         """A FieldModel of ``net`` (a snapshot while training: ``copy_net``, no report)."""

@@ -17,28 +17,37 @@ class Interpolant:
     blend is one latent (the network's r features, then the interpolant's q) and one linear
     decoder: rendering, caching and gene switching work unchanged.
 
-    ``kind``: ``"knn"`` (the IDW mean above) or ``"sections"``: the mean of the ``k`` nearest
-    (x, y) cells in the nearest training section at or below the query and in the nearest at or
-    above it, linear in z between the two (at a section's own z that section alone; beyond the
-    first or last section, that section). At a held-out section midway between two kept ones this
-    is the ``adjacent`` baseline exactly; unlike 3D kNN it never mixes cells of one section with
-    the other by their in-plane distance, and it is continuous in z.
+    ``mix`` ∈ [0, 1] chooses the interpolant: 0 is the IDW mean above (``"knn"``), 1 is
+    ``"sections"``: the mean of the ``k_sections`` nearest (x, y) cells in the nearest training
+    section at or below the query and in the nearest at or above it, linear in z between the two
+    (at a section's own z that section alone; beyond the first or last section, that section). At
+    a held-out section midway between two kept ones this is the ``adjacent`` baseline exactly;
+    unlike 3D kNN it never mixes cells of one section with the other by their in-plane distance,
+    and it is continuous in z. In between, ``(1 − mix) · knn + mix · sections`` (both linear in
+    the same coefficients, so still one interpolant of q features).
     """
 
-    KINDS = ("knn", "sections")
-
-    def __init__(self, xyz, coef, basis, weight: float, k: int = 5, dims: int = 3, kind: str = "knn"):
-        if kind not in self.KINDS:
-            raise ValueError(f"interpolant kind must be one of {self.KINDS}, got {kind!r}")
-        self.kind = kind
+    def __init__(self, xyz, coef, basis, weight: float, k: int = 5, dims: int = 3, mix: float = 0.0,
+                 k_sections: int = 3):
+        mix = float(mix)
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"interpolant mix must be in [0, 1], got {mix!r}")
+        if mix > 0 and int(dims) != 3:
+            raise ValueError("the sections interpolant needs 3D coordinates (dims 3)")
+        self.mix = mix
         self.xyz = np.ascontiguousarray(xyz, dtype=np.float32)
         self.coef = np.ascontiguousarray(coef, dtype=np.float32)
         self.basis = np.ascontiguousarray(basis, dtype=np.float32)
         self.weight = float(weight)
         self.k = int(k)
+        self.k_sections = int(k_sections)
         self.dims = int(dims)
         self._tree = None
-        self._sections = None  # kind "sections": (sorted z, [(rows, 2D tree) per section])
+        self._sections = None  # the sections interpolant: (sorted z, [(rows, 2D tree) per section])
+
+    @property
+    def kind(self) -> str:
+        return "knn" if self.mix == 0 else "sections" if self.mix == 1 else "mix"
 
     @property
     def q(self) -> int:
@@ -46,15 +55,21 @@ class Interpolant:
 
     def __call__(self, xyz) -> np.ndarray:
         """(m, 3) points → (m, q) interpolated coefficients."""
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if len(xyz) == 0:
+            return np.zeros((0, self.q), dtype=np.float32)
+        if self.mix == 1:
+            return self._by_sections(xyz)
+        knn = self._knn(xyz)
+        if self.mix == 0:
+            return knn
+        return (1.0 - self.mix) * knn + self.mix * self._by_sections(xyz)
+
+    def _knn(self, xyz) -> np.ndarray:
         from scipy.spatial import cKDTree
 
         from ..measure.baselines import EPS_UM
 
-        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-        if len(xyz) == 0:
-            return np.zeros((0, self.q), dtype=np.float32)
-        if self.kind == "sections":
-            return self._by_sections(xyz)
         if self._tree is None:
             self._tree = cKDTree(self.xyz[:, :self.dims].astype(np.float64))
         k = int(min(self.k, len(self.xyz)))
@@ -82,7 +97,7 @@ class Interpolant:
 
     def _section_mean(self, j: int, xy) -> np.ndarray:
         rows, tree = self._section_trees()[1][j]
-        k = int(min(self.k, len(rows)))
+        k = int(min(self.k_sections, len(rows)))
         _, idx = tree.query(xy, k=k)
         idx = rows[idx.reshape(len(xy), k)]
         out = np.zeros((len(xy), self.q), dtype=np.float32)
@@ -113,8 +128,8 @@ class Interpolant:
         return {"xyz": self.xyz, "coef": self.coef, "basis": self.basis}
 
     def meta(self) -> dict:
-        return {"weight": self.weight, "k": self.k, "dims": self.dims, "kind": self.kind, "n": int(len(self.xyz)),
-                "q": self.q}
+        return {"weight": self.weight, "k": self.k, "dims": self.dims, "kind": self.kind, "mix": self.mix,
+                "k_sections": self.k_sections, "n": int(len(self.xyz)), "q": self.q}
 
     @classmethod
     def shapes(cls, m: dict, n_genes: int, bad) -> dict:
@@ -133,11 +148,16 @@ class Interpolant:
                 bad(f"'interp.{name}' must be a whole number ≥ 1, got {v!r}")
         if dims not in (2, 3):
             bad(f"'interp.dims' must be 2 or 3, got {dims!r}")
-        if m.get("kind", "knn") not in cls.KINDS:
-            bad(f"'interp.kind' must be one of {', '.join(cls.KINDS)}, got {m.get('kind')!r}")
+        mix, ks = m.get("mix", 0.0), m.get("k_sections", 3)
+        if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= float(mix) <= 1.0:
+            bad(f"'interp.mix' must be a number in [0, 1], got {mix!r}")
+        if float(mix) > 0 and dims != 3:
+            bad("'interp.mix' > 0 (the sections interpolant) needs 'interp.dims' 3")
+        if isinstance(ks, bool) or not isinstance(ks, int) or ks < 1:
+            bad(f"'interp.k_sections' must be a whole number ≥ 1, got {ks!r}")
         return {"xyz": (n, 3), "coef": (n, q), "basis": (n_genes, q)}
 
     @classmethod
     def from_tensors(cls, t: dict, m: dict) -> "Interpolant":
         return cls(t["xyz"], t["coef"], t["basis"], float(m["weight"]), int(m.get("k", 5)), int(m.get("dims", 3)),
-                   kind=m.get("kind", "knn"))
+                   mix=float(m.get("mix", 0.0)), k_sections=int(m.get("k_sections", 3)))

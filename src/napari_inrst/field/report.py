@@ -25,7 +25,9 @@ def format_validation(v: dict | None) -> str:
     if v.get("interpolation_sections") is not None:
         line += f", {v['interpolation_sections']:.2f} (adjacent sections)"
     w = float(v.get("blend_weight", 0.0))
-    which = " (adjacent sections)" if v.get("blend_kind") == "sections" else ""
+    mix = float(v.get("blend_mix", 0.0))
+    which = ("" if mix == 0 else " (adjacent sections)" if mix == 1
+             else f" ({1 - mix:.2f} × 3D kNN + {mix:.2f} × adjacent sections)")
     if 0.0 < w < 1.0:
         line += f"; field = {1 - w:.2f} × network + {w:.2f} × interpolation{which}"
     elif w >= 1.0:

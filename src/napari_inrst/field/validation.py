@@ -15,6 +15,8 @@ INTERP_RANK = 256
 INTERP_VALUES = 50_000_000
 #: cells per section the sections interpolant averages (the ``adjacent`` baseline's k)
 SECTION_K = 3
+#: shares of the sections interpolant tried in the interpolant (0 = 3D kNN alone, 1 = sections alone)
+MIX_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def score_genes(data) -> np.ndarray:
@@ -66,8 +68,8 @@ def net_gene_rows(net, data, xyz, genes) -> np.ndarray:
 
 def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
     """Score the network, the interpolants and their blends on the validation split; choose the
-    interpolant (for a stack: 3D kNN or the sections' own, see :class:`~.interpolant.Interpolant`)
-    and the blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed
+    interpolant (for a stack: 3D kNN, the sections' own, or a mixture of the two, see
+    :class:`~.interpolant.Interpolant`) and the blend weight. Scores: per-gene Pearson over the held-out cells (the most expressed
     genes)."""
     from ..measure.baselines import idw
     from ..measure.metrics import pearson_per_gene
@@ -83,23 +85,28 @@ def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
     exact = gene_rows(data, tr, genes)
     base = idw(txyz[:, :dims], exact, qxyz[:, :dims], k)  # knn3d / knn2d on the scored genes, exactly
     V, coef = interp_basis(data, tr, cfg.seed)
-    # the interpolants as the model stores them (in the low-rank basis)
-    stored = {"knn": idw(txyz[:, :dims], coef, qxyz[:, :dims], k) @ V[genes].T}
+    # the interpolants as the model stores them (in the low-rank basis): 3D kNN, the sections' own,
+    # and mixtures of the two (mix = the share of the sections interpolant)
+    knn = idw(txyz[:, :dims], coef, qxyz[:, :dims], k) @ V[genes].T
+    stored = {0.0: knn}
     inter_sec = None
     if dims == 3 and len(np.unique(data.xyz[tr, 2])) >= 2:
-        stored["sections"] = Interpolant(txyz, coef, V, 1.0, k=SECTION_K, kind="sections")(qxyz) @ V[genes].T
+        sec = Interpolant(txyz, coef, V, 1.0, k_sections=SECTION_K, mix=1.0)(qxyz) @ V[genes].T
+        stored.update({float(m): (1.0 - m) * knn + m * sec for m in MIX_GRID[1:]})
         # the adjacent-sections baseline on the scored genes, exactly
-        sec = Interpolant(txyz, exact, np.eye(len(genes)), 1.0, k=SECTION_K, kind="sections")(qxyz)
-        inter_sec = pearson_per_gene(truth, sec)
+        adj = Interpolant(txyz, exact, np.eye(len(genes)), 1.0, k_sections=SECTION_K, mix=1.0)(qxyz)
+        inter_sec = pearson_per_gene(truth, adj)
     grid = BLEND_GRID if cfg.blend else (0.0, 1.0)
-    scores = {(kind, float(w)): pearson_per_gene(truth, (1.0 - w) * f + w * ip)
-              for kind, ip in stored.items() for w in grid}
-    if cfg.blend:  # ties: the smaller w, then 3D kNN
-        best_kind, best_w = max(scores, key=lambda kw: (round(scores[kw], 4), -kw[1], kw[0] == "knn"))
+    scores = {(mix, float(w)): pearson_per_gene(truth, (1.0 - w) * f + w * ip)
+              for mix, ip in stored.items() for w in grid}
+    if cfg.blend:  # ties: the smaller w, then the smaller share of the sections interpolant
+        best_mix, best_w = max(scores, key=lambda mw: (round(scores[mw], 4), -mw[1], -mw[0]))
     else:
-        best_kind, best_w = "knn", 0.0
+        best_mix, best_w = 0.0, 0.0
+    if best_w == 0.0:
+        best_mix = 0.0  # no interpolant in the field
     inter = pearson_per_gene(truth, base)
-    field = scores[(best_kind, best_w)]
+    field = scores[(best_mix, best_w)]
     best_inter = max(inter, inter_sec if inter_sec is not None else -np.inf)
     out = {
         "task": task,
@@ -109,12 +116,12 @@ def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
         "n_cells": int(len(va)),
         "genes_scored": int(len(genes)),
         "field": round(float(field), 4),
-        "network": round(float(scores[("knn", 0.0)]), 4),
+        "network": round(float(scores[(0.0, 0.0)]), 4),
         "interpolation": round(float(inter), 4),
-        "interpolant_stored": round(float(scores[(best_kind, 1.0)]), 4),
+        "interpolant_stored": round(float(scores[(best_mix, 1.0)]), 4),
         "baseline": "knn3d" if dims == 3 else "knn2d",
         "blend_weight": float(best_w),
-        "blend_kind": best_kind,
+        "blend_mix": float(best_mix),
         "better": bool(field > best_inter),
     }
     if inter_sec is not None:
