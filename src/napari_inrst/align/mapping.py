@@ -42,7 +42,12 @@ def section_index(stack_meta: dict, section, source=None) -> int:
 def map_points(stack_meta: dict, section, xy, source=None) -> np.ndarray:
     """(n, 2) points in ``section``'s input frame (coordinates as in its file) → (n, 3) x, y, z in
     the stack frame (µm): unit factor, deformation (if stored, and enabled), transform, z."""
-    k = section_index(stack_meta, section, source)
+    return place_points(stack_meta, section_index(stack_meta, section, source), xy, source=source)
+
+
+def place_points(stack_meta: dict, k: int, xy, deformations=None, source=None) -> np.ndarray:
+    """:func:`map_points` of section ``k`` (0-based input index). ``deformations``: the model's,
+    as :func:`~.deform.deformations_from_meta` reads them (read here when None)."""
     mats = stack_meta.get("transforms") or []
     z = stack_meta.get("z") or []
     if k >= len(mats) or k >= len(z):
@@ -51,7 +56,7 @@ def map_points(stack_meta: dict, section, xy, source=None) -> np.ndarray:
     if M.shape != (3, 3) or not np.isfinite(M).all():
         raise InputError(source, f"the model's transform of section {k} is not a finite 3×3 matrix")
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2) * float(stack_meta.get("unit_factor", 1.0) or 1.0)
-    defs = deformations_from_meta(stack_meta, source)
+    defs = deformations_from_meta(stack_meta, source) if deformations is None else deformations
     if k < len(defs) and defs[k] is not None:
         xy = defs[k].apply(xy)
     out = np.empty((len(xy), 3), dtype=np.float64)

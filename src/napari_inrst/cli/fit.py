@@ -134,16 +134,10 @@ def refine_if_aligned(stack, args, cfg, log=print):
         return None
     if len(stack.training_sections()) < 2:
         return None
-    from ..field import refine
+    from ..field.refine import refine_for_fit
 
-    target = stack.subsample(3000, seed=args.seed) if getattr(stack, "lazy", False) else stack
     log("refining the alignment against the field (--no-refine skips this)")
-    # the half fields are never longer than the final fit (a quick --steps fit stays quick)
-    res = refine.refine_stack(target, cfg, reference=args.reference, log=log,
-                              field_steps=min(refine.FIELD_STEPS, int(cfg.steps)),
-                              deform=bool(getattr(args, "deform", False)))
-    res.apply(stack)  # the transforms (and with --deform the kept grids, or none when reverted)
-    return res
+    return refine_for_fit(stack, cfg, reference=args.reference, deform=bool(getattr(args, "deform", False)), log=log)
 
 
 def config_from_args(args):

@@ -97,14 +97,12 @@ def placement_of(stack) -> dict:
 
 def refine_for_fit(stack, config, *, deform: bool = True, placement: dict | None = None, log=None,
                    should_stop=None):
-    """Before the fit, as ``napari-inrst fit --deform`` does (:func:`napari_inrst.cli.fit.refine_if_aligned`):
-    the field-driven refinement of the transforms with per-section deformation grids
-    (:func:`napari_inrst.field.refine.refine_stack`, ``deform=True``; half fields of at most the
-    fit's steps, the middle section fixed; a lazily read stack is refined on 3,000 cells per
-    section), kept or reverted by its held-out rule, written into ``stack`` (in place). With
-    ``placement`` (:func:`placement_of` of an earlier run: a resumed fit) that placement is put
-    back instead. Returns the :class:`~napari_inrst.field.refine.RefineResult`, or None (placement
-    put back, or fewer than 2 training sections)."""
+    """Before the fit, as ``napari-inrst fit --deform`` does: the field-driven refinement with
+    per-section deformation grids (:func:`napari_inrst.field.refine.refine_for_fit`, the middle
+    section fixed), written into ``stack`` (in place). With ``placement`` (:func:`placement_of` of
+    an earlier run: a resumed fit) that placement is put back instead. Returns the
+    :class:`~napari_inrst.field.refine.RefineResult`, or None (placement put back, or fewer than 2
+    training sections)."""
     import numpy as np
 
     from ..align.deform import deformations_from_meta, set_deformations
@@ -117,13 +115,9 @@ def refine_for_fit(stack, config, *, deform: bool = True, placement: dict | None
         return None
     from . import refine
 
-    target = stack.subsample(3000, seed=int(config.seed)) if getattr(stack, "lazy", False) else stack
     if log is not None:
         log("refining the alignment and fitting a deformation per section against half fields (as fit --deform)")
-    res = refine.refine_stack(target, config, log=log, should_stop=should_stop,
-                              field_steps=min(refine.FIELD_STEPS, int(config.steps)), deform=bool(deform))
-    res.apply(stack)
-    return res
+    return refine.refine_for_fit(stack, config, deform=deform, log=log, should_stop=should_stop)
 
 
 def record_refinement(field, res) -> None:

@@ -388,3 +388,18 @@ def refine_stack(stack, config=None, *, reference: int | None = None, rounds: in
     else:
         say(f"refinement reverted: held-out score not better than the rigid start ({res.seconds:.0f} s)")
     return res
+
+
+def refine_for_fit(stack, config, *, reference: int | None = None, deform: bool = False, log=None,
+                   should_stop=None):
+    """The refinement ``fit`` runs before its fit: :func:`refine_stack` with half fields never
+    longer than the fit (a quick fit stays quick), on 3,000 cells per section of a lazily read
+    stack, its result (kept or reverted) written into ``stack``. None with fewer than 2 training
+    sections."""
+    if len(stack.training_sections()) < 2:
+        return None
+    target = stack.subsample(3000, seed=int(config.seed)) if getattr(stack, "lazy", False) else stack
+    res = refine_stack(target, config, reference=reference, log=log, should_stop=should_stop,
+                       field_steps=min(FIELD_STEPS, int(config.steps)), deform=bool(deform))
+    res.apply(stack)  # the transforms (and with deform the kept grids, or none when reverted)
+    return res

@@ -82,29 +82,30 @@ def validation_report(net, data, task, tr, va, pos, names, cfg) -> dict:
     qxyz = data.xyz[va].astype(np.float64)
     txyz = data.xyz[tr].astype(np.float64)
     f = net_gene_rows(net, data, data.xyz[va], genes)
-    exact = gene_rows(data, tr, genes)
-    base = idw(txyz[:, :dims], exact, qxyz[:, :dims], k)  # knn3d / knn2d on the scored genes, exactly
     V, coef = interp_basis(data, tr, cfg.seed)
-    # the interpolants as the model stores them (in the low-rank basis): 3D kNN, the sections' own,
-    # and mixtures of the two (mix = the share of the sections interpolant)
-    knn = idw(txyz[:, :dims], coef, qxyz[:, :dims], k) @ V[genes].T
+    q = coef.shape[1]
+    # one neighbour search per interpolant serves both what the model stores (the low-rank
+    # coefficients, first q columns) and the baseline on the scored genes, exactly (the rest)
+    both = np.hstack([coef, gene_rows(data, tr, genes)])
+    kn = idw(txyz[:, :dims], both, qxyz[:, :dims], k)
+    knn, base = kn[:, :q] @ V[genes].T, kn[:, q:]  # base: knn3d / knn2d
+    # the interpolants as the model stores them: 3D kNN, the sections' own, and mixtures of the
+    # two (mix = the share of the sections interpolant)
     stored = {0.0: knn}
     inter_sec = None
     if dims == 3 and len(np.unique(data.xyz[tr, 2])) >= 2:
-        sec = Interpolant(txyz, coef, V, 1.0, k_sections=SECTION_K, mix=1.0)(qxyz) @ V[genes].T
+        sk = Interpolant(txyz, both, np.eye(both.shape[1]), 1.0, k_sections=SECTION_K, mix=1.0)(qxyz)
+        sec = sk[:, :q] @ V[genes].T
         stored.update({float(m): (1.0 - m) * knn + m * sec for m in MIX_GRID[1:]})
-        # the adjacent-sections baseline on the scored genes, exactly
-        adj = Interpolant(txyz, exact, np.eye(len(genes)), 1.0, k_sections=SECTION_K, mix=1.0)(qxyz)
-        inter_sec = pearson_per_gene(truth, adj)
+        inter_sec = pearson_per_gene(truth, sk[:, q:])  # the adjacent-sections baseline
     grid = BLEND_GRID if cfg.blend else (0.0, 1.0)
+    # w = 0 is the network alone, whatever the interpolant: scored once, as (0, 0)
     scores = {(mix, float(w)): pearson_per_gene(truth, (1.0 - w) * f + w * ip)
-              for mix, ip in stored.items() for w in grid}
+              for mix, ip in stored.items() for w in grid if w > 0 or mix == 0.0}
     if cfg.blend:  # ties: the smaller w, then the smaller share of the sections interpolant
         best_mix, best_w = max(scores, key=lambda mw: (round(scores[mw], 4), -mw[1], -mw[0]))
     else:
         best_mix, best_w = 0.0, 0.0
-    if best_w == 0.0:
-        best_mix = 0.0  # no interpolant in the field
     inter = pearson_per_gene(truth, base)
     field = scores[(best_mix, best_w)]
     best_inter = max(inter, inter_sec if inter_sec is not None else -np.inf)

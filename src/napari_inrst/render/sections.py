@@ -146,7 +146,7 @@ def field_placement(stack, stack_meta, indices=None) -> dict | None:
     section's input coordinates, as ``napari-inrst map`` does. None when the model was not trained
     on these sections (other names) or records no placement."""
     from ..align.deform import deformations_from_meta
-    from ..stack import apply_transform
+    from ..align.mapping import place_points
 
     meta = stack_meta or {}
     names, mats, zs = meta.get("names"), meta.get("transforms"), meta.get("z")
@@ -158,14 +158,12 @@ def field_placement(stack, stack_meta, indices=None) -> dict | None:
         defs = deformations_from_meta(meta)
     except Exception:  # noqa: BLE001 - an unreadable block: the transforms alone (map names the problem)
         defs = []
-    # the model's input µm (its unit factor) from the stack's (a unit factor changed since)
-    r = float(meta.get("unit_factor", 1.0) or 1.0) / float(getattr(stack, "unit_factor", 1.0) or 1.0)
+    # the section's coordinates as in its file (the stack's unit factor may have changed since)
+    uf = float(getattr(stack, "unit_factor", 1.0) or 1.0)
     out = {}
     for k in (range(len(stack)) if indices is None else indices):
-        xy = np.asarray(stack[k].xy_input, dtype=np.float64) * r
-        if k < len(defs) and defs[k] is not None:
-            xy = defs[k].apply(xy)
-        out[k] = (apply_transform(np.asarray(mats[k], dtype=np.float64), xy), float(zs[k]))
+        xyz = place_points(meta, k, np.asarray(stack[k].xy_input, dtype=np.float64) / uf, defs)
+        out[k] = (xyz[:, :2], float(zs[k]))
     return out
 
 
