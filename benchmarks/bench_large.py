@@ -124,33 +124,47 @@ def _model(genes, lo, hi, width=64, depth=2, rank=16):
 
 
 class PaintTimer:
-    """Times the canvas's OpenGL paints (``paintGL`` of every QOpenGLWidget class in the window:
-    vispy uploads and draws there), so that a stall can be split into drawing and the rest."""
+    """Times drawing: the canvas's OpenGL paints (``paintGL`` of the QOpenGLWidget classes in the
+    window: vispy uploads and draws there) and the window's own repaints and composition (its
+    UpdateRequest and Paint events: Qt paints the widgets and composes the GL canvas into the
+    window, in software under Xvfb), so that a stall can be split into drawing and the rest."""
 
     def __init__(self):
+        from qtpy.QtCore import QEvent
         from qtpy.QtWidgets import QApplication, QOpenGLWidget
 
-        self.spans, self._patched = [], []
-        classes = {type(w) for top in QApplication.topLevelWidgets() for w in top.findChildren(QOpenGLWidget)}
-        for cls in classes:
-            orig = cls.paintGL
+        self.spans = []
+        tops = QApplication.topLevelWidgets()
+        for cls in {type(w) for top in tops for w in top.findChildren(QOpenGLWidget)}:
+            cls.paintGL = self._timed(cls.paintGL)
+        kinds = (QEvent.Type.UpdateRequest, QEvent.Type.Paint)
+        for cls in {type(top) for top in tops if top.isVisible()}:
+            cls.event = self._timed(cls.event, lambda e: e.type() in kinds)
 
-            def timed(widget, _orig=orig):
-                t = time.perf_counter()
-                try:
-                    return _orig(widget)
-                finally:
-                    self.spans.append((t, time.perf_counter()))
-            cls.paintGL = timed
-            self._patched.append((cls, orig))
+    def _timed(self, orig, which=None):
+        def timed(widget, *a):
+            if which is not None and not which(*a):
+                return orig(widget, *a)
+            t = time.perf_counter()
+            try:
+                return orig(widget, *a)
+            finally:
+                self.spans.append((t, time.perf_counter()))
+        return timed
 
     def within(self, a: float, b: float) -> float:
-        """Seconds of painting inside [a, b]."""
-        return sum(max(0.0, min(e, b) - max(s, a)) for s, e in self.spans if e > a and s < b)
+        """Seconds of drawing inside [a, b] (nested spans counted once)."""
+        cut = sorted((max(s, a), min(e, b)) for s, e in self.spans if e > a and s < b)
+        total, end = 0.0, a
+        for s, e in cut:
+            if e > end:
+                total += e - max(s, end)
+                end = e
+        return total
 
 
 def split_gaps(stamps, painter) -> tuple[float, float]:
-    """(longest gap less its painting, painting inside the longest gap), in ms."""
+    """(longest gap less its drawing, drawing inside the longest gap), in ms."""
     st = np.asarray(stamps)
     if len(st) < 2:
         return 0.0, 0.0
