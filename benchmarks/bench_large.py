@@ -9,6 +9,8 @@ loop was blocked; drawing in software OpenGL included):
 * ``open`` — File ▸ Open of the files (read in the background), until every section layer is in;
 * ``recolour`` — the Sections widget's gene; ``z`` — its z spacing; ``normalize_none`` /
   ``normalize_log1p`` — its normalization, there and back;
+* ``baseline.recolour_on_ui`` / ``baseline.normalize_on_ui`` — before: the same recolouring and
+  normalization computed on the UI thread (as the widget did), then back to log1p in the worker;
 * ``load_model`` — the View widget's *Load model* (a small network saved beforehand), until the
   field plane is drawn;
 * ``zoom_in`` / ``pan`` / ``zoom_out`` — camera changes: the field plane re-rendered, the sections'
@@ -230,6 +232,19 @@ def child(quick: bool) -> dict:
         measure("z", lambda: sections.apply_spacing(25.0))
         measure("normalize_none", lambda: sections.apply_normalize("none"))
         measure("normalize_log1p", lambda: sections.apply_normalize("log1p"))
+        # baselines (before): the same changes computed on the UI thread, as the widget did
+        from napari_inrst.render.sections import apply_section_update
+        from napari_inrst.stack import renormalize
+        from napari_inrst.viewer.layers import refresh_section_layers
+        from napari_inrst.viewer.sections_state import section_updates_job
+
+        def recolour_sync():
+            items = [(lyr, lyr.metadata["inrst_section"], lyr.metadata[rs.LOD_KEY]["idx"]) for lyr in section_layers(viewer)]
+            for lyr, gene, _, update, move, _ in section_updates_job(stack, stack.genes[9], "viridis", items):
+                apply_section_update(lyr, gene, update, move=move)
+        measure("baseline.recolour_on_ui", recolour_sync)
+        measure("baseline.normalize_on_ui", lambda: (renormalize(stack, "none"), refresh_section_layers(viewer.layers, stack)))
+        measure("normalize_log1p_again", lambda: sections.apply_normalize("log1p"))
         lo, hi = stack.bounds()
         model_path = tmp / "model.safetensors"
         _model(stack.genes, np.asarray(lo, float), np.asarray(hi, float) + [0, 0, 1.0]).save(model_path)

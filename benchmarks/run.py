@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes; finishes in under ~2 minutes on 2 cores")
     ap.add_argument("--only", default="", help="comma-separated areas (align, evaluate, field, gui, render, scale, "
-                    "load, refine, deform, generalize); generalize rows: GENERALIZE_ROWS=prefix,… (see benchmarks/bench_generalize.py)")
+                    "load, refine, deform, generalize, large); generalize rows: GENERALIZE_ROWS=prefix,… (see benchmarks/bench_generalize.py)")
     ap.add_argument("--json", metavar="OUT", help="write all figures as JSON here")
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -1,58 +1,67 @@
 """Another normalization for a stack already built (the Sections widget's "Normalization").
 
 Two steps, so that a widget can run the slow one in a worker: :func:`renormalized_sections`
-computes the new per-section AnnData (reads the stack, changes nothing; 5 × 200,000 cells: tens of
-seconds), :func:`install_normalized` swaps them in (in place, instant). :func:`renormalize` does both.
+computes each section's new values from the raw values it keeps (reads the stack, changes
+nothing; blocks of rows, so a worker lets go of the interpreter lock often), and
+:func:`install_normalized` swaps them in (in place, instant). :func:`renormalize` does both.
 No Qt and no torch here.
 """
 
 from __future__ import annotations
 
-from .sections import SectionStack, build_stack
+import numpy as np
+
+from ..errors import InputError
+from .normalize import TARGET_SUM, dense_rows
+from .sections import NORMALIZE_CHOICES, SectionStack
+
+#: the layer holding a section's raw values: counts (for log1p) or values as given (none)
+RAW_KEYS = {"log1p": "counts", "none": "values"}
+
+
+def _raw(section):
+    layers = section.adata.layers
+    return layers["counts"] if "counts" in layers else layers["values"]
 
 
 def renormalized_sections(stack: SectionStack, normalize: str, inputs=None) -> list:
-    """The sections' AnnData in normalization ``normalize`` (genes in the stack's order, spot sizes
-    and current coordinates kept), from the raw inputs when given
-    (:class:`~napari_inrst.io.readers.SectionInput`, one per section: exact library sizes), else
-    from the raw values the sections keep (library size over the stack's genes only). Raises
-    :class:`~napari_inrst.errors.InputError` when the values do not allow it (log1p of negatives)."""
-    import anndata as ad
-
-    adatas = []
-    if inputs is not None and len(inputs) == len(stack):
-        for i, s in zip(inputs, stack.sections):
-            a = ad.AnnData(X=i.adata.X, obs=i.adata.obs, var=i.adata.var)  # no copy of the values
-            a.obsm["spatial"] = s.xy_input  # the current coordinates (unit factor applied)
-            adatas.append(a)
-    else:
-        for s in stack.sections:
-            raw = s.adata.layers.get("counts", s.adata.layers.get("values"))
-            a = ad.AnnData(X=raw, obs=s.adata.obs.copy(), var=s.adata.var.copy())
-            a.obsm["spatial"] = s.xy_input
-            adatas.append(a)
-    new = build_stack(adatas, stack.z, names=stack.names, sources=[s.source for s in stack.sections],
-                      gene_policy=stack.gene_policy, normalize=normalize)
-    keep = [new.gene_index(g) for g in stack.genes]
+    """Each section's expression in normalization ``normalize`` (dense float32, the stack's genes),
+    from the raw values the sections keep; the library sizes for log1p come from the raw inputs when
+    given (:class:`~napari_inrst.io.readers.SectionInput`, one per section: every gene measured),
+    else from the stack's genes. Raises :class:`~napari_inrst.errors.InputError` when the values do
+    not allow it (log1p of negative values)."""
+    if normalize not in NORMALIZE_CHOICES:
+        raise InputError(None, f"normalize must be one of {NORMALIZE_CHOICES}, got '{normalize}'")
+    use_inputs = inputs is not None and len(inputs) == len(stack)
     out = []
-    for s, n in zip(stack.sections, new.sections):
-        a = n.adata if keep == list(range(n.adata.n_vars)) else n.adata[:, keep].copy()
-        spot = s.adata.uns.get("spot_diameter_um")
-        if spot is not None:
-            a.uns["spot_diameter_um"] = spot
-        out.append(a)
+    for k, s in enumerate(stack.sections):
+        raw = _raw(s)
+        if normalize != "log1p":
+            out.append(dense_rows(raw))
+            continue
+        vals = raw.data if hasattr(raw, "data") and hasattr(raw, "indptr") else np.asarray(raw)
+        if vals.size and float(vals.min()) < 0:
+            raise InputError(s.source or s.name, f"expression has negative values (min {float(vals.min()):g}) "
+                             "but counts are expected for normalize='log1p'")
+        X = inputs[k].adata.X if use_inputs else raw
+        tot = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+        scale = np.divide(TARGET_SUM, tot, out=np.zeros_like(tot), where=tot > 0)
+        out.append(dense_rows(raw, scale))
     return out
 
 
-def install_normalized(stack: SectionStack, normalize: str, adatas) -> SectionStack:
-    """Put :func:`renormalized_sections`' AnnData into ``stack`` (in place) and record ``normalize``."""
-    if len(adatas) != len(stack):
-        raise ValueError(f"{len(adatas)} sections for a stack of {len(stack)}")
-    for s, a in zip(stack.sections, adatas):
-        s.adata = a
+def install_normalized(stack: SectionStack, normalize: str, values) -> SectionStack:
+    """Put :func:`renormalized_sections`' values into ``stack`` (in place) and record ``normalize``."""
+    if len(values) != len(stack):
+        raise ValueError(f"{len(values)} sections for a stack of {len(stack)}")
+    for s, X in zip(stack.sections, values):
+        layers, key = s.adata.layers, RAW_KEYS[normalize]
+        if key not in layers:
+            layers[key] = _raw(s)
+            del layers[RAW_KEYS["none" if normalize == "log1p" else "log1p"]]
+        s.adata.X = X
     stack.normalize = normalize
-    for key in ("_inrst_default_gene",):  # statistics of the old values
-        stack.__dict__.pop(key, None)
+    stack.__dict__.pop("_inrst_default_gene", None)  # a statistic of the old values
     return stack
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .normalize import TARGET_SUM, as_dense, highly_variable_genes
+from .normalize import TARGET_SUM, as_dense, dense_rows, highly_variable_genes
 
 NORMALIZE_CHOICES = ("log1p", "none")
 GENE_POLICIES = ("intersection", "union")
@@ -375,9 +375,9 @@ def build_stack(
             # library size over every gene measured in the section, not only kept ones
             tot = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
             scale = np.divide(TARGET_SUM, tot, out=np.zeros_like(tot), where=tot > 0)
-            Xn = np.log1p(as_dense(raw) * scale[:, None].astype(np.float32)).astype(np.float32)
+            Xn = dense_rows(raw, scale)
         else:
-            Xn = as_dense(raw)
+            Xn = dense_rows(raw)
         normed.append(Xn)
         obs = a.obs.copy()
         obs.index = a.obs_names.astype(str)
