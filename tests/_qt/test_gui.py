@@ -67,6 +67,7 @@ def test_sections_widget_recolours_by_searched_gene(make_napari_viewer, qtbot):
     layer = _points(viewer)[0]
     before = layer.face_color.copy()
     w.gene.setCurrentText("BlobA")
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)  # coloured in a worker
     assert layer.metadata["gene"] == "BlobA" and "BlobA" in layer.features
     assert not np.allclose(before, layer.face_color)
     w.size.setValue(2.0)

@@ -268,9 +268,14 @@ class SectionsWidget(QWidget):
             layer.size = spot * factor
 
     def cleanup(self):
+        """Stop the workers (the widget is closing)."""
         self.updates.cancel()
         self._todo.clear()
         self.renorm.cancel()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt name
+        self.cleanup()
+        super().closeEvent(event)
 
 
 def _row(*widgets):
