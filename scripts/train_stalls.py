@@ -7,7 +7,7 @@ gaps between its ticks (a gap well above 10 ms is time the UI could not react).
 Opens the folder through the napari reader (the synthetic sample without --data), sets the unit
 factor / z spacing given, opens the Train widget as a user would, waits for its background
 imports, clicks Train and measures until training ends. Prints the start click (adding the preview
-layer and napari's progress bar) and the training itself separately: ticks, max, p99, median,
+layer) and the training itself separately: ticks, max, p99, median,
 gaps > 100 ms, the machine's load (a loaded machine starves the UI thread by itself), and the
 longest time spent in each of the widget's UI-thread callbacks (taking a record, the UI tick,
 the end of the fit): a stall much longer than those is the UI thread waiting — for the
@@ -131,7 +131,7 @@ def main(argv=None):
     if a.json:
         print(json.dumps(out), flush=True)
     else:
-        print(f"start click: {out['start_click_ms']} ms (adds the preview layer and napari's progress bar)")
+        print(f"start click: {out['start_click_ms']} ms (adds the preview layer)")
         print(f"training ({a.runner}{'' if a.runner == 'thread' else f', nice {a.nice}'}): {out['report']}")
         print("longest UI-thread callbacks: " + ", ".join(f"{k} {out[f'{k}_handler_max_ms']} ms"
                                                          for k in ("take", "tick", "done")))
