@@ -147,6 +147,9 @@ def test_volume_appears_masked_and_its_screenshot_is_not_blank(view, qtbot, tiss
     assert not w.plane_layers["LayerB"].visible
     grid = vol.metadata["grid"]
     assert max(grid.shape) == 64 and tuple(vol.scale) == pytest.approx(grid.scale)
+    # the field's own axes are named (the viewer holds only the field here): z / y / x, not -3 / -2 / -1
+    assert tuple(vol.axis_labels) == ("z", "y", "x") and tuple(w.plane_layers["LayerB"].axis_labels) == ("y", "x")
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
     viewer.reset_view()
     img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
     assert img.std() > 10 and (img.sum(-1) > 60).mean() > 0.02
