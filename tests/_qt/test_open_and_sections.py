@@ -50,18 +50,23 @@ def test_sections_widget_sets_z_units_and_normalization(make_napari_viewer, qtbo
     layer = viewer.layers[1]
     xy0 = layer.data[:, 1:].copy()
     assert w.apply_z_text("0, 12.5, 40")
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)  # the layers move in a worker
     assert list(stack.z) == [0.0, 12.5, 40.0] and np.all(layer.data[:, 0] == 12.5)
     assert "z assumed" not in w.summary.toPlainText()
     assert not w.apply_z_text("0, 5, 5") and "share a z" in w.message.text()
     assert list(stack.z) == [0.0, 12.5, 40.0]  # nothing changed
     assert w.apply_unit_factor(100.0)
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
     np.testing.assert_allclose(layer.data[:, 1:], xy0 * 100.0)
     assert "coordinates × 100 → µm" in w.summary.toPlainText()
     before = stack[0].X.copy()
-    assert w.apply_normalize("none") and stack.normalize == "none"
+    assert w.apply_normalize("none")  # started in a worker
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
+    assert stack.normalize == "none" and w.normalize.currentText() == "none"
     raw = stack[0].adata.layers["values"]  # values as given (raw counts here)
     np.testing.assert_allclose(stack[0].X, np.asarray(raw.todense() if hasattr(raw, "todense") else raw))
     assert w.apply_normalize("log1p")
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
     np.testing.assert_allclose(stack[0].X, before, rtol=1e-5)
 
 

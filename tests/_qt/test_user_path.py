@@ -45,6 +45,7 @@ def test_open_files_set_z_align_train_view_screenshot(make_napari_viewer, qtbot,
 
     # z and units as the user knows them (ST: spots 200 µm centre to centre)
     assert sections.apply_unit_factor(200.0) and sections.apply_spacing(100.0)
+    qtbot.waitUntil(lambda: not sections.busy, timeout=30_000)  # the layers move in a worker
     stack = sections.stack
     assert list(stack.z) == [0.0, 100.0, 200.0, 300.0] and "z assumed" not in sections.summary.toPlainText()
     zs = sorted(float(lyr.data[0, 0]) for lyr in viewer.layers)

@@ -6,8 +6,14 @@ rather than read from the files (e.g. "z assumed: 10 µm apart — set it in the
 Changes apply to the stack in place (every widget keeps working on the same stack) and move the
 section layers; a field trained before no longer matches the sections and must be retrained.
 The changes themselves: :class:`~napari_inrst.viewer.sections_state.SectionsState` (no Qt).
+Recolouring, moving the layers and renormalizing run in workers (10⁶ cells: seconds to tens of
+seconds); the UI thread only swaps the results in, one layer per event-loop turn.
 """
 
+from collections import deque
+
+import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -24,10 +30,12 @@ from qtpy.QtWidgets import (
 
 from napari.viewer import Viewer
 
-from ..viewer.layers import gene_contrast, refresh_section_layers
-from ..viewer.sections_state import SectionsState
+from ..render.sections import LOD_KEY, apply_section_update
+from ..viewer.layers import SECTION_KEY
+from ..viewer.sections_state import SectionsState, section_updates_job
 from ..viewer.stack_source import StackSource, section_layers
 from .common import GeneBox
+from .workers import Job, LatestRequest
 
 COLORMAPS = ["viridis", "magma", "inferno", "plasma", "turbo", "gray"]
 
@@ -91,6 +99,13 @@ class SectionsWidget(QWidget):
         lay.addWidget(self.message)
         lay.addLayout(form)
         lay.addStretch(1)
+        self.updates = LatestRequest(section_updates_job, on_yield=self._queue, on_return=lambda _: self._queue(None),
+                                     what="colouring the sections")
+        self._reframe = False  # frame the sections again once they have moved (unit factor)
+        self._todo, self._draining = deque(), False  # layer updates waiting for their event-loop turn
+        self.renorm = Job("normalizing the sections", on_done=self._normalized, on_error=self._norm_failed,
+                          on_finish=lambda: self.geometry.setEnabled(self.stack is not None))
+        self._norm_cb = None
         self.state.stack_changed.connect(self._on_stack)
         self.state.changed.connect(self._changed)
         self.state.failed.connect(self._error)
@@ -130,16 +145,64 @@ class SectionsWidget(QWidget):
 
     # --- geometry (the state changes the stack; the layers follow here) ------------------------
     def _changed(self, what: str):
-        """After an in-place change: move the layers, say it, tell the other widgets."""
+        """After an in-place change: move the layers (in a worker), say it, tell the other widgets."""
         from ..viewer.session import stack_changed
 
-        gene = self.gene.currentText()
-        refresh_section_layers(self.viewer.layers, self.stack, gene=gene or None,
-                               colormap=self.colormap.currentText(), size_factor=self.size.value())
+        self._update_layers(None, move=True)  # the gene and colours the layers show (maybe View's)
         self._show_summary()
         self.z_edit.setText(self.state.z_text())
+        self.normalize.setCurrentText(self.stack.normalize)
         self.message.setText(f"{what}. A field trained before this no longer matches the sections: train again.")
         stack_changed(self.viewer, self.stack)
+
+    def _update_layers(self, gene, *, move: bool):
+        """Recolour (and with ``move`` re-place) the section layers in a worker; each layer keeps the
+        cells it shows (level of detail). ``gene`` None: the gene (and colormap) they show."""
+        if self.stack is None:
+            return
+        layers = section_layers(self.viewer, self.stack)
+        if gene is None or gene not in self.stack.genes:
+            gene = next((lyr.metadata.get("gene") for lyr in layers if lyr.metadata.get("gene") in self.stack.genes),
+                        None)
+        if gene is None or not layers:
+            return
+        cmap = self.colormap.currentText() if not move else layers[0].metadata.get("colormap") or "viridis"
+        items = [(lyr, lyr.metadata[SECTION_KEY], (lyr.metadata.get(LOD_KEY) or {}).get("idx")) for lyr in layers]
+        self._todo.clear()
+        self.updates.submit(self.stack, gene, cmap, items, move=move,
+                            size_factor=self.size.value())
+
+    def _queue(self, item):
+        self._todo.append(item)
+        if not self._draining:
+            self._draining = True
+            QTimer.singleShot(0, self._apply_next)
+
+    def _apply_next(self):
+        """One layer's update (a napari update of ≤ LOD_CAP points), then the next in a later turn."""
+        if not self._todo:
+            self._draining = False
+            return
+        QTimer.singleShot(0, self._apply_next)
+        item = self._todo.popleft()
+        if item is None:  # the last layer is in
+            if self._reframe:
+                self._reframe = False
+                self.viewer.reset_view()  # the sections moved (scaled): frame them again
+            return
+        layer, gene, cmap, update, move, size = item
+        if layer in self.viewer.layers:
+            apply_section_update(layer, gene, update, move=move)
+            layer.metadata["colormap"] = cmap
+            if size is not None:
+                layer.metadata["spot_um"] = size / self.size.value()
+                if not np.allclose(layer.size, size):
+                    layer.size = size
+
+    @property
+    def busy(self) -> bool:
+        """True while layers are being recoloured/moved or values renormalized."""
+        return self.updates.busy or bool(self._todo) or self._draining or self.renorm.running
 
     def _error(self, exc):
         from napari.utils.notifications import show_error
@@ -160,35 +223,54 @@ class SectionsWidget(QWidget):
 
     def apply_unit_factor(self, factor: float):
         """Coordinates as read × ``factor`` = µm."""
+        self._reframe = True  # when the layers have moved
         ok = self.state.apply_unit_factor(factor)
-        if ok:
-            self.viewer.reset_view()  # the sections moved (scaled): frame them again
+        self._reframe = ok and self._reframe
         return ok
 
     def apply_normalize(self, normalize: str):
-        """Normalize the values another way (from the raw values read)."""
-        ok = self.state.apply_normalize(normalize)
+        """Normalize the values another way (from the raw values read), in a worker: True when
+        started (the stack changes when it ends; :attr:`busy` until the layers show it)."""
+        def run(work, done, fail):
+            self._norm_cb = (done, fail)
+            self.geometry.setEnabled(False)  # no other change of the stack meanwhile
+            self.message.setText(f"Normalizing ({normalize})…")
+            self.renorm.start(work)
+
+        ok = self.state.apply_normalize(normalize, run=run)
         if not ok and self.stack is not None:
             self.normalize.setCurrentText(self.stack.normalize)
         return ok
 
+    def _normalized(self, adatas):
+        if self._norm_cb is not None:
+            self._norm_cb[0](adatas)
+
+    def _norm_failed(self, exc):
+        self.message.setText(f"Not applied: {exc}")
+        if self.stack is not None:
+            self.normalize.setCurrentText(self.stack.normalize)
+
     # --- colours -------------------------------------------------------------------------------
     def set_gene(self, gene: str):
-        """Colour every section of the stack by ``gene`` with shared contrast limits."""
+        """Colour every section of the stack by ``gene`` with shared contrast limits (in a worker)."""
         if self.stack is None or gene not in self.stack.genes:
             return
-        from ..render.sections import recolor_sections
-
-        # colours once per layer; large sections keep their level-of-detail subset
-        recolor_sections(section_layers(self.viewer, self.stack), self.stack, gene,
-                         self.colormap.currentText(), gene_contrast(self.stack, gene))
+        self._update_layers(gene, move=False)
 
     def _resize(self, factor: float):
         if self.stack is None:
             return
         for layer in section_layers(self.viewer, self.stack):
-            s = self.stack[layer.metadata["inrst_section"]]
-            layer.size = s.spot_diameter_um() * factor
+            spot = layer.metadata.get("spot_um")  # measured in the worker (a neighbour search)
+            if spot is None:
+                spot = layer.metadata["spot_um"] = self.stack[layer.metadata[SECTION_KEY]].spot_diameter_um()
+            layer.size = spot * factor
+
+    def cleanup(self):
+        self.updates.cancel()
+        self._todo.clear()
+        self.renorm.cancel()
 
 
 def _row(*widgets):

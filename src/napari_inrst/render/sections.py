@@ -5,8 +5,9 @@ napari spends ~1–4 µs per point each time a Points layer's data or colours ar
 grows with the points. A section with more than :data:`LOD_CAP` cells is therefore drawn as at
 most ``LOD_CAP`` of them: all cells inside the view when that many or fewer are in view (zoomed
 in: full resolution), else a stable random subsample of those in view (zoomed out; the field
-plane under them is the zoomed-out picture). :func:`lod_indices` picks them; the View widget
-recomputes them in a worker on debounced camera changes.
+plane under them is the zoomed-out picture), always exactly ``LOD_CAP`` points (the layer is
+updated in place). :func:`lod_indices` picks them; the View widget recomputes them in a worker on
+debounced camera changes, the Sections widget recolours and moves the cells shown in a worker.
 """
 
 from __future__ import annotations
@@ -101,27 +102,31 @@ def view_rect(center_yx, zoom: float, canvas_hw, margin: float = 0.1):
     return (cx - hx, cx + hx, cy - hy, cy + hy)
 
 
-def lod_indices(xy: np.ndarray, rank: np.ndarray, rect=None, cap: int = LOD_CAP) -> np.ndarray:
-    """Sorted indices of the cells to draw: those inside ``rect`` (all cells when None); when more
-    than ``cap``, the ``cap`` of them first in the fixed random order (a stable subsample, so
-    panning does not make the points flicker), always with the section's :func:`extreme_cells`
-    (``cap + 4`` at most, when fewer than ``cap`` are in view)."""
-    if rect is None:
-        idx = np.arange(len(xy))
-    else:
-        xmin, xmax, ymin, ymax = rect
-        inside = (xy[:, 0] >= xmin) & (xy[:, 0] <= xmax) & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax)
-        idx = np.flatnonzero(inside)
-    if len(idx) == len(xy) <= cap:
-        return idx
-    # the section's outermost cells always: the layer's extent never changes, nor napari's dims
-    # range (a range change moves the dims point, and napari re-slices every layer)
+def lod_cap(cap=None) -> int:
+    """``cap``, or :data:`LOD_CAP` as it is now (read at each call: tests and benchmarks lower it)."""
+    return int(LOD_CAP if cap is None else cap)
+
+
+def lod_indices(xy: np.ndarray, rank: np.ndarray, rect=None, cap: int | None = None) -> np.ndarray:
+    """Sorted indices of the cells to draw: every cell when there are at most ``cap``
+    (:func:`lod_cap`), else exactly ``cap`` of them — the section's :func:`extreme_cells` (so the
+    layer's extent never changes), then the cells inside ``rect`` (all of them when few enough: full
+    resolution in view; else the first in the fixed random order, a stable subsample that does not
+    flicker when panning), then, to fill up, cells outside it in the same order. A fixed number
+    of points: napari updates a layer in place instead of resizing its colour, size and symbol
+    arrays."""
+    n, cap = len(xy), lod_cap(cap)
+    if n <= cap:
+        return np.arange(n)
     ext = extreme_cells(xy)
-    if len(idx) > cap:
-        idx = np.setdiff1d(idx, ext, assume_unique=True)
-        k = max(cap - len(ext), 1)
-        idx = idx[np.argpartition(rank[idx], k - 1)[:k]] if len(idx) > k else idx
-    return np.union1d(idx, ext)
+    key = np.asarray(rank, dtype=np.int64).copy()
+    if rect is not None:
+        xmin, xmax, ymin, ymax = rect
+        outside = (xy[:, 0] < xmin) | (xy[:, 0] > xmax) | (xy[:, 1] < ymin) | (xy[:, 1] > ymax)
+        key[outside] += n  # after every cell in view
+    key[ext] = -1
+    m = max(cap, len(ext) + 1)
+    return np.sort(np.argpartition(key, m - 1)[:m])
 
 
 def extreme_cells(xy: np.ndarray) -> np.ndarray:
@@ -167,11 +172,11 @@ def field_placement(stack, stack_meta, indices=None) -> dict | None:
     return out
 
 
-def needs_lod(section, cap: int = LOD_CAP) -> bool:
-    return int(section.n_obs) > int(cap)
+def needs_lod(section, cap: int | None = None) -> bool:
+    return int(section.n_obs) > lod_cap(cap)
 
 
-def section_update(section, g: int, contrast, colormap: str, rect=None, cap: int = LOD_CAP, rank=None,
+def section_update(section, g: int, contrast, colormap: str, rect=None, cap: int | None = None, rank=None,
                    placed=None):
     """What a section layer shows (for a worker): ``(idx or None, zyx, values, rgba)`` — ``idx``
     None when every cell is drawn. ``placed``: ``(xy, z)`` of the cells elsewhere than the stack
@@ -207,24 +212,8 @@ def apply_section_update(layer, gene: str, update, *, move: bool = True) -> None
         layer.features = {gene: values}
     layer.refresh()
     md["gene"] = gene
-    if idx is not None:
-        md[LOD_KEY] = {"idx": idx}
+    if idx is not None:  # the same cells: what they were picked for (the View's rect) still holds
+        kept = old is not None and len(old) == len(idx) and np.array_equal(old, idx)
+        md[LOD_KEY] = dict(md[LOD_KEY], idx=idx) if kept else {"idx": idx}
     else:
         md.pop(LOD_KEY, None)
-
-
-def recolor_sections(layers, stack, gene: str, colormap: str = "viridis", contrast=None) -> None:
-    """Colour section layers by ``gene`` (UI thread; small stacks, or the Sections widget's pick):
-    shared contrast over a sample of cells, colours computed once per layer, and for large sections
-    the cells already drawn (their level-of-detail subset) — never a full-length column on a
-    subsampled layer."""
-    g = stack.gene_index(gene)
-    contrast = gene_contrast_sampled(stack, gene) if contrast is None else contrast
-    for layer in layers:
-        s = stack[layer.metadata["inrst_section"]]
-        idx = (layer.metadata.get(LOD_KEY) or {}).get("idx")
-        values = gene_values(s, g)
-        if idx is not None:
-            values = values[idx]
-        apply_section_update(layer, gene, (idx, None, values, point_rgba(values, contrast, colormap)), move=False)
-        layer.metadata["colormap"] = colormap

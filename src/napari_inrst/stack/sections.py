@@ -405,39 +405,6 @@ def build_stack(
     return SectionStack(sections, genes, normalize, gene_policy, float(unit_factor), report)
 
 
-def renormalize(stack: SectionStack, normalize: str, inputs=None):
-    """Switch ``stack`` (in place) to another normalization, from the raw inputs when given
-    (:class:`~napari_inrst.io.readers.SectionInput`, one per section: exact library sizes), else
-    from the raw values the sections keep (library size over the stack's genes only)."""
-    if normalize == stack.normalize:
-        return stack
-    adatas = [i.adata for i in inputs] if inputs is not None else []
-    if not adatas:
-        import anndata as ad
-
-        for s in stack.sections:
-            raw = s.adata.layers.get("counts", s.adata.layers.get("values"))
-            a = ad.AnnData(X=raw, obs=s.adata.obs.copy(), var=s.adata.var.copy())
-            a.obsm["spatial"] = s.xy_input
-            adatas.append(a)
-    elif inputs is not None:
-        adatas = []
-        for i, s in zip(inputs, stack.sections):
-            a = i.adata.copy()
-            a.obsm["spatial"] = s.xy_input  # the current coordinates (unit factor applied)
-            adatas.append(a)
-    new = build_stack(adatas, stack.z, names=stack.names, sources=[s.source for s in stack.sections],
-                      gene_policy=stack.gene_policy, normalize=normalize)
-    keep = [new.gene_index(g) for g in stack.genes]
-    for s, n in zip(stack.sections, new.sections):
-        spot = s.adata.uns.get("spot_diameter_um")
-        s.adata = n.adata[:, keep].copy()
-        if spot is not None:
-            s.adata.uns["spot_diameter_um"] = spot
-    stack.normalize = normalize
-    return stack
-
-
 def stack_from_inputs(inputs, z: Sequence[float] | None = None, *, spacing: float = 10.0, **kwargs) -> SectionStack:
     """Build a stack from :class:`~napari_inrst.io.readers.SectionInput` objects.
 

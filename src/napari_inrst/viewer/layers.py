@@ -12,14 +12,23 @@ from ..stack import SectionStack
 #: metadata key under which every plugin layer carries the shared :class:`SectionStack`.
 STACK_KEY = "inrst_stack"
 SECTION_KEY = "inrst_section"
+#: attribute of a stack holding its default gene (computed once: see :func:`default_gene`)
+DEFAULT_GENE_KEY = "_inrst_default_gene"
 
 
 def default_gene(stack: SectionStack) -> str:
     """The most variable gene across the stack (a good first colouring), over a sample of at most
-    20,000 cells (never a dense concatenation of a large stack)."""
+    20,000 cells (never a dense concatenation of a large stack). Computed once per stack and
+    normalization (the opener's worker computes it; the Train and View widgets then only read it)."""
     from ..render.sections import default_gene_sampled
 
-    return default_gene_sampled(stack)
+    key = (stack.normalize, len(stack), tuple(stack.genes[:1]), stack.n_genes)
+    cached = stack.__dict__.get(DEFAULT_GENE_KEY)
+    if cached is not None and cached[0] == key and cached[1] in stack.genes:
+        return cached[1]
+    gene = default_gene_sampled(stack)
+    stack.__dict__[DEFAULT_GENE_KEY] = (key, gene)
+    return gene
 
 
 def section_points(stack: SectionStack, i: int, gene: str, *, colormap: str = "viridis",

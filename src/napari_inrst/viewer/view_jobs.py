@@ -16,7 +16,7 @@ import numpy as np
 
 from ..render.display import preview_levels
 from ..render.plane import auto_contrast, iter_plane
-from ..render.sections import LOD_CAP, field_placement, gene_contrast_sampled, lod_rank, needs_lod, section_update
+from ..render.sections import field_placement, gene_contrast_sampled, lod_rank, needs_lod, section_update
 from ..render.volume import iter_volume
 
 #: the coarse preview of an expensive plane request has 1/COARSE_FACTOR of its pixels per side
@@ -83,9 +83,9 @@ def sections_job(stack, gene, cmap, rect, items, ranks: dict, stack_meta=None):
     for layer, i in items:
         s = stack[i]
         rank = None
-        if needs_lod(s, LOD_CAP):
+        if needs_lod(s):
             rank = ranks.get(i)
             if rank is None:
                 rank = ranks[i] = lod_rank(s.n_obs)
         placed = None if placement is None else placement[i]
-        yield layer, gene, section_update(s, g, contrast, cmap, rect, LOD_CAP, rank, placed), rect, placed is not None
+        yield layer, gene, section_update(s, g, contrast, cmap, rect, None, rank, placed), rect, placed is not None
