@@ -145,6 +145,14 @@ def test_typed_z_beyond_the_stack_stays_and_scrubbing_moves_napari_z_per_step(vi
     _wait(qtbot, w)
     layer = w.plane_layers[w.genes[0]]
     assert w.z == pytest.approx(-30.0) and layer.metadata["z_um"] == pytest.approx(-30.0)
+    # napari's own slider still moves the plane after its range changed
+    extra = viewer.add_points([[500.0, 10.0, 10.0]], name="extra", units="µm")
+    qtbot.wait(50)
+    viewer.dims.set_current_step(0, 50)
+    _wait(qtbot, w)
+    assert w.z == pytest.approx(50.0) and layer.metadata["z_um"] == pytest.approx(50.0)
+    viewer.layers.remove(extra)
+    _wait(qtbot, w)
     points = []
     viewer.dims.events.point.connect(lambda e: points.append(float(viewer.dims.point[0])))
     for k in range(40):  # a drag of the View's z slider: 40 events over 12 µm

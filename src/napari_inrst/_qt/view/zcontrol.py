@@ -76,8 +76,16 @@ class ZControl(QGroupBox):
         state.sampling_changed.connect(lambda _: set_quietly(self.band_box, "setChecked", state.band_limited))
         state.show_sections_changed.connect(lambda on: set_quietly(self.sections_box, "setChecked", on))
         state.plane_updated.connect(self._on_plane)
-        self._connections = Connections([(viewer.dims.events.point, self._on_dims_point)])
-        self._last_dims = self._dims_now()  # napari's z axis (ndim, range, z) when this widget last looked
+        # napari's z axis (ndim, range, z) when this widget last looked; a new range or ndim is taken
+        # in on the next event-loop turn, after the point moves napari makes for it
+        self._last_dims = self._dims_now()
+        self._record_timer = QTimer(self)
+        self._record_timer.setSingleShot(True)
+        self._record_timer.setInterval(0)
+        self._record_timer.timeout.connect(lambda: setattr(self, "_last_dims", self._dims_now()))
+        later = lambda *_: self._record_timer.start()  # noqa: E731
+        self._connections = Connections([(viewer.dims.events.point, self._on_dims_point),
+                                         (viewer.dims.events.range, later), (viewer.dims.events.ndim, later)])
 
     def set_z(self, z: float, *, force: bool = False) -> bool:
         """Move the plane to ``z`` µm; napari's z slider follows with the plane (see the module)."""
@@ -158,5 +166,6 @@ class ZControl(QGroupBox):
 
     def cleanup(self):
         self._push_timer.stop()
+        self._record_timer.stop()
         self.state.plane_updated.disconnect(self._on_plane)
         self._connections.clear()
