@@ -104,8 +104,8 @@ class FieldConfig:
             raise InputError(None, f"compile must be one of {COMPILE}, got '{self.compile}'")
         if self.device not in DEVICES:
             raise InputError(None, f"device must be one of {DEVICES}, got '{self.device}'")
-        if self.standardize not in (True, False, "auto"):
-            raise InputError(None, f"standardize must be true, false or 'auto', got {self.standardize!r}")
+        if self.standardize not in (True, False, "auto", "noise"):
+            raise InputError(None, f"standardize must be true, false, 'noise' or 'auto', got {self.standardize!r}")
         if int(self.rank) < 0:
             raise InputError(None, f"rank must be ≥ 0 (0 = auto), got {self.rank}")
         for name in ("width", "depth", "steps", "batch_size", "val_every", "log_every", "aux_batch", "auto_rank",
@@ -119,10 +119,12 @@ class FieldConfig:
             raise InputError(None, f"val_frac must be in [0, 0.9), got {self.val_frac}")
         return self
 
-    def resolved_standardize(self, n_genes: int) -> bool:
+    def resolved_standardize(self, n_genes: int) -> bool | str:
         """``standardize`` for a model of ``n_genes`` genes (``"auto"`` resolved)."""
         if self.standardize == "auto":
             return int(n_genes) <= int(self.panel_genes)
+        if self.standardize == "noise":
+            return "noise"
         return bool(self.standardize)
 
     def replace(self, **kw) -> "FieldConfig":
