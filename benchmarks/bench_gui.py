@@ -35,6 +35,19 @@ Figures:
   machine's own floor); ``*_handler_max_ms`` the longest of the widget's UI-thread callbacks
   (the 4-per-second UI tick, the end of the fit); ``load`` the 1-minute load average.
   ``NAPARI_INRST_GUI_PARTS=train`` runs only these.
+* ``scrub_sections.*`` — z scrubbed as a drag of the View widget's z slider (events every 16 ms,
+  0.3 µm apart; quick: 40, full: 80) with the synthetic sample's 8 section layers (3D points) and a
+  default-size field (band-limited sampling, the default): ``now`` (napari's z, which re-slices
+  every section layer, moved once per 1 µm step with the plane) against ``baseline`` (napari's z
+  moved at every slider event, as before); ``dims_moves`` how often napari's z moved,
+  ``ui_cpu_frac`` / ``ui_runqueue_wait_frac`` the UI thread's CPU time / time runnable but
+  waiting for a core, as fractions of the scrub's wall time.
+* ``train_breast.*`` — the Train widget on the shared breast ST sections (4 files, unit factor
+  200, 100 µm apart; ``NAPARI_INRST_BREAST`` or ``../shared/data/breast_st``; quick: 60 steps,
+  full: 150; 200 genes): ``now`` (the widget's own progress bar, at most two updates a second)
+  against ``baseline`` (napari's activity-dock progress bar as before: created at the start,
+  updated once a second); the same figures as ``train.*`` plus ``tick_cpu_handler_max_ms`` (the
+  longest UI tick in the UI thread's CPU time) and the UI thread's CPU / run-queue fractions.
 """
 
 from __future__ import annotations
@@ -369,8 +382,143 @@ def bench_open(quick: bool) -> dict:
     return out
 
 
-#: which parts run (NAPARI_INRST_GUI_PARTS=train,scrub,lod,open; default all)
-PARTS = {"scrub": bench_scrub, "lod": bench_lod, "open": bench_open, "train": bench_train}
+def bench_scrub_sections(quick: bool) -> dict:
+    """z scrubbed with the measured sections in the viewer: napari's z moved with the plane, once
+    per 1 µm step (now), against at every event (the baseline, emulated in the same run)."""
+    from stall import StallMeter
+    from train_stalls import ui_thread_clock
+
+    from napari_inrst.synthetic.sample import sample_stack
+    from napari_inrst.viewer.layers import stack_layer_data
+
+    stack = sample_stack()[0]
+    viewer, w = _viewer_and_view()
+    for data, kw, _ in stack_layer_data(stack):
+        viewer.add_points(data, **kw)
+    lo, hi = (np.asarray(b, dtype=float) for b in stack.bounds())
+    w.set_field(_model(stack.genes, lo, hi + [0, 0, 1.0]), genes=[stack.genes[1]])
+    _idle(w)
+    zc = w.zctl
+    moves = []
+    viewer.dims.events.point.connect(lambda e: moves.append(1))
+
+    def every_event(z):  # before: napari's z followed each event of the View's z slider
+        lo_, hi_ = viewer.dims.range[0][:2]
+        if lo_ <= z <= hi_:
+            zc._setting_dims = True
+            viewer.dims.set_point(0, z)
+            zc._setting_dims = False
+            zc._last_dims = zc._dims_now()
+
+    n = 40 if quick else 80
+    out = {"scrub_sections.events": n, "scrub_sections.sections": len(stack)}
+    z0 = 60.0
+    for mode in ("baseline", "now", "now", "baseline"):
+        if mode == "baseline":
+            w.state.z_changed.connect(every_event)
+        w.set_z(z0)
+        _idle(w)
+        moves.clear()
+        cpu0, wait0 = ui_thread_clock()
+        t = time.perf_counter()
+        with StallMeter() as m:
+            for k in range(n):
+                w.z_slider.setValue(z0 + 0.3 * (k + 1))
+                _wait_ms(16)
+            _idle(w)
+        wall = time.perf_counter() - t
+        cpu1, wait1 = ui_thread_clock()
+        if mode == "baseline":
+            w.state.z_changed.disconnect(every_event)
+        s = {**_stalls(m, "x"), "dims_moves": len(moves), "ui_cpu_frac": (cpu1 - cpu0) / wall,
+             "ui_runqueue_wait_frac": (wait1 - wait0) / wall, "load": os.getloadavg()[0]}
+        for k, v in s.items():  # two runs per mode (ABBA): max of maxima, sums of counts, means of the rest
+            key = f"scrub_sections.{mode}.{k.removeprefix('x.')}"
+            if key not in out:
+                out[key] = v
+            elif k.endswith("max_ms"):
+                out[key] = max(out[key], v)
+            elif k in ("x.over_100ms", "dims_moves"):
+                out[key] += v
+            else:
+                out[key] = round((out[key] + v) / 2, 3)
+        z0 += 30.0
+    w.cleanup()
+    viewer.close()
+    return out
+
+
+def bench_train_breast(quick: bool) -> dict:
+    """Stalls while the Train widget trains on the shared breast ST sections: the widget's own
+    progress bar (now) against napari's activity-dock progress bar (the baseline, as before)."""
+    import napari
+    from napari.utils import progress
+    from train_stalls import measure
+
+    from napari_inrst._qt.sections import SectionsWidget
+    from napari_inrst._qt.train import TrainWidget
+
+    folder = Path(os.environ.get("NAPARI_INRST_BREAST", ROOT.parent / "shared" / "data" / "breast_st"))
+    files = sorted(str(p) for p in folder.glob("*.h5ad"))
+    if not files:
+        return {"train_breast.skipped": f"no .h5ad in {folder}"}
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    viewer.open(files, plugin="napari-inrst")
+    sections = SectionsWidget(viewer)
+    viewer.window.add_dock_widget(sections)
+    sections.apply_unit_factor(200.0)
+    sections.apply_spacing(100.0)
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.steps.setValue(60 if quick else 150)
+    w.genes.setValue(200)
+    own_update = TrainWidget._update_ui
+    napari_bar = {}
+
+    def with_napari_bar(self):  # before: napari's progress bar, updated once a second
+        own_update(self)
+        now = time.monotonic()
+        bar = napari_bar.get("bar")
+        if bar is None and self.running:
+            bar = napari_bar["bar"] = progress(total=0, desc="Training field: preparing")
+            napari_bar["t"] = 0.0
+        d = self.state.history[-1] if self.state.history else None
+        if bar is not None and d is not None and now - napari_bar["t"] >= 1.0:
+            napari_bar["t"] = now
+            if bar.total != d["total"]:
+                bar.total = d["total"]
+            if d["step"] > bar.n:
+                bar.update(d["step"] - bar.n)
+
+    def close_bar():
+        bar = napari_bar.pop("bar", None)
+        if bar is not None:
+            bar.close()
+
+    keys = ("max_ms", "p99_ms", "median_ms", "over_100ms", "tick_handler_max_ms", "tick_cpu_handler_max_ms",
+            "take_cpu_handler_max_ms", "ui_cpu_frac", "ui_runqueue_wait_frac", "load", "seconds")
+    out = {"train_breast.steps": w.steps.value(), "train_breast.genes": w.genes.value()}
+    runs: dict[str, list] = {"baseline": [], "now": []}
+    for mode in ("baseline", "now", "now", "baseline")[: 2 if quick else 4]:
+        w._update_ui = (lambda: with_napari_bar(w)) if mode == "baseline" else (lambda: own_update(w))
+        r = measure(viewer, w, runner="child", settle_ms=3000)
+        close_bar()
+        runs[mode].append(r)
+    for mode, rs in runs.items():
+        for k in keys:
+            vals = [r[k] for r in rs]
+            out[f"train_breast.{mode}.{k}"] = (max(vals) if k.endswith("max_ms") else sum(vals) if k == "over_100ms"
+                                               else round(float(np.mean(vals)), 3))
+        out[f"train_breast.{mode}.runs_max_ms"] = [r["max_ms"] for r in rs]
+    w.close()
+    viewer.close()
+    return out
+
+
+#: which parts run (NAPARI_INRST_GUI_PARTS=train,scrub,lod,open,scrub_sections,train_breast; default all)
+PARTS = {"scrub": bench_scrub, "lod": bench_lod, "open": bench_open, "train": bench_train,
+         "scrub_sections": bench_scrub_sections, "train_breast": bench_train_breast}
 
 
 def child(quick: bool) -> dict:

@@ -7,7 +7,7 @@ gaps between its ticks (a gap well above 10 ms is time the UI could not react).
 Opens the folder through the napari reader (the synthetic sample without --data), sets the unit
 factor / z spacing given, opens the Train widget as a user would, waits for its background
 imports, clicks Train and measures until training ends. Prints the start click (adding the preview
-layer and napari's progress bar) and the training itself separately: ticks, max, p99, median,
+layer) and the training itself separately: ticks, max, p99, median,
 gaps > 100 ms, the machine's load (a loaded machine starves the UI thread by itself), and the
 longest time spent in each of the widget's UI-thread callbacks (taking a record, the UI tick,
 the end of the fit): a stall much longer than those is the UI thread waiting — for the
@@ -28,19 +28,33 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
+def ui_thread_clock() -> tuple[float, float]:
+    """(CPU s, run-queue wait s) of the calling thread so far: the wait is time it was runnable but
+    not running (a loaded machine; Linux ``schedstat``; 0 where unavailable)."""
+    wait = 0.0
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            wait = int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
+    return time.thread_time(), wait
+
+
 def timed_callbacks(widget) -> dict:
-    """Wrap the Train widget's UI-thread callbacks; returns {name: [ms, ...]} filled as they run."""
-    times: dict[str, list] = {"take": [], "tick": [], "done": []}
+    """Wrap the Train widget's UI-thread callbacks; returns {name: [ms, ...]} (wall) and
+    {name_cpu: [ms, ...]} (the UI thread's CPU time), filled as they run."""
+    times: dict[str, list] = {k: [] for k in ("take", "tick", "done", "take_cpu", "tick_cpu", "done_cpu")}
 
     def wrap(obj, name, key):
         orig = getattr(obj, name)
 
         def timed(*a):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return orig(*a)
             finally:
                 times[key].append((time.perf_counter() - t) * 1e3)
+                times[key + "_cpu"].append((time.thread_time() - c) * 1e3)
         setattr(obj, name, timed)
     wrap(widget.state, "take", "take")
     widget.job._on_progress = widget.state.take
@@ -73,14 +87,20 @@ def measure(viewer, w, *, runner="child", nice=None, preview=True, settle_ms=800
     w.start()
     click = time.perf_counter() - t0
     meter.reset()
+    cpu0, wait0 = ui_thread_clock()
+    t1 = time.perf_counter()
     w.worker.finished.connect(loop.quit)
     loop.exec()
     meter.stop()
+    cpu1, wait1 = ui_thread_clock()
+    wall = time.perf_counter() - t1
     s = meter.summary()
     out = {"runner": runner, "nice": nice, "preview": preview, "start_click_ms": round(click * 1e3),
            "max_ms": round(s["max_ms"], 1), "p99_ms": round(s["p99_ms"], 1), "median_ms": round(s["median_ms"], 1),
            "over_100ms": s["over_100ms"], "ticks": s["n"], "load": round(os.getloadavg()[0], 1),
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "seconds": round(time.perf_counter() - t0, 1),
+           # the UI thread's share of the run: busy (CPU) and runnable but waiting for a core
+           "ui_cpu_frac": round((cpu1 - cpu0) / wall, 3), "ui_runqueue_wait_frac": round((wait1 - wait0) / wall, 3)}
     for k, v in times.items():
         out[f"{k}_handler_max_ms"] = round(max(v), 1) if v else 0.0
     # when the long gaps happened (s after the click; a gap ends at its stamp) and when the first
@@ -131,7 +151,7 @@ def main(argv=None):
     if a.json:
         print(json.dumps(out), flush=True)
     else:
-        print(f"start click: {out['start_click_ms']} ms (adds the preview layer and napari's progress bar)")
+        print(f"start click: {out['start_click_ms']} ms (adds the preview layer)")
         print(f"training ({a.runner}{'' if a.runner == 'thread' else f', nice {a.nice}'}): {out['report']}")
         print("longest UI-thread callbacks: " + ", ".join(f"{k} {out[f'{k}_handler_max_ms']} ms"
                                                          for k in ("take", "tick", "done")))

@@ -211,6 +211,7 @@ def test_excluded_sections_stay_out_and_uncertainty_plane_and_volume(qc_viewer, 
     assert vol.ndim == 3 and np.isfinite(vol).all() and vol.max() > 0 and not vol_layer.visible
     plane = viewer.layers["QC uncertainty · plane"]
     assert plane.visible and plane.data.ndim == 2 and plane.metadata["z_um"] == pytest.approx(30.0)
+    assert tuple(vol_layer.axis_labels) == ("z", "y", "x") and tuple(plane.axis_labels) == ("y", "x")
     at_section = float(np.nanmean(plane.data))
     assert np.isnan(plane.data).any()  # outside tissue masked, like a gene
     order = list(viewer.layers)

@@ -41,12 +41,17 @@ def test_training_runs_in_background_with_live_plot_preview_and_no_stall(viewer_
     w.steps.setValue(120)
     w.gene.setCurrentText("LayerB")
     viewer.dims.set_point(0, 90.0)  # a z between measured sections
+    from napari.utils import progress
+
     gaps, last = [], [time.perf_counter()]
+    bar_seen, napari_bars = [], []
 
     def tick():
         now = time.perf_counter()
         gaps.append(now - last[0])
         last[0] = now
+        bar_seen.append((w.progress.value(), w.progress.maximum()))
+        napari_bars.append(len(progress._all_instances))
 
     w.start()  # (creates the preview layer, empty, then returns: training runs in the background)
     layer = next(lyr for lyr in viewer.layers if lyr.metadata.get("inrst_preview"))
@@ -66,6 +71,13 @@ def test_training_runs_in_background_with_live_plot_preview_and_no_stall(viewer_
     assert max(gaps) < limit, f"event loop stalled {max(gaps) * 1000:.0f} ms (load {os.getloadavg()[0]:.1f})"
 
     assert isinstance(w.field, FieldModel) and not w.field.provenance["cancelled"]
+    # the widget's own progress bar advanced while training and reached the end of the plan;
+    # napari's activity-dock progress (a repaint of the whole window many times a second) is not used
+    planned = w.field.provenance["steps_planned"]
+    middle = {v for v, m in bar_seen if m == planned and 0 < v < planned}
+    assert len(middle) >= 2, bar_seen[-5:]
+    assert (w.progress.value(), w.progress.maximum()) == (planned, planned) and "done" in w.progress.format()
+    assert max(napari_bars) == 0
     # the live preview is in the widget (a layer update redraws the whole canvas); the canvas gets
     # the preview layer once, when the fit ends
     assert w.thumb.shown >= 2 and w.thumb.pixmap() is not None and not w.thumb.pixmap().isNull()

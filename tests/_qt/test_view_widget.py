@@ -115,6 +115,55 @@ def test_z_between_sections_is_the_field_there_not_a_section(view_sections, qtbo
     assert w.z == pytest.approx(120.0) and layer.metadata["z_um"] == pytest.approx(120.0)
 
 
+def test_typed_z_beyond_the_stack_stays_and_scrubbing_moves_napari_z_per_step(view_sections, qtbot):
+    """A z typed beyond the sections (napari's slider cannot go there) keeps the plane there, also
+    when napari's dims change around it; scrubbing moves napari's z (which re-slices every
+    section layer) once per step of its slider, with the plane, not at every event."""
+    from qtpy.QtCore import Qt
+
+    viewer, w, _ = view_sections
+    viewer.dims.set_current_step(0, 8)  # the user moved napari's own z slider first
+    _wait(qtbot, w)
+    assert w.z == pytest.approx(8.0)
+    layer = w.plane_layers["LayerB"]
+    spin = w.zctl.z_spin
+    for typed in ("280", "-30"):  # beyond the last (270) and the first (0) section
+        spin.lineEdit().selectAll()
+        qtbot.keyClicks(spin.lineEdit(), typed)
+        qtbot.keyClick(spin.lineEdit(), Qt.Key.Key_Return)
+        _wait(qtbot, w)
+        extra = viewer.add_points([[400.0, 10.0, 10.0]], name="extra", units="µm")  # the dims range changes
+        qtbot.wait(100)
+        viewer.layers.remove(extra)
+        _wait(qtbot, w)
+        assert w.z == pytest.approx(float(typed)) and spin.value() == pytest.approx(float(typed))
+        assert layer.metadata["z_um"] == pytest.approx(float(typed))
+    # a new field handed over (Train ends, Resume) keeps the z shown, not napari's slider's
+    from napari_inrst.viewer.session import publish_field
+
+    publish_field(viewer, counting_field(SyntheticTissue(n_genes=40, depth=270.0, seed=0), GENES), "Train")
+    _wait(qtbot, w)
+    layer = w.plane_layers[w.genes[0]]
+    assert w.z == pytest.approx(-30.0) and layer.metadata["z_um"] == pytest.approx(-30.0)
+    # napari's own slider still moves the plane after its range changed
+    extra = viewer.add_points([[500.0, 10.0, 10.0]], name="extra", units="µm")
+    qtbot.wait(50)
+    viewer.dims.set_current_step(0, 50)
+    _wait(qtbot, w)
+    assert w.z == pytest.approx(50.0) and layer.metadata["z_um"] == pytest.approx(50.0)
+    viewer.layers.remove(extra)
+    _wait(qtbot, w)
+    points = []
+    viewer.dims.events.point.connect(lambda e: points.append(float(viewer.dims.point[0])))
+    for k in range(40):  # a drag of the View's z slider: 40 events over 12 µm
+        w.z_slider.setValue(100.0 + 0.3 * k)
+        qtbot.wait(5)
+    _wait(qtbot, w)
+    assert w.z == pytest.approx(111.7) and layer.metadata["z_um"] == pytest.approx(111.7)
+    assert viewer.dims.point[0] == pytest.approx(112.0)  # on napari's 1 µm grid, where the plane is
+    assert 1 <= len(points) <= 13, points  # at most once per 1 µm step, not 40 times
+
+
 def test_gene_switch_second_gene_and_search(view, qtbot, tissue):
     viewer, w, field = view
     n = field.latent_points
@@ -147,6 +196,9 @@ def test_volume_appears_masked_and_its_screenshot_is_not_blank(view, qtbot, tiss
     assert not w.plane_layers["LayerB"].visible
     grid = vol.metadata["grid"]
     assert max(grid.shape) == 64 and tuple(vol.scale) == pytest.approx(grid.scale)
+    # the field's own axes are named (the viewer holds only the field here): z / y / x, not -3 / -2 / -1
+    assert tuple(vol.axis_labels) == ("z", "y", "x") and tuple(w.plane_layers["LayerB"].axis_labels) == ("y", "x")
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
     viewer.reset_view()
     img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
     assert img.std() > 10 and (img.sum(-1) > 60).mean() > 0.02

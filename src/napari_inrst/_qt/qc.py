@@ -13,7 +13,8 @@
 
 State and computation: :class:`~napari_inrst.viewer.qc_state.QCState` (no Qt). This widget wires
 its child widgets (:mod:`.qc_panels`, :mod:`.qc_uncertainty`, :mod:`.qc_strip`) and layers
-(:mod:`.qc_layers`) to it, and runs its jobs one at a time with :class:`.workers.Job`.
+(:mod:`.qc_layers`) to it, and runs its jobs one at a time with :class:`.workers.Job`; their
+progress is the status line's (napari's activity-dock progress repaints the whole window while shown).
 """
 
 from qtpy.QtCore import Signal
@@ -187,7 +188,7 @@ class QCWidget(QWidget):
         if self.running or self.state.stack is None:
             return None
         job = Job(label, on_progress=lambda msg: self.status.setText(str(msg)), on_done=on_done,
-                  on_error=lambda e: self.status.setText(f"failed: {e}"), on_finish=self._finished, activity=True)
+                  on_error=lambda e: self.status.setText(f"failed: {e}"), on_finish=self._finished)
         try:
             work = make_job(job.should_stop)
         except ValueError as exc:

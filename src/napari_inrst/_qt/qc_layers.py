@@ -16,6 +16,8 @@ LAYER_TITLES = "QC titles"
 LAYER_UNCERTAINTY = "QC uncertainty"  # the volume (3D display)
 LAYER_UNCERTAINTY_PLANE = "QC uncertainty · plane"  # at the current z (2D display)
 LAYER_DOMAINS = "QC domains"
+#: axis names (napari labels its dims with them: z / y / x, not -3 / -2 / -1)
+ZYX = ("z", "y", "x")
 #: smallest on-screen size (px) of a cell/spot in the side-by-side panels
 MIN_POINT_PX = 4
 #: residual colormap: blue (under-predicted) – dark grey (right) – orange (over-predicted);
@@ -49,7 +51,7 @@ def put_points(viewer, name, data, values, colormap, contrast, translate_x, size
                              face_colormap=colormap, face_contrast_limits=contrast, border_width=0,
                              border_color="transparent", size=size, canvas_size_limits=(MIN_POINT_PX, 10000),
                              out_of_slice_display=False, translate=(0.0, 0.0, translate_x),
-                             metadata={"inrst_qc": True, "z_um": z}, units="µm")
+                             metadata={"inrst_qc": True, "z_um": z}, units="µm", axis_labels=ZYX)
 
 
 def put_titles(viewer, z, y, xs, labels, size):
@@ -65,7 +67,7 @@ def put_titles(viewer, z, y, xs, labels, size):
     return viewer.add_points(data, name=LAYER_TITLES, features={"label": list(labels)}, text=text,
                              size=0.01, face_color="transparent", border_width=0, border_color="transparent",
                              canvas_size_limits=(0, 1), out_of_slice_display=False,
-                             metadata={"inrst_qc": "titles"}, units="µm")
+                             metadata={"inrst_qc": "titles"}, units="µm", axis_labels=ZYX)
 
 
 def show_panels(viewer, stack, p: dict):
@@ -102,7 +104,7 @@ def show_uncertainty_volume(viewer, grid, data, inside, contrast):
     """The uncertainty volume (shown in 3D display only)."""
     layer, added = update_or_add_image(viewer, data, name=LAYER_UNCERTAINTY, scale=grid.scale,
                                        translate=grid.translate, contrast_limits=contrast, colormap="inferno",
-                                       blending="additive", units="µm", rendering="mip",
+                                       blending="additive", units="µm", axis_labels=ZYX, rendering="mip",
                                        metadata={"inrst_qc": "uncertainty"})
     if added:
         layer.colorbar.visible = True
@@ -115,7 +117,8 @@ def show_uncertainty_plane(viewer, grid, img, contrast):
     """The uncertainty plane at ``grid.z`` (2D display only), above the field plane, under the points."""
     layer, added = update_or_add_image(viewer, img, name=LAYER_UNCERTAINTY_PLANE, scale=grid.scale,
                                        translate=grid.translate, contrast_limits=contrast, colormap="inferno",
-                                       units="µm", interpolation2d="linear", blending="translucent_no_depth",
+                                       units="µm", axis_labels=ZYX[-len(grid.scale):], interpolation2d="linear",
+                                       blending="translucent_no_depth",
                                        metadata={"inrst_qc": "uncertainty plane"})
     if added:
         result_on_top(viewer, layer)
@@ -142,6 +145,7 @@ def show_domains(viewer, dom) -> str:
         layer.scale, layer.translate = dom.grid.scale, dom.grid.translate
     else:
         layer = viewer.add_labels(dom.labels, name=LAYER_DOMAINS, scale=dom.grid.scale, opacity=0.6,
-                                  translate=dom.grid.translate, units="µm", metadata={"inrst_qc": "domains"})
+                                  translate=dom.grid.translate, units="µm", axis_labels=ZYX,
+                                  metadata={"inrst_qc": "domains"})
     labs = np.unique(dom.labels[dom.labels > 0])
     return f"{int(dom.labels.max())} domains: " + labels_legend_html(layer, labs)

@@ -16,7 +16,9 @@ widget listens), and kept as :attr:`TrainWidget.field` and in ``layer.metadata['
 of the preview layer; :func:`napari_inrst.viewer.session.find_field` finds it from any widget.
 
 The UI thread only takes in progress records (appends, no drawing); a timer shows the newest one
-a few times a second, so a fast worker cannot flood the event loop.
+a few times a second, so a fast worker cannot flood the event loop. The progress bar is the
+widget's own (at most two updates a second): napari's activity-dock progress bar repainted the
+whole window ~26 times a second while a job ran.
 """
 
 # no "from __future__ import annotations" here: napari finds the viewer argument by its annotation
@@ -34,6 +36,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -68,15 +71,14 @@ class TrainWidget(QWidget):
 
     #: how often the UI takes in the training progress (ms): the worker may report far more often
     UI_INTERVAL_MS = 250
-    #: napari's progress bar is updated at most this often (s)
-    PBAR_INTERVAL_S = 1.0
+    #: the widget's progress bar is updated at most this often (s)
+    PBAR_INTERVAL_S = 0.5
 
     def __init__(self, viewer: Viewer):
         super().__init__()
         self.viewer = viewer
         self.extra_config: dict = {}  # advanced FieldConfig overrides (e.g. from scripts/tests)
-        self._pbar = None
-        self._pbar_desc, self._pbar_shown = "", 0.0
+        self._pbar_shown = 0.0
         self._stack = None
         self._ckpt_dir = Path(tempfile.mkdtemp(prefix="inrst-train-"))
         self.state = TrainState(self._ckpt_dir / "train.ckpt")
@@ -105,6 +107,10 @@ class TrainWidget(QWidget):
         self.status.setMinimumHeight(5 * self.status.fontMetrics().lineSpacing())
         self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.plot = LossPlot(self.state.series)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
         self.state.status.connect(lambda text: self.status.setText(text))
         self.state.running.connect(self._set_running)
 
@@ -120,7 +126,7 @@ class TrainWidget(QWidget):
         for b in (self.train_btn, self.cancel_btn, self.resume_btn):
             buttons.addWidget(b)
         lay = QVBoxLayout(self)
-        for item in (self.settings, preview, buttons, self.plot, self.status, self.save_btn):
+        for item in (self.settings, preview, buttons, self.progress, self.plot, self.status, self.save_btn):
             (lay.addLayout if isinstance(item, QHBoxLayout | QFormLayout) else lay.addWidget)(item)
         lay.addStretch(1)
         self._ui_timer = QTimer(self)
@@ -203,8 +209,6 @@ class TrainWidget(QWidget):
     # --- run ------------------------------------------------------------------------------
     def start(self, resume: bool = False):
         """Start training (or resume from the last checkpoint) in the background; returns the worker."""
-        from napari.utils import progress
-
         if self.running or self._stack is None:
             return None
         stack = self._stack
@@ -212,8 +216,8 @@ class TrainWidget(QWidget):
                                 deform=self.deform.isChecked())
         if self.state.previews.gene:  # in place now (empty): the end of the fit only fills it
             preview_layer(self.viewer, create_for=stack)
-        self._pbar = progress(total=0, desc="Training field: preparing")
-        self._pbar_desc, self._pbar_shown = "Training field: preparing", 0.0
+        self._show_progress(0, 1, "preparing…")
+        self._pbar_shown = 0.0
         self._ui_timer.start()
         return self.job.start(self.state.work, *args)
 
@@ -222,26 +226,26 @@ class TrainWidget(QWidget):
         self.state.cancel()
         self.job.cancel()
 
+    def _show_progress(self, step: int, total: int, text: str):
+        """The widget's own progress bar (a small widget: only it repaints)."""
+        bar = self.progress
+        total = max(int(total), 1)
+        if bar.maximum() != total:
+            bar.setRange(0, total)
+        bar.setValue(min(int(step), total))
+        if bar.format() != text:
+            bar.setFormat(text)
+
     def _update_ui(self):
-        """A few times a second: status line, plot and preview from the newest record; napari's
-        progress bar at most once a second (each update re-lays out its activity dock: 40–80 ms
-        of UI thread on a loaded 2-core machine), its description only when the phase changes."""
-        pbar = self._pbar  # a local: a finished run may clear the attribute meanwhile
-        busy = False
+        """A few times a second: status line, plot and preview from the newest record; the
+        progress bar at most every ``PBAR_INTERVAL_S``."""
         d = self.state.latest
         now = time.monotonic()
-        if d is not None and pbar is not None and now - self._pbar_shown >= self.PBAR_INTERVAL_S:
+        if d is not None and now - self._pbar_shown >= self.PBAR_INTERVAL_S:
             self._pbar_shown = now
-            if pbar.total != d["total"]:
-                pbar.total = d["total"]
-            if d["step"] > pbar.n:
-                pbar.update(d["step"] - pbar.n)
-            desc = f"Training field: {d.get('phase', '')}"
-            if desc != self._pbar_desc:  # (tqdm stores its own form of it: compare with ours)
-                self._pbar_desc = desc
-                pbar.set_description(desc)
-            busy = True  # one re-layout per tick: the preview waits for the next one
-        d, pv = self.state.tick(defer_preview=busy)
+            phase = d.get("phase", "")
+            self._show_progress(d["step"], d["total"], f"%v / %m steps{' · ' + phase if phase else ''}")
+        d, pv = self.state.tick()
         if d is not None:
             self.plot.update()
         if pv is not None:
@@ -253,12 +257,11 @@ class TrainWidget(QWidget):
         field, pv = self.state.finish(result)
         self.thumb.show_preview(pv)
         show_preview(self.viewer, pv, field)
-        pbar = self._pbar
         planned = field.provenance.get("steps_planned")
-        if pbar is not None and planned:
-            pbar.total = planned
-            if pbar.n < pbar.total:
-                pbar.update(pbar.total - pbar.n)
+        if field.provenance.get("cancelled"):
+            self.progress.setFormat("%v / %m steps · cancelled")
+        elif planned:  # the final run stops at the selected step: the plan is done
+            self._show_progress(planned, planned, "%v / %m steps · done")
         from ..viewer.session import publish_field
 
         publish_field(self.viewer, field, "Train")  # the View widget shows it at once
@@ -267,9 +270,8 @@ class TrainWidget(QWidget):
 
     def _on_finished(self):
         self._ui_timer.stop()
-        pbar, self._pbar = self._pbar, None
-        if pbar is not None:
-            pbar.close()
+        if self.progress.value() < self.progress.maximum() and "·" not in self.progress.format():
+            self.progress.setFormat("%v / %m steps · stopped")  # (an error: no result came)
         self.state.ended()
 
     def _save_dialog(self):

@@ -108,14 +108,44 @@ def occupancy_samples(sections, spacing: float, lo, hi, rng, max_per_section: in
     return np.concatenate(pts), np.concatenate(lab).astype(np.float32)  # float64 points (centred by the caller)
 
 
-def gene_scale(mean, sd, standardize: bool):
-    """(mean, std) the targets are centred and scaled by: per-gene std with ``standardize`` (genes
-    with (near) zero spread keep std 1), else 1. Always centred: projected targets need it (their
-    PCA basis spans the centred data only), and the decoder's bias adds the mean back."""
+def neighbour_noise(X, xy, sizes, chunk_rows: int = 16384) -> np.ndarray:
+    """Each gene's measurement-noise variance, estimated without a model: half the mean squared
+    difference between every cell and its nearest neighbour in the same section (rows of ``X``
+    grouped by section in ``sizes``; ``xy`` the cells' in-plane positions). Neighbours one spacing
+    apart share the tissue's expression up to the structure at that scale, so the estimate is the
+    noise plus a little signal (an upper bound on the noise)."""
+    from scipy.spatial import cKDTree
+
+    X = np.asarray(X)
+    acc = np.zeros(X.shape[1], dtype=np.float64)
+    m, off = 0, 0
+    for n in np.asarray(sizes, dtype=np.int64):
+        n = int(n)
+        if n >= 2:
+            p = np.asarray(xy[off:off + n], dtype=np.float64)
+            _, j = cKDTree(p).query(p, k=2)
+            nb = off + j[:, 1]
+            for r0 in range(0, n, chunk_rows):
+                d = X[off + r0:off + min(n, r0 + chunk_rows)] - X[nb[r0:r0 + chunk_rows]]
+                acc += np.einsum("ij,ij->j", d, d, dtype=np.float64)
+            m += n
+        off += n
+    return 0.5 * acc / max(m, 1)
+
+
+def gene_scale(mean, sd, standardize, noise_sd=None):
+    """(mean, std) the targets are centred and scaled by. ``standardize``: True — per-gene std
+    (every gene weighs the same); "noise" — each gene's noise std (``noise_sd``, at most its std):
+    the noise weighs the same in every gene, so a gene counts by its signal-to-noise ratio; False —
+    1 (genes weigh by their variance). Genes with (near) zero spread keep std 1. Always centred:
+    projected targets need it (their PCA basis spans the centred data only), and the decoder's bias
+    adds the mean back."""
     mean = np.asarray(mean, dtype=np.float32)
     sd = np.asarray(sd, dtype=np.float32)
     if not standardize:
         return mean, np.ones_like(sd)
+    if standardize == "noise":
+        sd = np.minimum(np.asarray(noise_sd, dtype=np.float32), sd)
     floor = max(float(sd.max()) * 1e-3, 1e-6) if sd.size else 1e-6
     return mean, np.where(sd > floor, sd, 1.0).astype(np.float32)
 
@@ -216,11 +246,14 @@ class StackData(_Base):
         if not np.isfinite(X).all() or not np.isfinite(xyz).all():
             raise InputError(names, "NaN or infinite values in expression or coordinates")
         self.n_genes = X.shape[1]
-        self.mean, self.std = gene_scale(X.mean(0), X.std(0), config.resolved_standardize(self.n_genes))
+        sizes = [stack.sections[i].n_obs for i in self.idx]
+        mode = config.resolved_standardize(self.n_genes)
+        noise = np.sqrt(neighbour_noise(X, xyz[:, :2], sizes)) if mode == "noise" else None
+        self.mean, self.std = gene_scale(X.mean(0), X.std(0), mode, noise)
         self.X_raw_min = float(X.min())
         self.targets = ((X - self.mean) / self.std).astype(np.float32)
         self.train, self.val = split(len(X), config.val_frac, config.seed)
-        self._geometry(stack, xyz, config, [stack.sections[i].n_obs for i in self.idx])
+        self._geometry(stack, xyz, config, sizes)
 
     @property
     def Xs(self) -> np.ndarray:
@@ -263,7 +296,9 @@ class ProjectedData(_Base):
         mu = s1 / m
         cov_raw = (s2 - m * np.outer(mu, mu)) / max(m - 1, 1)  # covariance of the raw values
         sd = np.sqrt(np.maximum(np.diag(cov_raw) * (m - 1) / max(m, 1), 0))
-        self.mean, self.std = gene_scale(mu, sd, config.resolved_standardize(len(mu)))
+        mode = config.resolved_standardize(len(mu))
+        noise = _patch_noise(stack, self.idx, chunks, chunk_rows, pca_rows, rng) if mode == "noise" else None
+        self.mean, self.std = gene_scale(mu, sd, mode, noise)
         cov = cov_raw / np.outer(self.std, self.std)  # covariance of the standardized values
         from ..stack.linalg import top_eigen
 
@@ -298,6 +333,30 @@ class ProjectedData(_Base):
 
     def rank_for(self, cfg) -> int:
         return self.r
+
+
+def _patch_noise(stack, idx, chunks, chunk_rows, rows_total, rng, patch: int = 64):
+    """:func:`neighbour_noise` (as std) from patches of neighbouring cells (a random subset would
+    have no close neighbours): per section, random centres and their ``patch`` nearest cells, about
+    ``rows_total`` cells in all."""
+    from scipy.spatial import cKDTree
+
+    secs = [stack.sections[i] for i in idx]
+    n = sum(s.n_obs for s in secs)
+    parts, xys, sizes = [], [], []
+    for i, s in zip(idx, secs):
+        xy = np.asarray(s.xy, dtype=np.float64)
+        want = rows_total * len(xy) / max(n, 1)  # this section's share of the cells
+        if want >= len(xy) or len(xy) <= patch:
+            rows = np.arange(len(xy))
+        else:
+            centres = rng.choice(len(xy), max(1, int(round(want / patch))), replace=False)
+            _, nb = cKDTree(xy).query(xy[centres], k=patch)
+            rows = np.unique(np.asarray(nb).reshape(-1))
+        parts.append(np.concatenate([c for _, c in chunks(i, chunk_rows, rows)]))
+        xys.append(xy[rows])
+        sizes.append(len(rows))
+    return np.sqrt(neighbour_noise(np.concatenate(parts), np.concatenate(xys), sizes))
 
 
 def _project(c, V_inv, shift, inv, mz):

@@ -16,6 +16,8 @@ from ..render.screenshot import viewer_camera, viewer_overlay
 from .view_state import FIRST_COLORMAP, GenesChange
 
 SUFFIX = {"plane": "field", "volume": "field 3D"}
+#: axis names of the layers (napari labels its dims with them: z / y / x, not -3 / -2 / -1)
+AXES = {"plane": ("y", "x"), "volume": ("z", "y", "x")}
 
 
 def frame_bounds(viewer, bounds, margin: float = 0.05) -> None:
@@ -151,7 +153,7 @@ class FieldLayers:
         lyr = self.viewer.add_image(
             data, name=f"{gene} · {SUFFIX[kind]}", scale=grid.scale, translate=grid.translate,
             colormap=self.state.colormaps.get(gene, FIRST_COLORMAP), contrast_limits=self.state.contrast[gene],
-            blending="additive", units="µm", metadata={RENDER_KEY: kind, "gene": gene}, **kw)
+            blending="additive", units="µm", axis_labels=AXES[kind], metadata={RENDER_KEY: kind, "gene": gene}, **kw)
         i = list(self.viewer.layers).index(lyr)
         if i != 0:
             self.viewer.layers.move(i, 0)

@@ -85,7 +85,8 @@ class ViewState:
     ``genes_changed`` [:class:`GenesChange`] · ``colormap_changed`` [gene, colormap] ·
     ``contrast_changed`` [{gene: (lo, hi)}] · ``z_changed`` [z µm] · ``sampling_changed``
     [oversample or None] · ``ndisplay_changed`` [2 or 3] · ``volume_changed`` [resolution] ·
-    ``rendering_changed`` [mode] · ``show_sections_changed`` [bool] · ``colorbars_changed`` [bool].
+    ``rendering_changed`` [mode] · ``show_sections_changed`` [bool] · ``colorbars_changed`` [bool] ·
+    ``plane_updated`` [z µm of the plane just put on screen, coarse or fine].
     """
 
     field_changed = Signal(object)
@@ -99,6 +100,7 @@ class ViewState:
     rendering_changed = Signal(str)
     show_sections_changed = Signal(bool)
     colorbars_changed = Signal(bool)
+    plane_updated = Signal(float)
 
     def __init__(self):
         self.field = None
@@ -317,6 +319,10 @@ class ViewState:
             return None
         return RenderRequest(self.field, grid, genes, tuple(gene_indices(self.field, genes)), self.oversample,
                              self.missing_contrast(genes))
+
+    def plane_on_screen(self, grid: PlaneGrid) -> None:
+        """A plane (coarse or fine) of ``grid`` was put on screen: emits ``plane_updated``."""
+        self.plane_updated.emit(float(grid.z))
 
     def plane_shown(self, grid: PlaneGrid, genes) -> None:
         """The fine plane of ``grid`` for ``genes`` is on screen: the same request is not made again."""

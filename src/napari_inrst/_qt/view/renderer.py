@@ -76,6 +76,7 @@ class FieldRenderer(QObject):
     def _show_plane(self, grid, genes, vals, fine):
         if not self.layers.show_plane(grid, genes, vals, fine=fine):
             return
+        self.state.plane_on_screen(grid)  # napari's z follows in the same turn (one redraw)
         self.status.say(f"z = {grid.z:.1f} µm · {grid.nx}×{grid.ny} px at {grid.dx:.2f} µm/px"
                         + ("" if fine else " (coarse)"))
         if fine:

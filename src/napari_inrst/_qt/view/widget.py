@@ -140,7 +140,8 @@ class ViewWidget(QWidget):
     def _use_field(self, field, genes=None):
         self._cancel_workers()
         default = self._default_gene(field) if field is not None and not genes else None
-        self.state.set_field(field, genes, z=self.zctl.dims_z(), default_gene=default)
+        z = self.state.z if self.state.field is not None else self.zctl.dims_z()  # a new field keeps the z shown
+        self.state.set_field(field, genes, z=z, default_gene=default)
         self.layers.clear()
         self.field_label.setText(field_summary(field))
         if field is None:
