@@ -113,15 +113,14 @@ def correlate_refine(xa, xb, Fa, Fb, M0, *, scale: float | None = None, max_angl
         p = r.x
         if moved < 1e-3 * h:
             break
-        U = _update(p, arm)  # pairs at the new motion (wider than the cutoff's change at the edge)
+        U = _update(p, arm)  # the pairs within the cutoff at the new motion
         i, j = _pairs(y0 @ U[:2, :2].T + U[:2, 2], xc, tree_b, CUTOFF * s)
         corr = np.einsum("nf,nf->n", Fa[i], Fb[j]).astype(np.float64)
     # start and end, each on the pairs within the cutoff at its motion (the tail beyond is ~e^-6)
     U = _update(p, arm)
-    i0, j0 = _pairs(y0, xc, tree_b, CUTOFF * s)
     y1 = y0 @ U[:2, :2].T + U[:2, 2]
     i1, j1 = _pairs(y1, xc, tree_b, CUTOFF * s)
-    f0 = objective(y0, xc, np.einsum("nf,nf->n", Fa[i0], Fb[j0]).astype(np.float64), i0, j0, s)
+    f0 = f_start
     f1 = objective(y1, xc, np.einsum("nf,nf->n", Fa[i1], Fb[j1]).astype(np.float64), i1, j1, s)
     if not f1 > f0:
         return M0, info
