@@ -29,3 +29,30 @@ def run_cli(args) -> dict:
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_gui_child(script, name: str, quick: bool = False, extra_paths=()) -> dict:
+    """``python SCRIPT --child [--quick]`` under ``xvfb-run`` when there is no display (the GUI
+    benchmarks measure a real Qt event loop), with ``src`` and ``extra_paths`` on its path and one
+    torch/BLAS thread by default; returns the JSON object of the child's last ``{``-line, or
+    ``{'skipped': ...}`` without a display or xvfb-run. Raises RuntimeError (naming ``name``) when
+    the child fails."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(Path(script).resolve()), "--child"] + (["--quick"] if quick else [])
+    if not os.environ.get("DISPLAY"):
+        xvfb = shutil.which("xvfb-run")
+        if xvfb is None:
+            return {"skipped": "no display and no xvfb-run"}
+        cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24"] + cmd
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), *map(str, extra_paths), env.get("PYTHONPATH", "")])
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    sys.stderr.write(out.stderr[-4000:])
+    line = next((ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"{name} benchmark child failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(line)

@@ -55,7 +55,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,19 +67,9 @@ ROOT = HERE.parent
 
 def run(quick: bool = False) -> dict:
     """Run the measurements in a child process (under xvfb-run when there is no display)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child"] + (["--quick"] if quick else [])
-    if not os.environ.get("DISPLAY"):
-        xvfb = shutil.which("xvfb-run")
-        if xvfb is None:
-            return {"skipped": "no display and no xvfb-run"}
-        cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24"] + cmd
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
-    line = next((ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")), None)
-    if out.returncode != 0 or line is None:
-        raise RuntimeError(f"gui benchmark child failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(line)
+    from _child import run_gui_child
+
+    return run_gui_child(__file__, "gui", quick, extra_paths=[ROOT])
 
 
 # --- child ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from qtpy.QtCore import QObject, QTimer
 
 from ...render.display import canvas_hw
 from ...render.screenshot import viewer_camera
-from ...render.sections import LOD_CAP, LOD_KEY, apply_section_update, needs_lod, view_rect
+from ...render.sections import LOD_KEY, apply_section_update, needs_lod, view_rect
 from ...viewer.layers import SECTION_KEY, STACK_KEY
 from ...viewer.view_jobs import sections_job
 from ..common import Connections, section_layers
@@ -72,7 +72,7 @@ class SectionsOverlay(QObject):
         if gene is None:
             return
         layers = [lyr for lyr in section_layers(self.viewer, stack)
-                  if not lod_only or needs_lod(stack[lyr.metadata[SECTION_KEY]], LOD_CAP)]
+                  if not lod_only or needs_lod(stack[lyr.metadata[SECTION_KEY]])]
         if lod_only:  # only sections whose cells for this view are not on screen yet
             layers = [lyr for lyr in layers if lyr.visible and lyr.metadata.get("gene") == gene]
         if not layers:
